@@ -1,0 +1,115 @@
+"""Arrays <-> bytes for the widget wire, and the downsampling that keeps payloads small.
+
+Arrays cross as ``{"dtype": str, "shape": [...], "data": bytes}`` (little-endian, C
+order). ipywidgets lifts the ``bytes`` out of the JSON into binary buffers, so no
+number is ever written as JSON text. The JS side decodes them in ``js/lib/codec.js``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "pack",
+    "unpack",
+    "maxpool2d",
+    "thumbnails",
+    "quantize_u8",
+    "payload_nbytes",
+    "WIRE_DTYPES",
+    "MAX_MESSAGE_BYTES",
+]
+
+WIRE_DTYPES = ("float32", "float16", "uint8", "int32", "uint16")
+
+#: The Jupyter server drops websocket messages over 10 MB by default; stay well below.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+def pack(arr: Any, dtype: str = "float32") -> dict:
+    """Encode an array for the wire. ``dtype`` must be one of :data:`WIRE_DTYPES`."""
+    if dtype not in WIRE_DTYPES:
+        raise ValueError(f"dtype: expected one of {WIRE_DTYPES}, received {dtype!r}")
+    a = np.asarray(arr)
+    if dtype == "uint8" and a.dtype != np.uint8:
+        raise TypeError(f"arr: uint8 wire dtype needs a uint8 array (quantise first), received {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    nbytes = a.nbytes
+    if nbytes > MAX_MESSAGE_BYTES:
+        raise ValueError(
+            f"arr: {nbytes / 1e6:.1f} MB of shape {a.shape} exceeds the {MAX_MESSAGE_BYTES / 1e6:.1f} MB "
+            "per-message cap; send it in tiles"
+        )
+    return {"dtype": dtype, "shape": [int(s) for s in a.shape], "data": a.tobytes()}
+
+
+def unpack(msg: dict) -> np.ndarray:
+    """Inverse of :func:`pack` (used by tests and by messages coming back from JS)."""
+    dtype = msg.get("dtype")
+    if dtype not in WIRE_DTYPES:
+        raise ValueError(f"dtype: expected one of {WIRE_DTYPES}, received {dtype!r}")
+    shape = tuple(int(s) for s in msg["shape"])
+    data = msg["data"]
+    arr = np.frombuffer(bytes(data) if not isinstance(data, (bytes, bytearray)) else data,
+                        dtype=np.dtype(dtype).newbyteorder("<"))
+    if arr.size != math.prod(shape):
+        raise ValueError(f"data: {arr.size} values do not fill shape {shape}")
+    return arr.reshape(shape)
+
+
+def payload_nbytes(obj: Any) -> int:
+    """Bytes of binary payload inside a (nested) dict/list state."""
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return len(obj) if not isinstance(obj, memoryview) else obj.nbytes
+    if isinstance(obj, dict):
+        return sum(payload_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_nbytes(v) for v in obj)
+    return 0
+
+
+def maxpool2d(arr: np.ndarray, size: int) -> np.ndarray:
+    """Max-pool the last two (square) axes down to at most ``size`` x ``size``.
+
+    Max, not mean: a head that puts all its weight on one key stays visible as a
+    sharp line instead of fading into the average. Edges are padded with 0 (weights
+    are non-negative, so the padding never wins a max).
+    """
+    if size < 1:
+        raise ValueError(f"size: expected >= 1, received {size}")
+    a = np.asarray(arr)
+    t = a.shape[-1]
+    if a.shape[-2] != t:
+        raise ValueError(f"arr: expected square last two axes, received shape {a.shape}")
+    if t <= size:
+        return a
+    k = math.ceil(t / size)
+    out = math.ceil(t / k)
+    pad = out * k - t
+    if pad:
+        widths = [(0, 0)] * (a.ndim - 2) + [(0, pad), (0, pad)]
+        a = np.pad(a, widths, constant_values=0)
+    lead = a.shape[:-2]
+    return a.reshape(*lead, out, k, out, k).max(axis=(-3, -1))
+
+
+def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each slice over ``axes`` by its max into 0..255.
+
+    Returns ``(uint8 array, float32 scales)``; ``value ~= q / 255 * scale``.
+    """
+    a = np.asarray(arr, dtype=np.float32)
+    scale = a.max(axis=axes, keepdims=True)
+    safe = np.where(scale > 0, scale, 1.0)
+    q = np.clip(np.rint(a / safe * 255.0), 0, 255).astype(np.uint8)
+    return q, np.squeeze(scale, axis=axes).astype(np.float32)
+
+
+def thumbnails(attentions: np.ndarray, size: int = 48) -> dict:
+    """Max-pooled, per-head-normalised uint8 thumbnails of ``[L, H, T, T]`` plus scales."""
+    pooled = maxpool2d(attentions, size)
+    q, scales = quantize_u8(pooled)
+    return {"maps": pack(q, "uint8"), "scales": pack(scales, "float32")}

@@ -1,0 +1,316 @@
+"""Capture attention (and its gradient) from a `transformers` model.
+
+One forward pass with ``output_attentions=True`` and one ``torch.autograd.grad`` call
+over every layer's attention tensor: no per-layer backward, no weight gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..trace import AttentionTrace, looks_causal
+
+__all__ = ["trace", "eager_attention", "model_kind"]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "attn_widgets.trace needs PyTorch. Install the build you want, e.g. "
+            "`pip install torch`, or build traces with AttentionTrace.from_tensors()."
+        ) from exc
+    return torch
+
+
+def _get_attn_impl(model: Any) -> Any:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+@contextlib.contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Temporarily switch a transformers model to eager attention, which returns weights.
+
+    sdpa and flash attention compute the same outputs without materialising the
+    weights, so ``output_attentions=True`` yields nothing. The model's own setting is
+    restored afterwards, also when the forward pass raises.
+    """
+    original = _get_attn_impl(model)
+    if original is None or original == "eager":
+        yield
+        return
+    setter = getattr(model, "set_attn_implementation", None)
+    if callable(setter):
+        setter("eager")
+        try:
+            yield
+        finally:
+            setter(original)
+    else:
+        model.config._attn_implementation = "eager"
+        try:
+            yield
+        finally:
+            model.config._attn_implementation = original
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    was_training = bool(getattr(model, "training", False))
+    if was_training:
+        model.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            model.train()
+
+
+def model_kind(model: Any) -> str:
+    """'causal_lm', 'seq_cls' or 'encoder', from the model class and its config."""
+    name = type(model).__name__
+    arch = " ".join(getattr(getattr(model, "config", None), "architectures", None) or [])
+    if "ForSequenceClassification" in name:
+        return "seq_cls"
+    if "CausalLM" in name or "LMHeadModel" in name:
+        return "causal_lm"
+    if getattr(getattr(model, "config", None), "is_decoder", False):
+        return "causal_lm" if hasattr(model, "lm_head") else "decoder"
+    if "CausalLM" in arch and not name.endswith("Model"):
+        return "causal_lm"
+    return "encoder"
+
+
+def _model_device(model: Any):
+    torch = _torch()
+    try:
+        return next(p.device for p in model.parameters())
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
+    raw = tokenizer.convert_ids_to_tokens(list(ids))
+    out = []
+    for t in raw:
+        t = str(t)
+        # Byte-level BPE (GPT-2) and sentencepiece mark a leading space with a symbol.
+        t = t.replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\\n")
+        out.append(t)
+    return out
+
+
+def _resolve_target(kind: str, outputs: Any, target: Any, position: int, tokenizer: Any, config: Any = None):
+    """Return (scalar tensor, description)."""
+    torch = _torch()
+    if callable(target):
+        y = target(outputs)
+        if not isinstance(y, torch.Tensor) or y.numel() != 1:
+            raise ValueError(
+                "target: a callable target must return a scalar tensor, "
+                f"received {type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
+            )
+        desc = getattr(target, "__name__", "callable")
+        return y.reshape(()), f"custom target {desc}(outputs)"
+    logits = getattr(outputs, "logits", None)
+    if kind == "causal_lm" and logits is not None:
+        row = logits[0, position]
+        if target is None:
+            idx = int(row.argmax())
+            what = "predicted next token"
+        else:
+            idx = _check_index(target, row.shape[-1], "target (vocabulary index)")
+            what = "next token"
+        tok = _display_tokens(tokenizer, [idx])[0] if tokenizer is not None else str(idx)
+        return row[idx], f"logit of {what} {tok!r} (id {idx}) at position {position}"
+    if kind == "seq_cls" and logits is not None:
+        row = logits[0]
+        if target is None:
+            idx = int(row.argmax())
+            what = "predicted class"
+        else:
+            idx = _check_index(target, row.shape[-1], "target (class index)")
+            what = "class"
+        label = getattr(config, "id2label", None) or {}
+        name = label.get(idx, str(idx))
+        return row[idx], f"logit of {what} {name!r}"
+    hidden = getattr(outputs, "last_hidden_state", None)
+    if hidden is None:
+        hs = getattr(outputs, "hidden_states", None)
+        hidden = hs[-1] if hs else None
+    if hidden is None:
+        raise ValueError(
+            "target: could not choose a default target: the model output has neither logits nor "
+            "last_hidden_state. Pass target=callable(outputs) -> scalar tensor."
+        )
+    if target is not None:
+        raise ValueError(
+            f"target: an integer target needs a model with logits; this {kind} model has none. "
+            "Pass target=callable(outputs) -> scalar tensor instead."
+        )
+    pooled = hidden[0].mean(dim=0)
+    return pooled.norm(), "norm of the mean-pooled last hidden state"
+
+
+def _check_index(target: Any, n: int, what: str) -> int:
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise TypeError(f"{what}: expected an int or a callable, received {target!r}")
+    if not -n <= int(target) < n:
+        raise ValueError(f"{what}: expected -{n} <= target < {n}, received {target}")
+    return int(target) % n
+
+
+def trace(
+    model: Any,
+    tokenizer: Any,
+    text: str | Any,
+    target: Any = None,
+    *,
+    position: int | None = None,
+    batch_index: int = 0,
+    gradients: bool = True,
+    max_length: int | None = None,
+) -> AttentionTrace:
+    """Run ``model`` on ``text`` and capture every layer's attention and its gradient.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A `transformers` model and its tokenizer. sdpa / flash attention is switched to
+        eager for the capture and restored afterwards; train mode likewise.
+    text
+        A string, a list of strings (``batch_index`` picks one; padding is cropped), or
+        an already tokenized ``BatchEncoding`` / dict with ``input_ids``.
+    target
+        What the gradients are taken of. ``None`` picks by model type: causal LM -> logit
+        of the predicted next token at ``position`` (default: last); sequence
+        classification -> predicted class logit; bare encoder -> norm of the mean-pooled
+        last hidden state. An int selects a vocabulary / class index; a callable
+        ``outputs -> scalar tensor`` is used as is.
+    gradients
+        Set False to skip the backward pass.
+    """
+    torch = _torch()
+    if tokenizer is None and isinstance(text, str):
+        raise ValueError("tokenizer: a tokenizer is needed to encode text")
+    if isinstance(text, str):
+        if not text.strip():
+            raise ValueError("text: received an empty string; there is nothing to attend to")
+        texts: Any = text
+    elif isinstance(text, (list, tuple)) and text and all(isinstance(t, str) for t in text):
+        if any(not t.strip() for t in text):
+            raise ValueError("text: the batch contains an empty string")
+        texts = list(text)
+    else:
+        texts = None
+
+    if texts is not None:
+        enc = tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+            return_special_tokens_mask=True,
+        )
+    elif hasattr(text, "keys") and "input_ids" in text:
+        enc = dict(text)
+    else:
+        raise TypeError(
+            f"text: expected a string, a list of strings or a tokenized batch, received {type(text).__name__}"
+        )
+    enc = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in enc.items()}
+    if enc["input_ids"].ndim == 1:
+        enc = {k: v.unsqueeze(0) for k, v in enc.items()}
+    n_batch = enc["input_ids"].shape[0]
+    if not -n_batch <= batch_index < n_batch:
+        raise ValueError(f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}")
+    if enc["input_ids"].shape[1] == 0:
+        raise ValueError("text: tokenization produced no tokens")
+    # One sequence at a time: select it, then crop its padding.
+    special = enc.pop("special_tokens_mask", None)
+    sel = {k: v[batch_index : batch_index + 1] for k, v in enc.items()}
+    if "attention_mask" in sel:
+        keep = sel["attention_mask"][0].bool()
+        if not keep.any():
+            raise ValueError("text: the selected sequence is all padding")
+        sel = {k: v[:, keep] if v.ndim == 2 and v.shape[1] == keep.shape[0] else v for k, v in sel.items()}
+        if special is not None:
+            special = special[batch_index][keep.cpu()]
+    elif special is not None:
+        special = special[batch_index]
+    ids = sel["input_ids"][0].tolist()
+    if special is None and tokenizer is not None:
+        special = torch.tensor(
+            tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=torch.bool
+        )
+
+    device = _model_device(model)
+    sel = {k: v.to(device) for k, v in sel.items()}
+    kind = model_kind(model)
+    n_tokens = len(ids)
+    if position is None:
+        position = n_tokens - 1
+    if not -n_tokens <= position < n_tokens:
+        raise ValueError(f"position: expected -{n_tokens} <= position < {n_tokens}, received {position}")
+    position = position % n_tokens
+
+    with eager_attention(model), _eval_mode(model), torch.enable_grad():
+        outputs, attentions = _forward(model, sel, gradients)
+        if gradients:
+            y, desc = _resolve_target(
+                kind, outputs, target, position, tokenizer, getattr(model, "config", None)
+            )
+            grads = torch.autograd.grad(y, attentions, allow_unused=True)
+            grads = [torch.zeros_like(a) if g is None else g for a, g in zip(attentions, grads)]
+            grad_np = np.stack([g[0].detach().float().cpu().numpy() for g in grads])
+        else:
+            desc, grad_np = None, None
+    attn_np = np.stack([a[0].detach().float().cpu().numpy() for a in attentions])
+    name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+    causal = kind in ("causal_lm", "decoder") or looks_causal(attn_np)
+    return AttentionTrace(
+        tokens=tuple(_display_tokens(tokenizer, ids)) if tokenizer is not None else tuple(map(str, ids)),
+        attentions=attn_np,
+        gradients=grad_np,
+        target=desc,
+        causal=causal,
+        special_mask=None if special is None else special.cpu().numpy().astype(bool),
+        model_name=str(name),
+        token_ids=tuple(ids),
+        meta={"kind": kind, "position": position},
+    )
+
+
+def _forward(model: Any, inputs: dict, need_grad: bool):
+    """Forward with attention weights; make sure they are in the autograd graph."""
+    torch = _torch()
+    outputs = model(**inputs, output_attentions=True, return_dict=True)
+    attentions = getattr(outputs, "attentions", None)
+    _check_attentions(model, attentions)
+    if need_grad and not all(a.requires_grad for a in attentions):
+        # Frozen weights (requires_grad=False everywhere): feed embeddings that require
+        # grad so the attention tensors join the graph. Costs a second forward, rarely.
+        emb_layer = model.get_input_embeddings()
+        embeds = emb_layer(inputs["input_ids"]).detach().requires_grad_(True)
+        rest = {k: v for k, v in inputs.items() if k != "input_ids"}
+        outputs = model(inputs_embeds=embeds, **rest, output_attentions=True, return_dict=True)
+        attentions = outputs.attentions
+        _check_attentions(model, attentions)
+    return outputs, tuple(attentions)
+
+
+def _check_attentions(model: Any, attentions: Any) -> None:
+    if not attentions or any(a is None for a in attentions):
+        impl = _get_attn_impl(model)
+        raise ValueError(
+            f"attentions: {type(model).__name__} returned no attention weights "
+            f"(attention implementation {impl!r}). attn_widgets switches transformers models "
+            "to eager attention for the capture; this model did not honour it. Load it with "
+            "attn_implementation='eager' or build the trace with AttentionTrace.from_tensors()."
+        )

@@ -1,0 +1,302 @@
+"""AttentionTrace: the one data contract between capture, flows and widgets.
+
+An :class:`AttentionTrace` is validated once, at construction. Every later layer
+(flows, wire encoding, widgets) may rely on its invariants:
+
+* ``attentions`` is C-contiguous float32 ``[L, H, T, T]``, finite, non-negative,
+  each query row sums to 1 over the keys it may see;
+* ``len(tokens) == T``;
+* ``gradients``, when present, is float32 with exactly the same shape, finite;
+* ``special_mask`` is bool ``[T]``.
+
+Nothing here imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["AttentionTrace"]
+
+#: Tolerance on row sums. float16 models and softmax in reduced precision land
+#: within ~1e-3 of 1; anything further off is not an attention distribution.
+ROW_SUM_ATOL = 2e-3
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """Convert a torch tensor / array-like to a float32 numpy array."""
+    if x is None:
+        raise ValueError(f"{name}: expected an array, received None")
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object:
+        raise TypeError(f"{name}: expected a numeric array, received an object array")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected a floating point array, received dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _stack_layers(attentions: Any, batch_index: int, name: str) -> np.ndarray:
+    """Accept a per-layer tuple/list of [B, H, T, T] (transformers) or a [L, H, T, T] array."""
+    if isinstance(attentions, (tuple, list)):
+        if len(attentions) == 0:
+            raise ValueError(f"{name}: expected one tensor per layer, received an empty sequence")
+        if any(a is None for a in attentions):
+            missing = [i for i, a in enumerate(attentions) if a is None]
+            raise ValueError(
+                f"{name}: layers {missing} have no attention weights (None). The model probably "
+                "runs sdpa/flash attention, which returns no weights; load it with "
+                "attn_implementation='eager' or use attn_widgets.trace(), which switches it."
+            )
+        layers = [_to_numpy(a, f"{name}[{i}]") for i, a in enumerate(attentions)]
+        shapes = {a.shape for a in layers}
+        if len(shapes) != 1:
+            raise ValueError(f"{name}: layers have different shapes {sorted(shapes)}")
+        first = layers[0]
+        if first.ndim == 4:
+            b = first.shape[0]
+            if not -b <= batch_index < b:
+                raise ValueError(
+                    f"{name}: batch_index={batch_index} out of range for batch size {b} "
+                    f"(layer shape {tuple(first.shape)})"
+                )
+            layers = [a[batch_index] for a in layers]
+        elif first.ndim != 3:
+            raise ValueError(
+                f"{name}: each layer must be [B, H, T, T] or [H, T, T], received shape {tuple(first.shape)}"
+            )
+        return np.ascontiguousarray(np.stack(layers, axis=0))
+    arr = _to_numpy(attentions, name)
+    if arr.ndim == 5:
+        b = arr.shape[1]
+        if not -b <= batch_index < b:
+            raise ValueError(
+                f"{name}: batch_index={batch_index} out of range for [L, B, H, T, T] shape {arr.shape}"
+            )
+        arr = np.ascontiguousarray(arr[:, batch_index])
+    return arr
+
+
+@dataclass(frozen=True, eq=False)
+class AttentionTrace:
+    """Attention weights (and optionally their gradients) of one input through one model.
+
+    Parameters
+    ----------
+    tokens
+        The T token strings, in order. Untrusted text: views render them as text only.
+    attentions
+        float32 ``[L, H, T, T]``; rows are queries and sum to 1 over the keys they may see.
+    gradients
+        Optional ``d target / d attentions``, same shape as ``attentions``.
+    target
+        Human readable description of the scalar the gradients are taken of.
+    causal
+        True when each query only sees keys at or before it (decoder models).
+    special_mask
+        Optional bool ``[T]``, True for special tokens such as ``[CLS]`` and ``[SEP]``.
+    model_name
+        Free text used in titles.
+    token_ids
+        Optional integer ids of the tokens.
+    """
+
+    tokens: tuple[str, ...]
+    attentions: np.ndarray
+    gradients: np.ndarray | None = None
+    target: str | None = None
+    causal: bool = False
+    special_mask: np.ndarray | None = None
+    model_name: str = ""
+    token_ids: tuple[int, ...] | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tokens = self.tokens
+        if isinstance(tokens, str) or not isinstance(tokens, Sequence) and not hasattr(tokens, "__iter__"):
+            raise TypeError(f"tokens: expected a list of strings, received {type(tokens).__name__}")
+        tokens = tuple(tokens)
+        bad = [i for i, t in enumerate(tokens) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(
+                f"tokens: expected strings, element {bad[0]} is {type(tokens[bad[0]]).__name__}"
+            )
+
+        # Own copy: the trace is read-only and must not alias (or freeze) the caller's array.
+        attn = np.array(_to_numpy(self.attentions, "attentions"), copy=True)
+        if attn.ndim != 4:
+            raise ValueError(f"attentions: expected rank 4 [L, H, T, T], received shape {attn.shape}")
+        n_layers, n_heads, t_q, t_k = attn.shape
+        if t_q != t_k:
+            raise ValueError(f"attentions: expected square maps [L, H, T, T], received shape {attn.shape}")
+        if min(attn.shape) == 0:
+            raise ValueError(f"attentions: empty array, received shape {attn.shape}")
+        if len(tokens) != t_q:
+            raise ValueError(
+                f"tokens: expected {t_q} tokens to match attentions {attn.shape}, received {len(tokens)}"
+            )
+        if not np.isfinite(attn).all():
+            where = np.argwhere(~np.isfinite(attn))[0].tolist()
+            raise ValueError(f"attentions: contains NaN or inf (first at index {where}, shape {attn.shape})")
+        if (attn < 0).any():
+            where = np.argwhere(attn < 0)[0].tolist()
+            raise ValueError(
+                f"attentions: weights must be >= 0 (post-softmax), found {attn[tuple(where)]:.4g} at {where}"
+            )
+        sums = attn.sum(axis=-1, dtype=np.float64)
+        off = np.abs(sums - 1.0) > ROW_SUM_ATOL
+        if off.any():
+            l, h, i = np.argwhere(off)[0].tolist()
+            raise ValueError(
+                "attentions: each query row must sum to 1 over keys; "
+                f"row (layer={l}, head={h}, query={i}) sums to {sums[l, h, i]:.6f}. "
+                "Pass post-softmax weights with padding cropped."
+            )
+
+        causal = bool(self.causal)
+        if causal and t_q > 1:
+            upper = np.triu(np.ones((t_q, t_q), dtype=bool), k=1)
+            leak = attn[:, :, upper]
+            if leak.size and leak.max() > 1e-6:
+                raise ValueError(
+                    "causal: trace is marked causal but attentions put weight "
+                    f"{leak.max():.4g} on future keys (above the diagonal)"
+                )
+
+        grads = self.gradients
+        if grads is not None:
+            grads = np.array(_to_numpy(grads, "gradients"), copy=True)
+            if grads.shape != attn.shape:
+                raise ValueError(
+                    f"gradients: expected shape {attn.shape} (same as attentions), received {grads.shape}"
+                )
+            if not np.isfinite(grads).all():
+                raise ValueError(f"gradients: contains NaN or inf (shape {grads.shape})")
+
+        mask = self.special_mask
+        if mask is None:
+            mask = np.zeros(t_q, dtype=bool)
+        else:
+            mask = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+            if mask.shape != (t_q,):
+                raise ValueError(f"special_mask: expected shape ({t_q},), received {mask.shape}")
+            mask = mask.astype(bool)
+
+        ids = self.token_ids
+        if ids is not None:
+            ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
+            if len(ids) != t_q:
+                raise ValueError(f"token_ids: expected {t_q} ids, received {len(ids)}")
+
+        attn.setflags(write=False)
+        if grads is not None:
+            grads.setflags(write=False)
+        mask.setflags(write=False)
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "attentions", attn)
+        object.__setattr__(self, "gradients", grads)
+        object.__setattr__(self, "causal", causal)
+        object.__setattr__(self, "special_mask", mask)
+        object.__setattr__(self, "token_ids", ids)
+        object.__setattr__(self, "model_name", str(self.model_name or ""))
+        object.__setattr__(self, "meta", dict(self.meta or {}))
+
+    # -- constructors -------------------------------------------------------------
+
+    @classmethod
+    def from_tensors(
+        cls,
+        attentions: Any,
+        tokens: Sequence[str],
+        *,
+        batch_index: int = 0,
+        gradients: Any = None,
+        causal: bool | None = None,
+        **kwargs: Any,
+    ) -> "AttentionTrace":
+        """Build a trace from precomputed weights.
+
+        ``attentions`` is either the per-layer tuple that ``transformers`` returns with
+        ``output_attentions=True`` (each ``[B, H, T, T]``; ``batch_index`` picks the
+        sequence) or one ``[L, H, T, T]`` array / tensor. ``gradients`` takes the same
+        forms. ``causal=None`` detects causality from the weights themselves (all zero
+        above the diagonal).
+        """
+        attn = _stack_layers(attentions, batch_index, "attentions")
+        grads = None if gradients is None else _stack_layers(gradients, batch_index, "gradients")
+        if causal is None:
+            causal = looks_causal(attn)
+        return cls(tokens=tuple(tokens), attentions=attn, gradients=grads, causal=causal, **kwargs)
+
+    # -- shape helpers ------------------------------------------------------------
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.attentions.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.attentions.shape[1])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.attentions.shape[2])
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return tuple(self.attentions.shape)  # type: ignore[return-value]
+
+    @property
+    def has_gradients(self) -> bool:
+        return self.gradients is not None
+
+    def head_map(self, layer: int, head: int | str) -> np.ndarray:
+        """The ``[T, T]`` map of one head, or ``"mean"`` / ``"max"`` over a layer's heads."""
+        layer = self.check_layer(layer)
+        if head == "mean":
+            return self.attentions[layer].mean(axis=0)
+        if head == "max":
+            return self.attentions[layer].max(axis=0)
+        return self.attentions[layer, self.check_head(head)]
+
+    def check_layer(self, layer: Any) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layer: expected an int, received {layer!r}")
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer: expected 0 <= layer < {self.n_layers}, received {layer}")
+        return int(layer)
+
+    def check_head(self, head: Any) -> int:
+        if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
+            raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
+        if not 0 <= head < self.n_heads:
+            raise ValueError(f"head: expected 0 <= head < {self.n_heads}, received {head}")
+        return int(head)
+
+    def __repr__(self) -> str:
+        grad = f", gradients of {self.target!r}" if self.gradients is not None else ""
+        name = f"{self.model_name}: " if self.model_name else ""
+        return (
+            f"AttentionTrace({name}{self.n_layers} layers x {self.n_heads} heads, "
+            f"{self.n_tokens} tokens{', causal' if self.causal else ''}{grad})"
+        )
+
+
+def looks_causal(attn: np.ndarray) -> bool:
+    """True when every head puts (numerically) zero weight above the diagonal.
+
+    A bidirectional softmax is strictly positive everywhere, so for T > 1 this cannot
+    be true of an encoder.
+    """
+    t = attn.shape[-1]
+    if t < 2:
+        return False
+    upper = np.triu(np.ones((t, t), dtype=bool), k=1)
+    return bool(attn[..., upper].max() <= 1e-7)

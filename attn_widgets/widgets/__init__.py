@@ -1,0 +1,7 @@
+"""Thin widget classes: traits, layout, linking. No attention math here."""
+
+from .heatmap import AttentionHeatmap
+from .link import SelectionLink, link
+from .matrix import AttentionMatrix
+
+__all__ = ["AttentionMatrix", "AttentionHeatmap", "link", "SelectionLink"]

@@ -1,0 +1,90 @@
+// Sequential colour maps that read on light and dark backgrounds alike: each map runs
+// from the panel background to a saturated colour, so "no attention" is invisible
+// and strong attention stands out in either theme.
+
+/** Parse "#rgb", "#rrggbb", "rgb(r, g, b)" or "rgba(...)" into [r, g, b]; null if unparseable. */
+export function parseColor(str) {
+  if (typeof str !== "string") return null;
+  const s = str.trim();
+  let m = /^#([0-9a-f]{3})$/i.exec(s);
+  if (m) return m[1].split("").map((c) => parseInt(c + c, 16));
+  m = /^#([0-9a-f]{6})([0-9a-f]{2})?$/i.exec(s);
+  if (m) return [0, 2, 4].map((i) => parseInt(m[1].slice(i, i + 2), 16));
+  m = /^rgba?\(\s*([\d.]+)[\s,]+([\d.]+)[\s,]+([\d.]+)/i.exec(s);
+  if (m) return [m[1], m[2], m[3]].map((v) => Math.round(Number(v)));
+  return null;
+}
+
+/** Relative luminance (0 black .. 1 white) of an [r, g, b] colour. */
+export function luminance([r, g, b]) {
+  const lin = (c) => {
+    const x = c / 255;
+    return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4;
+  };
+  return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
+}
+
+/** 256-entry RGBA lookup table through evenly spaced colour stops. */
+export function makeLut(stops) {
+  if (!Array.isArray(stops) || stops.length < 2) throw new Error("makeLut needs at least two stops");
+  const lut = new Uint8ClampedArray(256 * 4);
+  const segs = stops.length - 1;
+  for (let i = 0; i < 256; i++) {
+    const x = (i / 255) * segs;
+    const k = Math.min(Math.floor(x), segs - 1);
+    const f = x - k;
+    const a = stops[k];
+    const b = stops[k + 1];
+    for (let c = 0; c < 3; c++) lut[i * 4 + c] = Math.round(a[c] + (b[c] - a[c]) * f);
+    lut[i * 4 + 3] = 255;
+  }
+  return lut;
+}
+
+const LIGHT_STOPS = [[198, 219, 239], [66, 146, 198], [8, 48, 107]];
+const DARK_STOPS = [[37, 52, 148], [65, 182, 196], [255, 255, 204]];
+
+/** The attention colour map for a given background colour (theme-aware). */
+export function themeLut(background) {
+  const bg = parseColor(background) || [255, 255, 255];
+  const dark = luminance(bg) < 0.4;
+  return makeLut([bg, ...(dark ? DARK_STOPS : LIGHT_STOPS)]);
+}
+
+/** Index 0..255 of `value` on a scale from 0 to `max`; gamma < 1 lifts small weights. */
+export function lutIndex(value, max, gamma = 1) {
+  if (!(max > 0) || !(value > 0)) return 0;
+  const x = Math.min(value / max, 1);
+  return Math.round((gamma === 1 ? x : x ** gamma) * 255);
+}
+
+/** CSS colour string of a LUT entry. */
+export function lutCss(lut, idx) {
+  const i = Math.max(0, Math.min(255, idx | 0)) * 4;
+  return `rgb(${lut[i]}, ${lut[i + 1]}, ${lut[i + 2]})`;
+}
+
+/** Black or white text, whichever reads better on the LUT entry. */
+export function textOn(lut, idx) {
+  const i = Math.max(0, Math.min(255, idx | 0)) * 4;
+  return luminance([lut[i], lut[i + 1], lut[i + 2]]) > 0.35 ? "#000" : "#fff";
+}
+
+/** Fill RGBA pixels for `values` (length n) scaled to `max`. */
+export function paint(values, max, lut, out, gamma = 1) {
+  const n = values.length;
+  const px = out || new Uint8ClampedArray(n * 4);
+  const inv = max > 0 ? 1 / max : 0;
+  for (let i = 0; i < n; i++) {
+    let x = values[i] * inv;
+    x = x > 1 ? 1 : x > 0 ? x : 0;
+    if (gamma !== 1) x = x ** gamma;
+    const j = Math.round(x * 255) * 4;
+    const o = i * 4;
+    px[o] = lut[j];
+    px[o + 1] = lut[j + 1];
+    px[o + 2] = lut[j + 2];
+    px[o + 3] = 255;
+  }
+  return px;
+}

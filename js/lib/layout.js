@@ -1,0 +1,90 @@
+// Geometry and hit-testing for the panels. Pure functions of numbers, so the same
+// maths serves drawing, clicking and the unit tests.
+
+/** Cell size (CSS px) that fits `nHeads` columns into `available` px. */
+export function fitCell(available, nHeads, { min = 10, max = 64, gap = 2, left = 0 } = {}) {
+  if (!(nHeads > 0)) return min;
+  const c = Math.floor((available - left) / nHeads) - gap;
+  return Math.max(min, Math.min(max, c));
+}
+
+/** Layout of the layers x heads grid. */
+export function matrixLayout({ nLayers, nHeads, cell, gap = 2, left = 28, top = 18 }) {
+  const pitch = cell + gap;
+  return {
+    nLayers,
+    nHeads,
+    cell,
+    gap,
+    left,
+    top,
+    pitch,
+    width: left + nHeads * pitch,
+    height: top + nLayers * pitch,
+  };
+}
+
+/** Top-left corner of cell (layer, head). */
+export function cellOrigin(lay, layer, head) {
+  return { x: lay.left + head * lay.pitch, y: lay.top + layer * lay.pitch };
+}
+
+/** (layer, head) under point (x, y) in CSS px, or null (gaps and labels hit nothing). */
+export function hitMatrix(lay, x, y) {
+  const cx = x - lay.left;
+  const cy = y - lay.top;
+  if (cx < 0 || cy < 0) return null;
+  const head = Math.floor(cx / lay.pitch);
+  const layer = Math.floor(cy / lay.pitch);
+  if (head >= lay.nHeads || layer >= lay.nLayers) return null;
+  if (cx - head * lay.pitch >= lay.cell || cy - layer * lay.pitch >= lay.cell) return null;
+  return { layer, head };
+}
+
+/** Layout of the token x token heatmap: labels on the left (queries) and top (keys). */
+export function heatLayout({ n, size, left, top }) {
+  return { n, size, left, top, cell: size / n, width: left + size, height: top + size };
+}
+
+/**
+ * What is under (x, y): {kind: "cell", row, col}, {kind: "row", row} on a left label,
+ * {kind: "col", col} on a top label, or null.
+ */
+export function hitHeat(lay, x, y) {
+  const inX = x >= lay.left && x < lay.left + lay.size;
+  const inY = y >= lay.top && y < lay.top + lay.size;
+  const col = Math.min(lay.n - 1, Math.floor((x - lay.left) / lay.cell));
+  const row = Math.min(lay.n - 1, Math.floor((y - lay.top) / lay.cell));
+  if (inX && inY) return { kind: "cell", row, col };
+  if (inY && x >= 0 && x < lay.left) return { kind: "row", row };
+  if (inX && y >= 0 && y < lay.top) return { kind: "col", col };
+  return null;
+}
+
+/** Draw every k-th label so labels `fontPx` tall never overlap on cells `cellPx` apart. */
+export function labelStride(cellPx, fontPx) {
+  if (!(cellPx > 0)) return Infinity;
+  return Math.max(1, Math.ceil((fontPx * 1.15) / cellPx));
+}
+
+/** Indices of labels to draw: every `stride`-th, plus the always-shown ones (selection, hover). */
+export function visibleLabels(n, stride, always = []) {
+  const out = new Set();
+  if (Number.isFinite(stride)) for (let i = 0; i < n; i += stride) out.add(i);
+  for (const i of always) if (Number.isInteger(i) && i >= 0 && i < n) out.add(i);
+  return [...out].sort((a, b) => a - b);
+}
+
+/** Shorten a label to at most `max` characters, with an ellipsis. */
+export function truncate(label, max) {
+  const s = String(label);
+  return s.length <= max ? s : `${s.slice(0, Math.max(1, max - 1))}\u2026`;
+}
+
+/** Printable form of a token for canvas text (newlines, tabs and control characters made visible). */
+export function printable(tok) {
+  return String(tok)
+    .replace(/\n/g, "\\n")
+    .replace(/\t/g, "\\t")
+    .replace(/[\u0000-\u001f\u007f]/g, "\ufffd");
+}
