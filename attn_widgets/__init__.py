@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .capture import demo_model, tiny_gpt2, trace
 from .trace import AttentionTrace
-from .widgets import AttentionHeatmap, AttentionMatrix, SelectionLink, link
+from .widgets import AttentionFlow, AttentionHeatmap, AttentionMatrix, SelectionLink, link
 
 __version__ = "0.1.0"
 
@@ -21,6 +21,7 @@ __all__ = [
     "tiny_gpt2",
     "AttentionMatrix",
     "AttentionHeatmap",
+    "AttentionFlow",
     "link",
     "SelectionLink",
     "__version__",

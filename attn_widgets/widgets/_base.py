@@ -81,10 +81,15 @@ class AttnWidget(anywidget.AnyWidget):
         self._handlers = {}
         self.on_msg(self._on_custom_msg)
 
+    #: Synced traits the kernel computes; not constructor arguments.
+    _computed: frozenset[str] = frozenset()
+
     @classmethod
     def _settable(cls) -> list[str]:
         fixed = {"tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"}
-        return [n for n in cls.class_own_traits(sync=True) if not n.startswith("_")] + [
+        own = [n for klass in cls.__mro__[:-1] if issubclass(klass, AttnWidget) and klass is not AttnWidget
+               for n in klass.class_own_traits(sync=True)]
+        return [n for n in own if not n.startswith("_") and n not in cls._computed] + [
             n for n in AttnWidget.class_own_traits(sync=True) if n not in fixed and not n.startswith("_")
         ] + ["layout"]
 

@@ -28,6 +28,7 @@ class AttentionHeatmap(AttnWidget):
     """
 
     _esm = _esm("heatmap")
+    _computed = frozenset({"initial_map", "preloaded"})
 
     direction = t.Enum(["from", "to"], default_value="from").tag(sync=True)
     #: Packed float16 map of the selection at construction time (no round trip on first draw).

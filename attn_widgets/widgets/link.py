@@ -41,12 +41,26 @@ def _names_of(widget: Any) -> set[str]:
     return {n for n in SELECTION if widget.has_trait(n)} if hasattr(widget, "has_trait") else set()
 
 
+#: For each linked name, the widget trait that bounds its values.
+_RANGE = {"layer": "n_layers", "head": "n_heads", "token": "tokens"}
+
+
+def _range_of(widget: Any, name: str) -> int | None:
+    bound = getattr(widget, _RANGE[name], None)
+    if bound is None:
+        return None
+    return len(bound) if isinstance(bound, (list, tuple)) else int(bound)
+
+
 def link(*widgets: Any, names: Iterable[str] = SELECTION) -> SelectionLink:
     """Share the selection (``layer``, ``head``, ``token``) between panels.
 
     Any number of panels; each name is linked among the panels that have it. The first
-    panel's values win at link time. Works across traces (e.g. base vs fine-tuned) as
-    long as the values are valid for each. Returns a :class:`SelectionLink`.
+    panel's values win at link time. Works across traces (e.g. base vs fine-tuned) whose
+    ranges agree for every linked name: linking ``layer`` between traces with different
+    numbers of layers (``head``: heads, ``token``: tokens) raises ``ValueError``, since a
+    value valid in one panel could not be shown in the other; pass ``names`` to link only
+    the fields that agree. Returns a :class:`SelectionLink`.
     """
     names = tuple(names)
     bad = sorted(set(names) - set(SELECTION))
@@ -63,6 +77,15 @@ def link(*widgets: Any, names: Iterable[str] = SELECTION) -> SelectionLink:
     for w in flat:
         if not _names_of(w):
             raise TypeError(f"link: {type(w).__name__} has no selection traits {SELECTION}")
+    for name in names:
+        sizes = {(type(w).__name__, i): _range_of(w, name) for i, w in enumerate(flat) if name in _names_of(w)}
+        known = {v for v in sizes.values() if v is not None}
+        if len(known) > 1:
+            detail = ", ".join(f"{kind} #{i}: {v}" for (kind, i), v in sizes.items())
+            raise ValueError(
+                f"link: cannot link {name!r} between panels with different {_RANGE[name]} "
+                f"({detail}); pass names= without {name!r} to link the others"
+            )
     links = []
     for name in names:
         having = [w for w in flat if name in _names_of(w)]

@@ -31,6 +31,7 @@ class AttentionMatrix(AttnWidget):
     """
 
     _esm = _esm("matrix")
+    _computed = frozenset({"thumbs"})
 
     thumb_size = t.Int(48).tag(sync=True)
     cell_size = t.Int(0).tag(sync=True)

@@ -1,0 +1,194 @@
+"""Per-layer edge weights and path tracing for the Flow panel.
+
+The Flow panel draws the tokens at every layer boundary (column 0 = the input
+embeddings, column ``l`` = the output of layer ``l - 1``) and, between adjacent columns,
+the edges of one method's per-layer matrix ``E[l]`` (rows = queries in column ``l + 1``,
+columns = keys in column ``l``):
+
+============== =============================================================
+method          ``E[l]``
+============== =============================================================
+attention      ``mean_h A[l, h]`` (raw attention, no residual)
+rollout, flow  ``(1 - r) mean_h A[l, h] + r I`` (the graph rollout and the exact
+               max-flow run on; ``r`` is the residual weight)
+grad_rollout   ``I + mean_h relu(G * A)`` (Chefer et al.'s update ``R += Abar R``)
+attn_grad      ``mean_h A * G`` (signed) or ``mean_h relu(A * G)`` (clipped)
+============== =============================================================
+
+Tracing a token ``i`` walks the matrices down from the top: ``r_L = e_i``,
+``r_{l} = |r_{l+1}| @ |E[l]|`` (each step renormalised), so the weight of node ``j`` in
+column ``l`` is the share of ``i``'s output that passes through it, and the edge flow is
+``r_{l+1}[q] * |E[l][q, k]|``. The token's scores over the input tokens (the sentence
+strip) are the method's own answer: the rollout row, the exact max-flow row, the
+normalised gradient-rollout row, or the traced share for the others.
+
+Everything here is pure numpy; the widgets only pack what these functions return.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "METHODS",
+    "layer_edges",
+    "sparse_edges",
+    "trace_token",
+    "token_scores",
+    "check_method",
+]
+
+METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad")
+GRAD_METHODS = ("grad_rollout", "attn_grad")
+
+
+def check_method(method: str, has_gradients: bool = True) -> str:
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, received {method!r}")
+    if method in GRAD_METHODS and not has_gradients:
+        raise ValueError(
+            f"method={method!r} needs gradients, but this trace has none; capture it with "
+            "attn_widgets.trace(..., gradients=True) or pass gradients= to AttentionTrace.from_tensors"
+        )
+    return method
+
+
+def _rownorm(m: np.ndarray) -> np.ndarray:
+    s = m.sum(axis=-1, keepdims=True)
+    return np.divide(m, s, out=np.zeros_like(m), where=s > 0)
+
+
+def layer_edges(
+    attentions: np.ndarray,
+    method: str,
+    gradients: np.ndarray | None = None,
+    *,
+    residual: float = 0.5,
+    signed: bool = False,
+) -> np.ndarray:
+    """The ``[L, T, T]`` per-layer edge matrices of ``method`` (see the module docs)."""
+    check_method(method, gradients is not None)
+    a = np.asarray(attentions, dtype=np.float64)
+    if a.ndim != 4 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"attentions: expected shape [L, H, T, T], received {list(a.shape)}")
+    if not 0.0 <= residual <= 1.0:
+        raise ValueError(f"residual: expected 0 <= residual <= 1, received {residual}")
+    n = a.shape[-1]
+    eye = np.eye(n)
+    if method == "attention":
+        e = a.mean(axis=1)
+    elif method in ("rollout", "flow"):
+        e = _rownorm((1.0 - residual) * a.mean(axis=1) + residual * eye)
+    else:
+        g = np.asarray(gradients, dtype=np.float64)
+        if g.shape != a.shape:
+            raise ValueError(f"gradients: expected shape {list(a.shape)}, received {list(g.shape)}")
+        ag = a * g
+        if method == "grad_rollout":
+            e = eye + np.maximum(ag, 0.0).mean(axis=1)
+        else:
+            e = ag.mean(axis=1) if signed else np.maximum(ag, 0.0).mean(axis=1)
+    return e.astype(np.float32)
+
+
+def sparse_edges(
+    edges: np.ndarray,
+    threshold: float = 0.1,
+    top_k: int = 0,
+    max_edges: int = 150_000,
+) -> dict[str, Any]:
+    """Keep the strong edges only.
+
+    An edge survives when ``|w| >= threshold * max |w|`` of its layer and, if ``top_k``
+    is positive, it is among the ``top_k`` strongest edges into its query node. When more
+    than ``max_edges`` survive, the strongest ``max_edges`` are kept and ``capped`` says so.
+
+    Returns ``{"layer", "query", "key", "weight", "total", "capped"}`` with the first four
+    as flat arrays sorted by layer (int32/uint16/uint16/float32).
+    """
+    e = np.asarray(edges, dtype=np.float32)
+    if e.ndim != 3 or e.shape[1] != e.shape[2]:
+        raise ValueError(f"edges: expected shape [L, T, T], received {list(e.shape)}")
+    if not 0.0 <= threshold <= 1.0 or not np.isfinite(threshold):
+        raise ValueError(f"threshold: expected 0 <= threshold <= 1, received {threshold}")
+    if top_k < 0:
+        raise ValueError(f"top_k: expected top_k >= 0, received {top_k}")
+    mag = np.abs(e)
+    peak = mag.reshape(len(e), -1).max(axis=1)
+    keep = (mag >= (threshold * peak)[:, None, None]) & (mag > 0)
+    n = e.shape[-1]
+    if 0 < top_k < n:
+        # The k-th largest per row: ties at the cut keep all tied edges.
+        kth = -np.partition(-mag, top_k - 1, axis=-1)[..., top_k - 1 : top_k]
+        keep &= mag >= kth
+    layer, query, key = np.nonzero(keep)
+    weight = e[layer, query, key]
+    total = int(layer.size)
+    capped = total > max_edges
+    if capped:
+        top = np.argpartition(-np.abs(weight), max_edges - 1)[:max_edges]
+        top.sort()  # keeps the layer-major order of np.nonzero
+        layer, query, key, weight = layer[top], query[top], key[top], weight[top]
+    return {
+        "layer": layer.astype(np.int32),
+        "query": query.astype(np.uint16 if n <= 65535 else np.int32),
+        "key": key.astype(np.uint16 if n <= 65535 else np.int32),
+        "weight": weight.astype(np.float32),
+        "total": total,
+        "capped": bool(capped),
+    }
+
+
+def trace_token(edges: np.ndarray, token: int) -> np.ndarray:
+    """Share of output token ``token`` passing through each node: ``[L + 1, T]``.
+
+    Row ``L`` is the one-hot of ``token``; row ``l`` is ``|r_{l+1}| @ |E[l]|`` renormalised
+    to sum to 1 (zero rows stay zero).
+    """
+    e = np.abs(np.asarray(edges, dtype=np.float64))
+    n_layers, n = e.shape[0], e.shape[-1]
+    if not 0 <= token < n:
+        raise ValueError(f"token: expected 0 <= token < {n}, received {token}")
+    r = np.zeros((n_layers + 1, n))
+    r[n_layers, token] = 1.0
+    for layer in range(n_layers - 1, -1, -1):
+        v = r[layer + 1] @ e[layer]
+        s = v.sum()
+        r[layer] = v / s if s > 0 else v
+    return r.astype(np.float32)
+
+
+def token_scores(
+    attentions: np.ndarray,
+    method: str,
+    token: int,
+    gradients: np.ndarray | None = None,
+    *,
+    residual: float = 0.5,
+    signed: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """What the method says output token ``token`` draws from each input token: ``[T]``."""
+    check_method(method, gradients is not None)
+    if method == "rollout":
+        from . import rollout
+
+        return np.asarray(rollout(attentions, residual=residual)[-1][token], dtype=np.float32)
+    if method == "flow":
+        from . import attention_flow
+
+        row = attention_flow(attentions, rows=[token], residual=residual, progress=progress, cancel=cancel)
+        return np.asarray(row[0], dtype=np.float32)
+    if method == "grad_rollout":
+        from . import grad_rollout
+
+        r = np.asarray(grad_rollout(attentions, gradients), dtype=np.float64)[token].copy()
+        r[token] -= 1.0  # show R - I: what the layers added on top of the identity
+        r = np.maximum(r, 0.0)
+        s = r.sum()
+        return (r / s if s > 0 else r).astype(np.float32)
+    edges = layer_edges(attentions, method, gradients, residual=residual, signed=signed)
+    return trace_token(edges, token)[0]
