@@ -8,20 +8,46 @@
 
 from __future__ import annotations
 
-from .capture import demo_model, tiny_gpt2, trace
+from .capture import (
+    Seq2SeqTrace,
+    demo_model,
+    from_transformer_lens,
+    tiny_gpt2,
+    trace,
+    trace_image,
+    trace_seq2seq,
+    trace_torch,
+)
 from .trace import AttentionTrace
-from .widgets import AttentionFlow, AttentionHeatmap, AttentionMatrix, SelectionLink, link
+from .widgets import (
+    AttentionFlow,
+    AttentionHeatmap,
+    AttentionMatrix,
+    Explorer,
+    HeadSummary,
+    SelectionLink,
+    link,
+    save_html,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttentionTrace",
     "trace",
+    "trace_seq2seq",
+    "Seq2SeqTrace",
+    "trace_image",
+    "trace_torch",
+    "from_transformer_lens",
     "demo_model",
     "tiny_gpt2",
     "AttentionMatrix",
     "AttentionHeatmap",
     "AttentionFlow",
+    "HeadSummary",
+    "Explorer",
+    "save_html",
     "link",
     "SelectionLink",
     "__version__",

@@ -30,6 +30,7 @@ function render({ model, el }) {
 
   const client = createClient(model);
   const cache = new Lru(48);
+  const pinned = new Map(); // maps embedded in the state (exported pages): never evicted
   const images = new Lru(8); // painted offscreen canvases per map key + theme
   let current = null; // {key, data, shape, max}
   let lay = null;
@@ -38,10 +39,11 @@ function render({ model, el }) {
   let wanted = "";
   let lastWidth = 0;
 
-  function store(layer, head, packed, data) {
+  function store(layer, head, packed, data, pin = false) {
     const arr = decode(packed, data);
     const rec = { key: mapKey(layer, head), data: arr.data, n: arr.shape[0], max: maxOf(arr.data) };
-    cache.set(rec.key, rec);
+    if (pin) pinned.set(rec.key, rec);
+    else cache.set(rec.key, rec);
     return rec;
   }
 
@@ -51,7 +53,7 @@ function render({ model, el }) {
     const pre = model.get("preloaded") || {};
     for (const [key, packed] of Object.entries(pre)) {
       const [layer, head] = key.split(":");
-      store(layer, head, packed);
+      store(layer, head, packed, undefined, true);
     }
   }
 
@@ -73,7 +75,7 @@ function render({ model, el }) {
     const head = model.get("head");
     const key = mapKey(layer, head);
     wanted = key;
-    const hit = cache.get(key);
+    const hit = pinned.get(key) || cache.get(key);
     if (hit) {
       current = hit;
       status.textContent = "";
@@ -294,6 +296,7 @@ function render({ model, el }) {
   const onSelection = () => ensureMap();
   const onTokens = () => {
     cache.map.clear();
+    pinned.clear();
     images.map.clear();
     current = null;
     buildStrip();

@@ -32,9 +32,18 @@ def demo_model(cache: bool = True) -> tuple[Any, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
     path = _minilm_path()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    # A "Loading weights" progress bar in every notebook cell that loads the demo is noise.
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModel.from_pretrained(path, attn_implementation="eager")
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     model.config._name_or_path = "all-MiniLM-L6-v2"
     model.eval()
     if cache:

@@ -142,6 +142,12 @@ class AttnWidget(anywidget.AnyWidget):
                 setattr(self, name, value)
         return self
 
+    def save_html(self, path: Any, **kwargs: Any):
+        """Write this panel to a self-contained HTML file (see :func:`attn_widgets.save_html`)."""
+        from .export import save_html
+
+        return save_html(path, self, **kwargs)
+
     # -- request / response -------------------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:
         if not isinstance(content, dict):

@@ -1,0 +1,177 @@
+"""Explorer: Matrix, Heatmap, Flow and HeadSummary laid out together and linked."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import ipywidgets as widgets
+import traitlets as t
+
+from ..flows.paths import METHODS
+from ..trace import AttentionTrace
+from ._base import HEAD_AGGREGATES
+from .flow import AttentionFlow
+from .heatmap import AttentionHeatmap
+from .link import SelectionLink, link
+from .matrix import AttentionMatrix
+from .summary import HeadSummary
+
+__all__ = ["Explorer"]
+
+
+class Explorer(widgets.VBox):
+    """The linked workspace: every panel of one trace, sharing one selection.
+
+    ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
+    sets it (validated first: a bad value changes nothing); ``explorer.observe(fn, "head")``
+    fires on clicks in any panel. Two explorers (e.g. base vs fine-tuned) share a selection
+    with ``attn_widgets.link(explorer_a, explorer_b)``.
+
+    Parameters
+    ----------
+    trace
+        The trace to explore, or a mapping ``{target name: trace}`` of traces of the same
+        text that differ in their gradient target; the *target* control switches between
+        them (gradient-based views follow).
+    compare
+        Optional second trace for the Flow panel (side by side or difference).
+    method, threshold
+        Initial flow method and edge threshold.
+    """
+
+    layer = t.Int(0)
+    head = t.Union([t.Int(), t.Unicode()], default_value=0)
+    token = t.Int(None, allow_none=True)
+
+    def __init__(
+        self,
+        trace: AttentionTrace | Mapping[str, AttentionTrace],
+        compare: AttentionTrace | None = None,
+        method: str = "rollout",
+        threshold: float = 0.1,
+        **kwargs: Any,
+    ) -> None:
+        targets = dict(trace) if isinstance(trace, Mapping) else {self._target_name(trace): trace}
+        if not targets:
+            raise ValueError("trace: expected an AttentionTrace or a non-empty mapping of them")
+        for name, tr in targets.items():
+            if not isinstance(tr, AttentionTrace):
+                raise TypeError(f"trace[{name!r}]: expected an AttentionTrace, received {type(tr).__name__}")
+        first = next(iter(targets.values()))
+        for name, tr in targets.items():
+            if tr.shape != first.shape or list(tr.tokens) != list(first.tokens):
+                raise ValueError(
+                    f"trace[{name!r}]: all targets must be traces of the same tokens and shape "
+                    f"{list(first.shape)}, received {list(tr.shape)}"
+                )
+        unknown = sorted(set(kwargs) - {"layer", "head", "token", "layout"})
+        if unknown:
+            raise TypeError(f"Explorer: unknown argument(s) {unknown}")
+        self._targets = targets
+        self._compare = compare
+        self._trace = first
+        if method not in METHODS:
+            raise ValueError(f"method: expected one of {METHODS}, received {method!r}")
+
+        self.matrix = AttentionMatrix(first)
+        self.heatmap = AttentionHeatmap(first)
+        self.flow = AttentionFlow(first, compare=compare, method=method, threshold=threshold)
+        self.summary = HeadSummary(first)
+        self.target_picker = widgets.Dropdown(
+            options=list(targets), value=next(iter(targets)), description="target",
+            layout=widgets.Layout(width="max-content", display="" if len(targets) > 1 else "none"),
+        )
+        self.target_picker.observe(self._on_target, "value")
+        self._header = widgets.HTML()
+        grid = widgets.GridBox(
+            children=[self.matrix, self.heatmap, self.flow, self.summary],
+            layout=widgets.Layout(grid_template_columns="repeat(auto-fit, minmax(420px, 1fr))", grid_gap="8px"),
+        )
+        self._grid = grid
+        super().__init__(children=[widgets.HBox([self._header, self.target_picker]), grid],
+                         layout=kwargs.pop("layout", widgets.Layout()))
+        self.add_class("aw-explorer")
+        self._link: SelectionLink | None = None
+        self._relink()
+        if kwargs:
+            self.select(**kwargs)
+        self._update_header()
+
+    @staticmethod
+    def _target_name(trace: AttentionTrace) -> str:
+        return (trace.target or "target").split("(")[0].strip() or "target"
+
+    # -- the trace(s) ------------------------------------------------------------------------
+    @property
+    def trace(self) -> AttentionTrace:
+        """The trace of the current target."""
+        return self._targets[self.target_picker.value]
+
+    @property
+    def panels(self) -> list:
+        return [self.matrix, self.heatmap, self.flow, self.summary]
+
+    def _relink(self) -> None:
+        if self._link is not None:
+            self._link.unlink()
+        # The explorer comes first, so its selection wins when panels are (re)linked.
+        self._link = link(self, *self.panels)
+
+    def _on_target(self, change: dict) -> None:
+        tr = self._targets[change["new"]]
+        sel = self.selection
+        flow_state = {k: getattr(self.flow, k) for k in ("method", "threshold", "top_k", "residual", "signed")}
+        if not tr.has_gradients and flow_state["method"] in ("grad_rollout", "attn_grad"):
+            flow_state["method"] = "rollout"
+        old = [self.flow, self.summary]
+        self.flow = AttentionFlow(tr, compare=self._compare, **flow_state, **sel)
+        self.summary = HeadSummary(tr, metric=self.summary.metric if self.summary.metric in
+                                   ("entropy", "distance", "special") or tr.has_gradients else "entropy")
+        self._grid.children = [self.matrix, self.heatmap, self.flow, self.summary]
+        self._relink()
+        for w in old:
+            w.close()
+        self._update_header()
+
+    def _update_header(self) -> None:
+        tr = self.trace
+        bits = [tr.model_name or "attention", f"{tr.n_layers} layers \u00d7 {tr.n_heads} heads", f"{tr.n_tokens} tokens"]
+        if tr.target:
+            bits.append(f"target: {tr.target}")
+        # Text only: model names and targets are escaped, never injected as HTML.
+        import html
+
+        self._header.value = "<b>" + html.escape(" \u00b7 ".join(bits)) + "</b>"
+
+    def save_html(self, path: Any, **kwargs: Any):
+        """Write Matrix, Heatmap and Flow to one self-contained, linked HTML file
+        (see :func:`attn_widgets.save_html`)."""
+        from .export import save_html
+
+        return save_html(path, self, title=kwargs.pop("title", f"attn_widgets: {self.trace.model_name}"), **kwargs)
+
+    # -- selection -----------------------------------------------------------------------------
+    @property
+    def selection(self) -> dict:
+        """The shared ``{"layer", "head", "token"}``."""
+        return {"layer": self.layer, "head": self.head, "token": self.token}
+
+    def select(self, **kwargs: Any) -> "Explorer":
+        """Set any of ``layer``, ``head``, ``token``; all are validated before any is set."""
+        bad = sorted(set(kwargs) - {"layer", "head", "token"})
+        if bad:
+            raise TypeError(f"select: unknown field(s) {bad}; expected layer, head, token")
+        self.matrix._check("layer", kwargs.get("layer", self.layer))
+        self.matrix._check("head", kwargs.get("head", self.head))
+        self.matrix._check("token", kwargs.get("token", self.token))
+        with self.hold_trait_notifications():
+            for name, value in kwargs.items():
+                setattr(self, name, value)
+        return self
+
+    @t.validate("layer", "head", "token")
+    def _validate(self, proposal):
+        name, value = proposal["trait"].name, proposal["value"]
+        if name == "head" and isinstance(value, str) and value not in HEAD_AGGREGATES:
+            raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {value!r}")
+        return self.matrix._check(name, value) if hasattr(self, "matrix") else value

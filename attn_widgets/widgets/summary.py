@@ -1,0 +1,176 @@
+"""HeadSummary: per-head statistics as a bqplot layer x head chart; click a cell to select."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import traitlets as t
+from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
+
+from ..trace import AttentionTrace
+from ._base import HEAD_AGGREGATES
+
+__all__ = ["HeadSummary", "METRICS"]
+
+METRICS = {
+    "entropy": "entropy of the attention rows (nats); low = focused head",
+    "distance": "mean |query - key| distance weighted by attention; high = long-range head",
+    "special": "share of attention on special tokens ([CLS], [SEP], ...); high = sink head",
+    "grad_importance": "mean |attention x gradient|: how much the target depends on the head",
+}
+
+
+class HeadSummary(widgets.VBox):
+    """Per-head statistics of a trace as a layers x heads bqplot ``GridHeatMap``.
+
+    A metric selector switches between entropy, mean attention distance, special-token
+    share and gradient importance (the last needs a trace with gradients). Clicking a cell
+    selects ``(layer, head)``; when another linked panel changes the selection, the cell
+    is highlighted here. ``layer``/``head``/``token`` are plain traits, so
+    :func:`attn_widgets.link` ties this panel to the others.
+    """
+
+    layer = t.Int(0)
+    head = t.Union([t.Int(), t.Unicode()], default_value=0)
+    token = t.Int(None, allow_none=True)
+    metric = t.Enum(list(METRICS), default_value="entropy")
+
+    def __init__(self, trace: AttentionTrace, metric: str = "entropy", **kwargs: Any) -> None:
+        if not isinstance(trace, AttentionTrace):
+            raise TypeError(f"trace: expected an AttentionTrace, received {type(trace).__name__}")
+        allowed = {"layer", "head", "token", "layout"}
+        unknown = sorted(set(kwargs) - allowed)
+        if unknown:
+            raise TypeError(f"HeadSummary: unknown argument(s) {unknown}; expected some of {sorted(allowed | {'metric'})}")
+        self._trace = trace
+        self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
+        self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
+        if metric not in self.available:
+            why = " (the trace has no gradients)" if metric == "grad_importance" else ""
+            raise ValueError(f"metric: expected one of {self.available}{why}, received {metric!r}")
+
+        L, H = trace.n_layers, trace.n_heads
+        self._rows = OrdinalScale(reverse=False)
+        self._cols = OrdinalScale()
+        self._colors = ColorScale(scheme="viridis")
+        self.mark = GridHeatMap(
+            row=np.arange(L),
+            column=np.arange(H),
+            color=self.stats[metric],
+            scales={"row": self._rows, "column": self._cols, "color": self._colors},
+            interactions={"click": "select"},
+            selected_style={"stroke": "#f57c00", "stroke-width": "3"},
+            unselected_style={"opacity": "1"},
+            stroke="white",
+            tooltip=None,
+        )
+        self.figure = Figure(
+            marks=[self.mark],
+            axes=[
+                Axis(scale=self._cols, label="head", tick_format="d"),
+                Axis(scale=self._rows, orientation="vertical", label="layer", tick_format="d"),
+                ColorAxis(scale=self._colors, orientation="vertical", side="right"),
+            ],
+            title=self._title(metric),
+            fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 70},
+            layout=widgets.Layout(width="100%", min_width="320px", height=f"{max(220, 36 * L + 110)}px"),
+        )
+        self.selector = widgets.ToggleButtons(
+            options=[(m.replace("_", " "), m) for m in self.available],
+            value=metric,
+            tooltips=[METRICS[m] for m in self.available],
+            style={"button_width": "auto"},
+        )
+        self.description = widgets.HTML()
+        super().__init__(children=[self.selector, self.figure], **{k: v for k, v in kwargs.items() if k == "layout"})
+        self.add_class("aw-head-summary")
+        self.metric = metric
+        for name in ("layer", "head", "token"):
+            if name in kwargs:
+                setattr(self, name, kwargs[name])
+        self.selector.observe(lambda ch: setattr(self, "metric", ch["new"]), "value")
+        self.mark.observe(self._on_mark_selected, "selected")
+        self._sync_selected()
+
+    @property
+    def trace(self) -> AttentionTrace:
+        return self._trace
+
+    def _title(self, metric: str) -> str:
+        return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
+
+    # -- validation, same rules as the other panels ---------------------------------------
+    @t.validate("layer")
+    def _v_layer(self, proposal):
+        v = proposal["value"]
+        if not 0 <= v < self._trace.n_layers:
+            raise t.TraitError(f"layer: expected 0 <= layer < {self._trace.n_layers}, received {v!r}")
+        return v
+
+    @t.validate("head")
+    def _v_head(self, proposal):
+        v = proposal["value"]
+        if isinstance(v, str):
+            if v not in HEAD_AGGREGATES:
+                raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {v!r}")
+            return v
+        if not 0 <= v < self._trace.n_heads:
+            raise t.TraitError(f"head: expected 0 <= head < {self._trace.n_heads}, 'mean' or 'max', received {v!r}")
+        return v
+
+    @t.validate("token")
+    def _v_token(self, proposal):
+        v = proposal["value"]
+        if v is not None and not 0 <= v < self._trace.n_tokens:
+            raise t.TraitError(f"token: expected None or 0 <= token < {self._trace.n_tokens}, received {v!r}")
+        return v
+
+    @t.validate("metric")
+    def _v_metric(self, proposal):
+        v = proposal["value"]
+        if v not in self.available:
+            raise t.TraitError(f"metric: expected one of {self.available}, received {v!r}")
+        return v
+
+    # -- selection <-> mark ------------------------------------------------------------------
+    @property
+    def selection(self) -> dict:
+        return {"layer": self.layer, "head": self.head, "token": self.token}
+
+    @t.observe("metric")
+    def _on_metric(self, change: dict) -> None:
+        self.mark.color = self.stats[change["new"]]
+        self.figure.title = self._title(change["new"])
+        if self.selector.value != change["new"]:
+            self.selector.value = change["new"]
+
+    @t.observe("layer", "head")
+    def _on_selection(self, _change: dict) -> None:
+        self._sync_selected()
+
+    def _sync_selected(self) -> None:
+        if isinstance(self.head, int):
+            want = [[self.layer, self.head]]
+        else:  # an aggregate selects the whole layer row
+            want = [[self.layer, h] for h in range(self._trace.n_heads)]
+        current = self.mark.selected
+        if current is None or np.asarray(current).tolist() != want:
+            self.mark.selected = np.asarray(want)
+
+    def _on_mark_selected(self, change: dict) -> None:
+        sel = change["new"]
+        if sel is None or len(sel) == 0:
+            return
+        cells = np.asarray(sel).reshape(-1, 2)
+        if len(cells) != 1:
+            return  # our own "whole row" highlight for an aggregate head
+        layer, head = int(cells[0][0]), int(cells[0][1])
+        if (layer, head) != (self.layer, self.head):
+            with self.hold_trait_notifications():
+                self.layer, self.head = layer, head
+
+    def value(self, metric: str | None = None) -> np.ndarray:
+        """The ``[L, H]`` statistic shown (default: the current metric)."""
+        return self.stats[metric or self.metric].copy()
