@@ -107,6 +107,11 @@ function render({ model, el }) {
       ctx.strokeStyle = th.accent;
       ctx.strokeRect(o.x - 0.5, o.y - 0.5, cell + 1, cell + 1);
     }
+    // Grid geometry in canvas CSS px, for tests and tools that click a cell.
+    canvas.dataset.left = String(lay.left);
+    canvas.dataset.top = String(lay.top);
+    canvas.dataset.cell = String(lay.cell);
+    canvas.dataset.pitch = String(lay.pitch);
     panel.dataset.layer = String(layer);
     panel.dataset.head = String(head);
     panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);

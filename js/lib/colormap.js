@@ -64,10 +64,14 @@ export function lutCss(lut, idx) {
   return `rgb(${lut[i]}, ${lut[i + 1]}, ${lut[i + 2]})`;
 }
 
-/** Black or white text, whichever reads better on the LUT entry. */
+// Luminance at which black and white text have the same WCAG contrast ratio
+// ((L + 0.05) / 0.05 === 1.05 / (L + 0.05)); either side, the chosen colour has >= 4.58:1.
+const TEXT_SWITCH = Math.sqrt(1.05 * 0.05) - 0.05;
+
+/** Black or white text, whichever has the higher contrast on the LUT entry. */
 export function textOn(lut, idx) {
   const i = Math.max(0, Math.min(255, idx | 0)) * 4;
-  return luminance([lut[i], lut[i + 1], lut[i + 2]]) > 0.35 ? "#000" : "#fff";
+  return luminance([lut[i], lut[i + 1], lut[i + 2]]) > TEXT_SWITCH ? "#000" : "#fff";
 }
 
 /** Fill RGBA pixels for `values` (length n) scaled to `max`. */

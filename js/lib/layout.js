@@ -33,7 +33,7 @@ export function cellOrigin(lay, layer, head) {
 export function hitMatrix(lay, x, y) {
   const cx = x - lay.left;
   const cy = y - lay.top;
-  if (cx < 0 || cy < 0) return null;
+  if (!(cx >= 0 && cy >= 0)) return null; // also NaN
   const head = Math.floor(cx / lay.pitch);
   const layer = Math.floor(cy / lay.pitch);
   if (head >= lay.nHeads || layer >= lay.nLayers) return null;
@@ -67,18 +67,28 @@ export function labelStride(cellPx, fontPx) {
   return Math.max(1, Math.ceil((fontPx * 1.15) / cellPx));
 }
 
-/** Indices of labels to draw: every `stride`-th, plus the always-shown ones (selection, hover). */
+/**
+ * Indices of labels to draw: every `stride`-th, plus the always-shown ones (selection,
+ * hover). A regular label closer than `stride` to an always-shown one is dropped, so it
+ * cannot overlap it.
+ */
 export function visibleLabels(n, stride, always = []) {
-  const out = new Set();
-  if (Number.isFinite(stride)) for (let i = 0; i < n; i += stride) out.add(i);
-  for (const i of always) if (Number.isInteger(i) && i >= 0 && i < n) out.add(i);
+  const keep = [...new Set(always.filter((i) => Number.isInteger(i) && i >= 0 && i < n))];
+  const out = new Set(keep);
+  if (Number.isFinite(stride)) {
+    for (let i = 0; i < n; i += stride) {
+      if (!keep.some((a) => Math.abs(a - i) < stride)) out.add(i);
+    }
+  }
   return [...out].sort((a, b) => a - b);
 }
 
-/** Shorten a label to at most `max` characters, with an ellipsis. */
+/** Shorten a label to at most `max` characters (code points, so no emoji is split), with an ellipsis. */
 export function truncate(label, max) {
   const s = String(label);
-  return s.length <= max ? s : `${s.slice(0, Math.max(1, max - 1))}\u2026`;
+  const chars = Array.from(s);
+  if (chars.length <= max) return s;
+  return `${chars.slice(0, Math.max(0, max - 1)).join("")}\u2026`;
 }
 
 /** Printable form of a token for canvas text (newlines, tabs and control characters made visible). */

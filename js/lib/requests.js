@@ -2,6 +2,9 @@
 // server: the view asks for exactly the data it shows).
 
 let NEXT = 1;
+// Replies are broadcast to every front-end on the kernel (two browser tabs on one
+// notebook), so ids carry a per-page prefix: a plain counter restarts at 1 in each tab.
+const PAGE = Math.random().toString(36).slice(2, 10);
 
 /** A small LRU map. */
 export class Lru {
@@ -46,7 +49,7 @@ export function createClient(model, { timeoutMs = 60000 } = {}) {
   model.on("msg:custom", onMsg);
   return {
     request(type, payload = {}) {
-      const id = `r${NEXT++}`;
+      const id = `r${PAGE}-${NEXT++}`;
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           pending.delete(id);

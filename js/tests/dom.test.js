@@ -1,0 +1,186 @@
+// dom.js without a DOM: the helpers only touch a few methods of document / elements, so
+// small stand-ins (vi.stubGlobal) check what matters: token text goes in as textContent,
+// never as HTML; traits are saved once; the canvas is sized for the pixel ratio.
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { cssVar, ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "../lib/dom.js";
+
+function fakeElement(tag) {
+  return {
+    tagName: tag.toUpperCase(),
+    className: "",
+    textContent: "",
+    id: "",
+    style: {},
+    children: [],
+    htmlWrites: 0,
+    set innerHTML(_v) {
+      this.htmlWrites++;
+    },
+    appendChild(c) {
+      this.children.push(c);
+      return c;
+    },
+  };
+}
+
+function fakeDocument() {
+  const byId = new Map();
+  const head = fakeElement("head");
+  const created = [];
+  const appendChild = head.appendChild.bind(head);
+  head.appendChild = (c) => {
+    if (c.id) byId.set(c.id, c);
+    return appendChild(c);
+  };
+  return {
+    head,
+    created,
+    createElement(tag) {
+      const e = fakeElement(tag);
+      created.push(e);
+      return e;
+    },
+    getElementById: (id) => byId.get(id) ?? null,
+  };
+}
+
+function fakeModel(state) {
+  return {
+    state: { ...state },
+    saves: 0,
+    get(k) {
+      return this.state[k];
+    },
+    set(k, v) {
+      this.state[k] = v;
+    },
+    save_changes() {
+      this.saves++;
+    },
+  };
+}
+
+afterEach(() => {
+  vi.unstubAllGlobals();
+});
+
+describe("setTraits", () => {
+  it("sets changed traits and saves once", () => {
+    const m = fakeModel({ layer: 0, head: 0, token: null });
+    expect(setTraits(m, { layer: 2, head: "mean" })).toBe(true);
+    expect(m.state).toEqual({ layer: 2, head: "mean", token: null });
+    expect(m.saves).toBe(1);
+  });
+
+  it("does nothing (no save, no echo to the kernel) when nothing changes", () => {
+    const m = fakeModel({ layer: 1, token: null });
+    expect(setTraits(m, { layer: 1, token: null })).toBe(false);
+    expect(m.saves).toBe(0);
+  });
+
+  it("token 0 and null are different values", () => {
+    const m = fakeModel({ token: null });
+    expect(setTraits(m, { token: 0 })).toBe(true);
+    expect(setTraits(m, { token: null })).toBe(true);
+    expect(m.saves).toBe(2);
+  });
+});
+
+describe("h", () => {
+  it("puts untrusted token text in textContent, never innerHTML", () => {
+    const doc = fakeDocument();
+    vi.stubGlobal("document", doc);
+    const evil = '<img src=x onerror="alert(1)">';
+    const e = h("span", "aw-tok", evil);
+    expect(e.textContent).toBe(evil);
+    expect(e.className).toBe("aw-tok");
+    expect(e.htmlWrites).toBe(0);
+  });
+
+  it("stringifies text and leaves it unset when omitted", () => {
+    vi.stubGlobal("document", fakeDocument());
+    expect(h("span", "", 0).textContent).toBe("0");
+    const e = h("div");
+    expect(e.textContent).toBe("");
+    expect(e.className).toBe("");
+  });
+});
+
+describe("ensureStyles", () => {
+  it("injects one stylesheet per document", () => {
+    const doc = fakeDocument();
+    vi.stubGlobal("document", doc);
+    ensureStyles();
+    ensureStyles();
+    const styles = doc.head.children.filter((c) => c.tagName === "STYLE");
+    expect(styles).toHaveLength(1);
+    expect(styles[0].id).toBe("aw-styles");
+    expect(styles[0].textContent).toContain(".aw-panel");
+  });
+});
+
+describe("tooltip", () => {
+  it("shows text as text, offset from the pointer, and hides", () => {
+    vi.stubGlobal("document", fakeDocument());
+    const panel = fakeElement("div");
+    const tip = tooltip(panel);
+    expect(panel.children).toContain(tip.el);
+    tip.show("<b>cat</b> [2]", 10, 20);
+    expect(tip.el.textContent).toBe("<b>cat</b> [2]");
+    expect(tip.el.htmlWrites).toBe(0);
+    expect(tip.el.style).toMatchObject({ display: "block", left: "22px", top: "32px" });
+    tip.hide();
+    expect(tip.el.style.display).toBe("none");
+  });
+});
+
+describe("cssVar / theme", () => {
+  it("reads --jp-* variables and falls back when they are unset", () => {
+    const vars = { "--jp-layout-color0": "  #111111 ", "--jp-ui-font-color1": "" };
+    vi.stubGlobal("getComputedStyle", () => ({ getPropertyValue: (n) => vars[n] ?? "" }));
+    const el = {};
+    expect(cssVar(el, "--jp-layout-color0", "#fff")).toBe("#111111");
+    expect(cssVar(el, "--jp-ui-font-color1", "#1f1f1f")).toBe("#1f1f1f");
+    const th = theme(el);
+    expect(th.background).toBe("#111111");
+    expect(th.foreground).toBe("#1f1f1f");
+    expect(th.code).toBe("monospace");
+  });
+});
+
+describe("sizeCanvas", () => {
+  function fakeCanvas() {
+    const ctx = { transform: null, setTransform: (...a) => (ctx.transform = a) };
+    return { width: 0, height: 0, style: {}, ctx, getContext: () => ctx };
+  }
+
+  it("without a window: 1 device px per CSS px", () => {
+    const c = fakeCanvas();
+    const ctx = sizeCanvas(c, 300.4, 200);
+    expect([c.width, c.height]).toEqual([300, 200]);
+    expect(c.style).toEqual({ width: "300.4px", height: "200px" });
+    expect(ctx.transform).toEqual([1, 0, 0, 1, 0, 0]);
+  });
+
+  it("scales the backing store by devicePixelRatio and draws in CSS px", () => {
+    vi.stubGlobal("window", { devicePixelRatio: 2 });
+    const c = fakeCanvas();
+    const ctx = sizeCanvas(c, 150, 80);
+    expect([c.width, c.height]).toEqual([300, 160]);
+    expect(c.style).toEqual({ width: "150px", height: "80px" });
+    expect(ctx.transform).toEqual([2, 0, 0, 2, 0, 0]);
+  });
+
+  it("never sizes a canvas to 0", () => {
+    const c = fakeCanvas();
+    sizeCanvas(c, 0, 0.2);
+    expect([c.width, c.height]).toEqual([1, 1]);
+  });
+});
+
+describe("localPoint", () => {
+  it("is the pointer position relative to the element's box", () => {
+    const el = { getBoundingClientRect: () => ({ left: 100, top: 40 }) };
+    expect(localPoint(el, { clientX: 130, clientY: 45.5 })).toEqual({ x: 30, y: 5.5 });
+  });
+});

@@ -1,0 +1,65 @@
+"""HTML export without a browser: size cap and argument errors (the page itself is tested in
+tests/browser/test_export.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import attn_widgets as aw
+
+
+def _big_trace(T: int = 200) -> aw.AttentionTrace:
+    a = np.random.default_rng(1).random((6, 12, T, T)).astype(np.float32) + 0.01
+    a /= a.sum(-1, keepdims=True)
+    return aw.AttentionTrace.from_tensors(a, [f"w{i}" for i in range(T)])
+
+
+def _doc(path) -> dict:
+    m = re.search(r'<script type="application/json" id="aw-data">(.*?)</script>', path.read_text(), re.S)
+    return json.loads(m.group(1))
+
+
+def test_size_cap_leaves_maps_out_with_a_message(tmp_path):
+    tr = _big_trace()
+    hm = aw.AttentionHeatmap(tr, layer=3, head=5)
+    cap = 2 * 1024 * 1024
+    out = aw.save_html(tmp_path / "capped.html", hm, aw.AttentionMatrix(tr), max_bytes=cap)
+    assert out.stat().st_size <= cap * 1.05
+    doc = _doc(out)
+    assert any("head maps left out (size cap)" in n for n in doc["notes"])
+    kept = doc["panels"][0]["state"]["preloaded"]
+    assert "3:5" in kept and "3:0" in kept          # the selected layer comes first
+    assert 0 < len(kept) < 6 * 14
+    assert "head maps left out" in out.read_text()  # said on the page, not only in the data
+
+
+def test_everything_embedded_when_small(tmp_path, minilm_trace):
+    out = aw.save_html(tmp_path / "all.html", aw.AttentionHeatmap(minilm_trace), aw.AttentionFlow(minilm_trace))
+    doc = _doc(out)
+    assert len(doc["panels"][0]["state"]["preloaded"]) == 6 * 14
+    assert len(doc["panels"][1]["extras"]["tokens"]) == minilm_trace.n_tokens
+    assert doc["notes"] == []
+
+
+def test_refuses_bad_arguments(tmp_path, minilm_trace):
+    with pytest.raises(ValueError, match="max_bytes"):
+        aw.save_html(tmp_path / "x.html", aw.AttentionHeatmap(minilm_trace), max_bytes=1000)
+    with pytest.raises(TypeError, match="cannot export"):
+        aw.save_html(tmp_path / "x.html", object())
+    with pytest.raises(ValueError, match="nothing to export"):
+        aw.save_html(tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_script_breakout_is_escaped(tmp_path):
+    toks = ["</script><script>alert(1)</script>", "<!--", "ok"]
+    a = np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32)
+    out = aw.save_html(tmp_path / "x.html", aw.AttentionHeatmap(aw.AttentionTrace.from_tensors(a, toks)))
+    text = out.read_text()
+    assert "</script><script>alert(1)" not in text
+    assert text.count("</script>") == 3  # data, host, boot: nothing from the tokens
+    assert _doc(out)["panels"][0]["state"]["tokens"] == toks
