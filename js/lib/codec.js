@@ -70,6 +70,6 @@ export function decode(packed, dataOverride) {
 /** Largest finite value of an array-like (0 for empty). */
 export function maxOf(arr) {
   let m = 0;
-  for (let i = 0; i < arr.length; i++) if (arr[i] > m) m = arr[i];
+  for (let i = 0; i < arr.length; i++) if (arr[i] > m && arr[i] !== Infinity) m = arr[i];
   return m;
 }

@@ -86,7 +86,7 @@ export function ensureStyles() {
 .aw-controls button[aria-pressed="true"] { background: var(--jp-brand-color1, #1976d2); color: #fff; }
 .aw-strip { display: flex; flex-wrap: wrap; gap: 2px; margin-top: 6px; line-height: 1.6;
   font-family: var(--jp-code-font-family, monospace); max-height: 240px; overflow: auto; }
-.aw-tok { padding: 0 3px; border-radius: 2px; cursor: pointer; white-space: pre;
+.aw-tok { padding: 0 3px; border-radius: 2px; cursor: pointer; white-space: pre; unicode-bidi: isolate;
   border: 1px solid transparent; }
 .aw-tok.aw-selected { border-color: var(--jp-warn-color1, #f57c00); font-weight: 700; }
 .aw-tok.aw-special { font-style: italic; }

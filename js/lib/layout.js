@@ -96,5 +96,5 @@ export function printable(tok) {
   return String(tok)
     .replace(/\n/g, "\\n")
     .replace(/\t/g, "\\t")
-    .replace(/[\u0000-\u001f\u007f]/g, "\ufffd");
+    .replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, "\ufffd");
 }

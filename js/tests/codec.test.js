@@ -177,3 +177,9 @@ describe("maxOf", () => {
     expect(maxOf([NaN, 0.5, NaN])).toBe(0.5);
   });
 });
+
+describe("maxOf ignores infinities", () => {
+  it("returns the largest finite value", () => {
+    expect(maxOf(new Float32Array([1, Infinity, 3, NaN]))).toBe(3);
+  });
+});

@@ -237,3 +237,11 @@ describe("printable", () => {
     expect(label.startsWith("\\n\\n")).toBe(true);
   });
 });
+
+describe("printable (bidi and C1 controls)", () => {
+  it("neutralises right-to-left overrides and C1 control characters", () => {
+    const out = printable("abc\u202edcba\u0085x\u2066y");
+    expect(out).not.toMatch(/[\u202e\u0085\u2066]/);
+    expect(out).toBe("abc\ufffddcba\ufffdx\ufffdy");
+  });
+});
