@@ -6,6 +6,9 @@ An :class:`AttentionTrace` is validated once, at construction. Every later layer
 * ``attentions`` is C-contiguous float32 ``[L, H, T, T]``, finite, non-negative,
   each query row sums to 1 over the keys it may see;
 * ``len(tokens) == T``;
+* cross-attention (encoder-decoder) is the one non-square case: ``key_tokens`` is then
+  given and ``attentions`` is ``[L, H, Tq, Tk]`` with ``Tq == len(tokens)`` (queries)
+  and ``Tk == len(key_tokens)`` (keys). ``key_tokens=None`` means keys == tokens;
 * ``gradients``, when present, is float32 with exactly the same shape, finite;
 * ``special_mask`` is bool ``[T]``.
 
@@ -106,6 +109,15 @@ class AttentionTrace:
         Free text used in titles.
     token_ids
         Optional integer ids of the tokens.
+    meta
+        Free-form extras from the capture (model kind, target position, patch grid, ...).
+    key_tokens
+        Only for cross-attention (non-square maps): the ``Tk`` key token strings, e.g. the
+        encoder's tokens seen by decoder queries. ``None`` (the default) means the keys are
+        ``tokens`` themselves and ``attentions`` is square ``[L, H, T, T]``. With
+        ``key_tokens``, ``attentions`` is ``[L, H, Tq, Tk]``; ``tokens``, ``special_mask``,
+        ``token_ids`` and :attr:`n_tokens` describe the queries, :attr:`n_keys` the keys.
+        A cross trace cannot be causal.
     """
 
     tokens: tuple[str, ...]
@@ -117,6 +129,7 @@ class AttentionTrace:
     model_name: str = ""
     token_ids: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
+    key_tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         tokens = self.tokens
@@ -134,13 +147,35 @@ class AttentionTrace:
         if attn.ndim != 4:
             raise ValueError(f"attentions: expected rank 4 [L, H, T, T], received shape {attn.shape}")
         n_layers, n_heads, t_q, t_k = attn.shape
-        if t_q != t_k:
-            raise ValueError(f"attentions: expected square maps [L, H, T, T], received shape {attn.shape}")
+        key_tokens = self.key_tokens
+        if key_tokens is None:
+            if t_q != t_k:
+                raise ValueError(
+                    f"attentions: expected square maps [L, H, T, T], received shape {attn.shape}. "
+                    "For cross-attention pass key_tokens (the Tk key strings)."
+                )
+        else:
+            if isinstance(key_tokens, str) or not hasattr(key_tokens, "__iter__"):
+                raise TypeError(
+                    f"key_tokens: expected a list of strings or None, received {type(key_tokens).__name__}"
+                )
+            key_tokens = tuple(key_tokens)
+            bad = [i for i, t in enumerate(key_tokens) if not isinstance(t, str)]
+            if bad:
+                raise TypeError(
+                    f"key_tokens: expected strings, element {bad[0]} is {type(key_tokens[bad[0]]).__name__}"
+                )
         if min(attn.shape) == 0:
             raise ValueError(f"attentions: empty array, received shape {attn.shape}")
         if len(tokens) != t_q:
             raise ValueError(
-                f"tokens: expected {t_q} tokens to match attentions {attn.shape}, received {len(tokens)}"
+                f"tokens: expected {t_q} tokens (queries) to match attentions {attn.shape}, "
+                f"received {len(tokens)}"
+            )
+        if key_tokens is not None and len(key_tokens) != t_k:
+            raise ValueError(
+                f"key_tokens: expected {t_k} key tokens to match attentions {attn.shape}, "
+                f"received {len(key_tokens)}"
             )
         if not np.isfinite(attn).all():
             where = np.argwhere(~np.isfinite(attn))[0].tolist()
@@ -161,6 +196,11 @@ class AttentionTrace:
             )
 
         causal = bool(self.causal)
+        if causal and key_tokens is not None:
+            raise ValueError(
+                "causal: a cross-attention trace (key_tokens given) cannot be causal; "
+                "decoder queries see every encoder key"
+            )
         if causal and t_q > 1:
             upper = np.triu(np.ones((t_q, t_q), dtype=bool), k=1)
             leak = attn[:, :, upper]
@@ -207,6 +247,7 @@ class AttentionTrace:
         object.__setattr__(self, "token_ids", ids)
         object.__setattr__(self, "model_name", str(self.model_name or ""))
         object.__setattr__(self, "meta", dict(self.meta or {}))
+        object.__setattr__(self, "key_tokens", key_tokens)
 
     # -- constructors -------------------------------------------------------------
 
@@ -219,6 +260,7 @@ class AttentionTrace:
         batch_index: int = 0,
         gradients: Any = None,
         causal: bool | None = None,
+        key_tokens: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> "AttentionTrace":
         """Build a trace from precomputed weights.
@@ -227,13 +269,19 @@ class AttentionTrace:
         ``output_attentions=True`` (each ``[B, H, T, T]``; ``batch_index`` picks the
         sequence) or one ``[L, H, T, T]`` array / tensor. ``gradients`` takes the same
         forms. ``causal=None`` detects causality from the weights themselves (all zero
-        above the diagonal).
+        above the diagonal). ``key_tokens`` marks a cross-attention trace (``[.., Tq, Tk]``
+        maps; never causal).
         """
         attn = _stack_layers(attentions, batch_index, "attentions")
         grads = None if gradients is None else _stack_layers(gradients, batch_index, "gradients")
         if causal is None:
-            causal = looks_causal(attn)
-        return cls(tokens=tuple(tokens), attentions=attn, gradients=grads, causal=causal, **kwargs)
+            causal = key_tokens is None and looks_causal(attn)
+        if key_tokens is not None:
+            key_tokens = tuple(key_tokens)
+        return cls(
+            tokens=tuple(tokens), attentions=attn, gradients=grads, causal=causal,
+            key_tokens=key_tokens, **kwargs,
+        )
 
     # -- shape helpers ------------------------------------------------------------
 
@@ -247,7 +295,23 @@ class AttentionTrace:
 
     @property
     def n_tokens(self) -> int:
+        """Number of query tokens (rows), ``len(tokens)``."""
         return int(self.attentions.shape[2])
+
+    @property
+    def n_keys(self) -> int:
+        """Number of key tokens (columns); equals :attr:`n_tokens` unless cross-attention."""
+        return int(self.attentions.shape[3])
+
+    @property
+    def is_cross(self) -> bool:
+        """True for a cross-attention trace (``key_tokens`` given, maps may be non-square)."""
+        return self.key_tokens is not None
+
+    @property
+    def key_labels(self) -> tuple[str, ...]:
+        """The key token strings: ``key_tokens`` for cross-attention, else ``tokens``."""
+        return self.tokens if self.key_tokens is None else self.key_tokens
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -258,7 +322,7 @@ class AttentionTrace:
         return self.gradients is not None
 
     def head_map(self, layer: int, head: int | str) -> np.ndarray:
-        """The ``[T, T]`` map of one head, or ``"mean"`` / ``"max"`` over a layer's heads."""
+        """The ``[T, T]`` (``[Tq, Tk]`` for cross) map of one head, or ``"mean"`` / ``"max"``."""
         layer = self.check_layer(layer)
         if head == "mean":
             return self.attentions[layer].mean(axis=0)
@@ -285,7 +349,8 @@ class AttentionTrace:
         name = f"{self.model_name}: " if self.model_name else ""
         return (
             f"AttentionTrace({name}{self.n_layers} layers x {self.n_heads} heads, "
-            f"{self.n_tokens} tokens{', causal' if self.causal else ''}{grad})"
+            f"{self.n_tokens} tokens{f' x {self.n_keys} keys (cross)' if self.is_cross else ''}"
+            f"{', causal' if self.causal else ''}{grad})"
         )
 
 
@@ -296,7 +361,7 @@ def looks_causal(attn: np.ndarray) -> bool:
     be true of an encoder.
     """
     t = attn.shape[-1]
-    if t < 2:
+    if t < 2 or attn.shape[-2] != t:  # non-square (cross-attention) maps are never causal
         return False
     upper = np.triu(np.ones((t, t), dtype=bool), k=1)
     return bool(attn[..., upper].max() <= 1e-7)

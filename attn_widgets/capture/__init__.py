@@ -1,6 +1,30 @@
-"""Model -> AttentionTrace. No widget code here."""
+"""Model -> AttentionTrace. No widget code here.
+
+* :func:`trace` - decoder-only and encoder-only `transformers` models (GPT-2, Llama, BERT, ...)
+* :func:`trace_seq2seq` - encoder-decoder `transformers` models (T5, BART): encoder,
+  decoder and cross attention as a :class:`Seq2SeqTrace`
+* :func:`trace_image` - vision transformers (ViT): [CLS] + patch tokens
+* :func:`trace_torch` - plain PyTorch models built on ``torch.nn.MultiheadAttention``
+* :func:`from_transformer_lens` - a TransformerLens activation cache (extra ``lens``)
+"""
 
 from .demo import demo_model, tiny_gpt2
 from .huggingface import eager_attention, model_kind, trace
+from .lens import from_transformer_lens
+from .seq2seq import Seq2SeqTrace, trace_seq2seq
+from .torch_hooks import trace_torch
+from .vision import patch_tokens, trace_image
 
-__all__ = ["trace", "eager_attention", "model_kind", "demo_model", "tiny_gpt2"]
+__all__ = [
+    "trace",
+    "trace_seq2seq",
+    "Seq2SeqTrace",
+    "trace_image",
+    "patch_tokens",
+    "trace_torch",
+    "from_transformer_lens",
+    "eager_attention",
+    "model_kind",
+    "demo_model",
+    "tiny_gpt2",
+]

@@ -87,11 +87,31 @@ def model_kind(model: Any) -> str:
 
 
 def _model_device(model: Any):
+    """Where the inputs go: the input embedding's device (the first piece of a model split
+    with ``device_map``), else the first parameter not on the meta device, else CPU."""
     torch = _torch()
-    try:
-        return next(p.device for p in model.parameters())
-    except StopIteration:
-        return torch.device("cpu")
+    getter = getattr(model, "get_input_embeddings", None)
+    if callable(getter):
+        try:
+            weight = getattr(getter(), "weight", None)
+        except (NotImplementedError, AttributeError):
+            weight = None
+        if weight is not None and weight.device.type != "meta":
+            return weight.device
+    for p in model.parameters():
+        if p.device.type != "meta":
+            return p.device
+    return torch.device("cpu")
+
+
+def _to_cpu_numpy(tensors: Sequence[Any], batch_index: int = 0) -> np.ndarray:
+    """Stack one sequence of each layer's tensor, moving each layer to CPU on its own.
+
+    With a model split across devices (``device_map``) every layer's tensor lives on
+    its layer's device; moving them one by one never gathers all layers on one
+    accelerator, and the dtype cast happens on the CPU copy.
+    """
+    return np.stack([t[batch_index].detach().cpu().float().numpy() for t in tensors])
 
 
 def _display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
@@ -268,10 +288,10 @@ def trace(
             )
             grads = torch.autograd.grad(y, attentions, allow_unused=True)
             grads = [torch.zeros_like(a) if g is None else g for a, g in zip(attentions, grads)]
-            grad_np = np.stack([g[0].detach().float().cpu().numpy() for g in grads])
+            grad_np = _to_cpu_numpy(grads)
         else:
             desc, grad_np = None, None
-    attn_np = np.stack([a[0].detach().float().cpu().numpy() for a in attentions])
+    attn_np = _to_cpu_numpy(attentions)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     causal = kind in ("causal_lm", "decoder") or looks_causal(attn_np)
     return AttentionTrace(
