@@ -31,6 +31,9 @@ function render({ model, el }) {
   const client = createClient(model);
   const cache = new Lru(48);
   const pinned = new Map(); // maps embedded in the state (exported pages): never evicted
+  const inflight = new Map(); // key -> pending request
+  let fetchError = "";
+  let lastHead = 0; // the numeric head to return to after "mean"/"max"
   const images = new Lru(8); // painted offscreen canvases per map key + theme
   let current = null; // {key, data, shape, max}
   let lay = null;
@@ -74,28 +77,41 @@ function render({ model, el }) {
     const layer = model.get("layer");
     const head = model.get("head");
     const key = mapKey(layer, head);
+    if (typeof head === "number") lastHead = head;
     wanted = key;
     const hit = pinned.get(key) || cache.get(key);
     if (hit) {
       current = hit;
       status.textContent = "";
+      fetchError = "";
       draw();
       return;
     }
     status.textContent = "loading\u2026";
     try {
-      const { msg, buffers } = await client.request("get_map", { layer, head });
-      const rec = store(msg.layer, msg.head, msg, buffers[0]);
+      // One request per map, however many change events ask for it.
+      let pending = inflight.get(key);
+      if (!pending) {
+        pending = client.request("get_map", { layer, head });
+        inflight.set(key, pending);
+        pending.then(
+          () => inflight.delete(key),
+          () => inflight.delete(key),
+        );
+      }
+      const { msg, buffers } = await pending;
+      const rec = cache.get(key) || store(msg.layer, msg.head, msg, buffers[0]);
       if (rec.key === wanted) {
         current = rec;
         status.textContent = "";
-        error.textContent = "";
+        fetchError = "";
         draw();
       }
     } catch (err) {
       if (key === wanted) {
         status.textContent = "";
-        error.textContent = `could not load layer ${layer}, head ${head}: ${err.message}`;
+        fetchError = `could not load layer ${layer}, head ${head}: ${err.message}`;
+        error.textContent = fetchError;
       }
     }
   }
@@ -137,7 +153,7 @@ function render({ model, el }) {
     btnTo.setAttribute("aria-pressed", String(dir === "to"));
     btnMean.setAttribute("aria-pressed", String(head === "mean"));
     btnMax.setAttribute("aria-pressed", String(head === "max"));
-    if (model.get("error")) error.textContent = model.get("error");
+    error.textContent = model.get("error") || fetchError;
     if (!current) return;
 
     const ctx0 = canvas.getContext("2d");
@@ -288,7 +304,8 @@ function render({ model, el }) {
   btnTo.onclick = () => setTraits(model, { direction: "to" });
   const aggregate = (agg) => () => {
     const head = model.get("head");
-    setTraits(model, { head: head === agg ? 0 : agg });
+    if (typeof head === "number") lastHead = head;
+    setTraits(model, { head: head === agg ? lastHead : agg });
   };
   btnMean.onclick = aggregate("mean");
   btnMax.onclick = aggregate("max");

@@ -111,6 +111,19 @@ class Explorer(widgets.VBox):
     def panels(self) -> list:
         return [self.matrix, self.heatmap, self.flow, self.summary]
 
+    # Ranges of the selection, so attn_widgets.link can refuse panels that disagree.
+    @property
+    def n_layers(self) -> int:
+        return self._trace.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self._trace.n_heads
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._trace.tokens)
+
     def _relink(self) -> None:
         if self._link is not None:
             self._link.unlink()

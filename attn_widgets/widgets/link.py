@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any, Iterable
-
-import traitlets
 
 __all__ = ["link", "SelectionLink", "SELECTION"]
 
@@ -35,6 +34,55 @@ class SelectionLink:
     def __repr__(self) -> str:
         kinds = ", ".join(type(w).__name__ for w in self.widgets)
         return f"SelectionLink([{kinds}], names={self.names}, active={self.active})"
+
+
+class _Group:
+    """Keeps ``names`` equal across ``widgets``.
+
+    When any selection trait of one panel changes, *all* its linked values are copied to
+    the others at once, inside ``hold_sync()``: a click that sets layer and head reaches
+    every other view as one update (one redraw, one map fetch), not one per trait.
+    """
+
+    def __init__(self, widgets: list, names: tuple[str, ...]) -> None:
+        self.widgets = widgets
+        self.names = names
+        self._busy = False
+        self._handlers = []
+        src = widgets[0]
+        # The first panel's values win at link time.
+        self._push(src)
+        for w in widgets:
+            mine = [n for n in names if n in _names_of(w)]
+            if not mine:
+                continue
+            handler = lambda _change, w=w: self._push(w)  # noqa: E731
+            w.observe(handler, mine)
+            self._handlers.append((w, handler, mine))
+
+    def _push(self, src: Any) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            values = {n: getattr(src, n) for n in self.names if n in _names_of(src)}
+            for other in self.widgets:
+                if other is src:
+                    continue
+                todo = {n: v for n, v in values.items() if n in _names_of(other) and getattr(other, n) != v}
+                if not todo:
+                    continue
+                hold = other.hold_sync() if hasattr(other, "hold_sync") else contextlib.nullcontext()
+                with hold:
+                    for n, v in todo.items():
+                        setattr(other, n, v)
+        finally:
+            self._busy = False
+
+    def unlink(self) -> None:
+        for w, handler, mine in self._handlers:
+            w.unobserve(handler, mine)
+        self._handlers = []
 
 
 def _names_of(widget: Any) -> set[str]:
@@ -86,11 +134,7 @@ def link(*widgets: Any, names: Iterable[str] = SELECTION) -> SelectionLink:
                 f"link: cannot link {name!r} between panels with different {_RANGE[name]} "
                 f"({detail}); pass names= without {name!r} to link the others"
             )
-    links = []
-    for name in names:
-        having = [w for w in flat if name in _names_of(w)]
-        for other in having[1:]:
-            links.append(traitlets.link((having[0], name), (other, name)))
-    sl = SelectionLink(flat, names, links)
+    group = _Group(flat, names)
+    sl = SelectionLink(flat, names, [group])
     _LINKS.add(sl)
     return sl

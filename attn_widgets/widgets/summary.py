@@ -98,6 +98,19 @@ class HeadSummary(widgets.VBox):
     def trace(self) -> AttentionTrace:
         return self._trace
 
+    # Ranges of the selection, so attn_widgets.link can refuse panels that disagree.
+    @property
+    def n_layers(self) -> int:
+        return self._trace.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self._trace.n_heads
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._trace.tokens)
+
     def _title(self, metric: str) -> str:
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
 

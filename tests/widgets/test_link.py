@@ -204,3 +204,18 @@ def test_link_with_a_plain_traitlets_object_having_one_name(base):
     assert m.token == 3 and h.token == 3
     m.layer = 2
     assert h.layer == 2
+
+
+def test_click_reaches_linked_views_as_one_update(minilm_trace, monkeypatch):
+    """A click that sets layer and head in one view must reach each linked view as one
+    state update (one redraw, one map fetch), not one message per trait."""
+    from attn_widgets import AttentionHeatmap, AttentionMatrix, link
+
+    m, h = AttentionMatrix(minilm_trace), AttentionHeatmap(minilm_trace)
+    link(m, h)
+    sent = []
+    monkeypatch.setattr(h, "_send", lambda msg, buffers=None: sent.append(msg))
+    m.set_state({"layer": 4, "head": 5})  # what the comm does with the view's update
+    updates = [msg["state"] for msg in sent if msg.get("method") == "update"]
+    assert (h.layer, h.head) == (4, 5)
+    assert updates == [{"layer": 4, "head": 5}]

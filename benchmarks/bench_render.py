@@ -1,0 +1,392 @@
+"""First-display cost and click latency of AttentionMatrix + AttentionHeatmap in a real browser.
+
+JupyterLab in headless Chromium (the harness of tests/browser), the embedded demo model
+(MiniLM, 6 layers x 12 heads), T = 64 and 512 tokens of a real paragraph (cropped with
+``max_length``). For each T, one warm-up display, then ``--runs`` measured ones (median):
+
+(a) bytes: payload bytes of every websocket frame the *page* receives on the kernel
+    channel, from executing the display cell until the kernel is idle again (the cell
+    builds the two widgets, links them and displays them). Also given: the part of it in
+    comm messages (widget state), and the widget state size computed on the kernel side
+    (JSON + binary buffers of ``get_state()`` for both widgets).
+(b) draw: ``performance.now()`` in the page from dispatching "run cell" until both new
+    panels report a draw (``data-draws >= 1``, seen by a MutationObserver).
+(c) click: ``performance.now()`` in the page from dispatching a click on a matrix cell
+    until the heatmap's ``data-shown`` becomes that head (MutationObserver). "new" heads
+    need a kernel round trip for the link and one for the map; "seen" heads are in the
+    view's cache (link round trip only).
+
+Usage: ``python benchmarks/bench_render.py [--runs 5] [--sizes 64,512]``.
+Prints a markdown table and writes benchmarks/results/render.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.browser import harness as H  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "render.md"
+BUDGET_T = 512
+BUDGETS = {"bytes": 1_000_000, "draw_ms": 1000.0, "click_ms": 100.0}
+
+# Herman Melville, Moby-Dick (1851), chapter 1, public domain.
+PARAGRAPH = (
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
+    "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
+    "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
+    "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
+    "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
+    "bringing up the rear of every funeral I meet; and especially whenever my hypos get such an upper "
+    "hand of me, that it requires a strong moral principle to prevent me from deliberately stepping "
+    "into the street, and methodically knocking people's hats off, then, I account it high time to get "
+    "to sea as soon as I can. This is my substitute for pistol and ball. With a philosophical flourish "
+    "Cato throws himself upon his sword; I quietly take to the ship. There is nothing surprising in "
+    "this. If they but knew it, almost all men in their degree, some time or other, cherish very nearly "
+    "the same feelings towards the ocean with me. There now is your insular city of the Manhattoes, "
+    "belted round by wharves as Indian isles by coral reefs; commerce surrounds it with her surf. Right "
+    "and left, the streets take you waterward. Its extreme downtown is the battery, where that noble "
+    "mole is washed by waves, and cooled by breezes, which a few hours previous were out of sight of "
+    "land. Look at the crowds of water-gazers there."
+)
+
+SETUP = f'''
+import json, time
+import numpy as np
+import attn_widgets as aw
+from IPython.display import display
+from ipywidgets.widgets.widget import _remove_buffers
+
+model, tokenizer = aw.demo_model()
+PARAGRAPH = {PARAGRAPH!r}
+TEXT = " ".join([PARAGRAPH] * 8)   # long enough for 512 tokens; max_length crops it
+traces = {{}}
+for T in SIZES:
+    traces[T] = aw.trace(model, tokenizer, TEXT, max_length=T)
+    assert traces[T].n_tokens == T, (T, traces[T].n_tokens)
+state_bytes = {{T: [] for T in SIZES}}
+shown = {{}}
+
+def state_size(w):
+    state, _paths, buffers = _remove_buffers(w.get_state())
+    return len(json.dumps(state, separators=(",", ":"))) + sum(len(memoryview(b).cast("B")) for b in buffers)
+
+def show(T):
+    m = aw.AttentionMatrix(traces[T])
+    h = aw.AttentionHeatmap(traces[T])
+    aw.link(m, h)
+    state_bytes[T].append(state_size(m) + state_size(h))
+    shown[T] = (m, h)
+    display(m, h)
+print("ready", {{T: tr.n_tokens for T, tr in traces.items()}})
+'''
+
+_RUN_CELL_JS = """async (idx) => {
+  const app = window.jupyterapp;
+  const nb = app.shell.currentWidget.content;
+  const cell = nb.widgets[idx];
+  nb.activeCellIndex = idx;
+  nb.deselectAll();
+  cell.node.scrollIntoView({block: "start"});
+  const old = new Set(cell.node.querySelectorAll(".aw-panel"));
+  const res = {idx};
+  window.__awBench = res;
+  const find = (sel) => [...cell.node.querySelectorAll(sel)].find((e) => !old.has(e));
+  const check = () => {
+    const now = performance.now();
+    const m = find(".aw-panel.aw-matrix");
+    const h = find(".aw-panel.aw-heatmap");
+    if (res.matrix === undefined && m && Number(m.dataset.draws || 0) >= 1) res.matrix = now - res.t0;
+    if (res.heatmap === undefined && h && Number(h.dataset.draws || 0) >= 1) res.heatmap = now - res.t0;
+    if (res.matrix !== undefined && res.heatmap !== undefined) {
+      res.both = Math.max(res.matrix, res.heatmap);
+      mo.disconnect();
+    }
+  };
+  const mo = new MutationObserver(check);
+  mo.observe(cell.node, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-draws"]});
+  res.t0 = performance.now();
+  app.commands.execute("notebook:run-cell");
+  return true;
+}"""
+
+_CELL_DONE_JS = """(idx) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const cell = w.content.widgets[idx];
+  const k = w.sessionContext.session.kernel;
+  const errs = cell.model.outputs.toJSON().filter((o) => o.output_type === "error");
+  if (errs.length) return {error: errs.map((o) => o.ename + ": " + o.evalue).join("; ")};
+  return {done: cell.model.executionCount !== null && !cell.promptNode.textContent.includes("*") && k.status === "idle"};
+}"""
+
+_CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
+  const m = cell.node.querySelector(".aw-panel.aw-matrix");
+  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
+  const c = m.querySelector("canvas.aw-canvas");
+  const r = c.getBoundingClientRect();
+  const d = c.dataset;
+  const x = r.left + Number(d.left) + head * Number(d.pitch) + Number(d.cell) / 2;
+  const y = r.top + Number(d.top) + layer * Number(d.pitch) + Number(d.cell) / 2;
+  const want = `${layer}:${head}`;
+  if (h.dataset.shown === want) return reject(new Error("already showing " + want));
+  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want + ", shown " + h.dataset.shown)); }, 20000);
+  // "loading..." in the status line: the heatmap got the new head from the kernel (link).
+  let tLink = null;
+  const status = h.querySelector(".aw-status");
+  const mo = new MutationObserver(() => {
+    if (tLink === null && status && status.textContent.startsWith("loading")) tLink = performance.now() - t0;
+    if (h.dataset.shown === want) {
+      const t = performance.now() - t0;
+      mo.disconnect();
+      clearTimeout(timer);
+      resolve({total: t, link: tLink});
+    }
+  });
+  mo.observe(h, {attributes: true, attributeFilter: ["data-shown"], subtree: true, childList: true, characterData: true});
+  const t0 = performance.now();
+  c.dispatchEvent(new MouseEvent("click", {clientX: x, clientY: y, bubbles: true, cancelable: true}));
+})"""
+
+MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([a-z_]+)"')
+
+
+class FrameCounter:
+    """Bytes of websocket frames the page receives on kernel channels (while ``on``)."""
+
+    def __init__(self, page) -> None:
+        self.on = False
+        self.total = 0
+        self.comm = 0
+        self.frames = 0
+        self.get_map = 0
+        page.on("websocket", self._ws)
+
+    def _ws(self, ws) -> None:
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", self._frame)
+            ws.on("framesent", self._sent)
+
+    def _frame(self, payload) -> None:
+        if not self.on:
+            return
+        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+        self.total += len(raw)
+        self.frames += 1
+        m = MSG_TYPE.search(raw[:4096])
+        if m and m.group(1).startswith(b"comm_"):
+            self.comm += len(raw)
+
+    def _sent(self, payload) -> None:
+        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if self.on and b'"get_map"' in raw:
+            self.get_map += 1
+
+    def reset(self) -> None:
+        self.total = self.comm = self.frames = self.get_map = 0
+
+
+def run_cell(page, idx: int, timeout: float = 300) -> dict:
+    page.evaluate(_RUN_CELL_JS, idx)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = page.evaluate(_CELL_DONE_JS, idx)
+        if st.get("error"):
+            raise RuntimeError(f"cell {idx} raised {st['error']}")
+        res = page.evaluate("() => window.__awBench")
+        if st.get("done") and (idx == 0 or res.get("both") is not None):
+            return res
+        page.wait_for_timeout(20)
+    raise TimeoutError(f"cell {idx} did not finish/draw in {timeout}s: {page.evaluate('() => window.__awBench')}")
+
+
+def build_notebook(folder: pathlib.Path, sizes: list[int]) -> str:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.cells = [nbformat.v4.new_code_cell(f"SIZES = {sizes!r}\n" + SETUP)]
+    nb.cells += [nbformat.v4.new_code_cell(f"show({T})") for T in sizes]
+    name = "bench_render.ipynb"
+    nbformat.write(nb, folder / name)
+    return name
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def span(xs, fmt):
+    return f"{fmt(med(xs))} ({fmt(min(xs))}–{fmt(max(xs))})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--sizes", default="64,512")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = max(5, args.runs)
+    heads_new = [(1, 1), (2, 3), (3, 5), (4, 7), (5, 9), (1, 11), (2, 0), (3, 2)][: max(runs, 5)]
+
+    from playwright.sync_api import sync_playwright
+
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="aw-bench-nb-"))
+    path = build_notebook(workdir, sizes)
+    rows = {}
+    t_start = time.monotonic()
+    with H.JupyterServer("lab", notebooks=workdir) as srv, sync_playwright() as pw:
+        browser = H.launch_browser(pw)
+        nbp = H.NotebookPage(browser, srv, path, viewport=(1400, 1800))
+        counter = FrameCounter(nbp.page)
+        try:
+            nbp.open(run=False)
+            page = nbp.page
+            run_cell(page, 0)
+            for i, T in enumerate(sizes, start=1):
+                r = {"bytes": [], "comm": [], "draw_ms": [], "click_new_ms": [], "click_seen_ms": []}
+                for rep in range(runs + 1):  # rep 0: warm-up
+                    page.wait_for_timeout(300)  # let earlier frames reach the counter first
+                    counter.reset()
+                    counter.on = True
+                    res = run_cell(page, i)
+                    page.wait_for_timeout(300)  # frames already received, still being dispatched
+                    counter.on = False
+                    if rep == 0:
+                        r["cold"] = {"bytes": counter.total, "draw_ms": res["both"]}
+                        continue
+                    r["bytes"].append(counter.total)
+                    r["comm"].append(counter.comm)
+                    r["draw_ms"].append(res["both"])
+                # Clicks on the last display of this T.
+                r["click_link_ms"] = []
+                page.wait_for_timeout(300)
+                counter.reset()
+                counter.on = True
+                for layer, head in heads_new:
+                    c = page.evaluate(_CLICK_JS, [i, layer, head])
+                    r["click_new_ms"].append(c["total"])
+                    if c["link"] is not None:
+                        r["click_link_ms"].append(c["link"])
+                    page.wait_for_timeout(100)
+                page.wait_for_timeout(300)
+                counter.on = False
+                r["click_requests"] = counter.get_map / len(heads_new)
+                r["click_bytes"] = counter.total / len(heads_new)
+                for layer, head in heads_new[:-1]:  # the last one is showing now
+                    r["click_seen_ms"].append(page.evaluate(_CLICK_JS, [i, layer, head])["total"])
+                    page.wait_for_timeout(100)
+                r["state"] = json.loads(nbp.kernel_exec(f"print(json.dumps(state_bytes[{T}]))"))[1:]
+                rows[T] = r
+            errors = H.our_errors(nbp.log)
+        except BaseException:
+            H.save_artifacts(nbp.page, nbp.log, "bench_render")
+            raise
+        finally:
+            nbp.close()
+            browser.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+    elapsed = time.monotonic() - t_start
+
+    def kb(x):
+        return f"{x / 1000:.1f} kB"
+
+    def ms(x):
+        return f"{x:.0f} ms"
+
+    def verdict(T, key, value):
+        if T != BUDGET_T:
+            return ""
+        return " ✅" if value <= BUDGETS[key] else " ❌"
+
+    lines = [
+        "| T | (a) bytes to page at first display | of which comm msgs | widget state (kernel side) "
+        "| (b) run cell → both drawn | (c) click head → heatmap redrawn (new head) | (c') same, head seen before |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for T, r in rows.items():
+        lines.append(
+            f"| {T} | {span(r['bytes'], kb)}{verdict(T, 'bytes', med(r['bytes']))} | {span(r['comm'], kb)} "
+            f"| {kb(med(r['state']))} | {span(r['draw_ms'], ms)}{verdict(T, 'draw_ms', med(r['draw_ms']))} "
+            f"| {span(r['click_new_ms'], ms)}{verdict(T, 'click_ms', med(r['click_new_ms']))} "
+            f"| {span(r['click_seen_ms'], ms)} |"
+        )
+    lines.append(
+        f"| budget (T={BUDGET_T}) | ≤ {BUDGETS['bytes'] / 1e6:.0f} MB | | | ≤ {BUDGETS['draw_ms']:.0f} ms "
+        f"| ≤ {BUDGETS['click_ms']:.0f} ms | |"
+    )
+    split = ", ".join(
+        f"T={T}: {ms(med(r['click_link_ms']))} until the heatmap got the first selection update back "
+        f"from the kernel, {ms(med(r['click_new_ms']) - med(r['click_link_ms']))} more until the clicked "
+        f"head was drawn; {r['click_requests']:.1f} `get_map` requests and {kb(r['click_bytes'])} "
+        f"received per click"
+        for T, r in rows.items()
+        if r["click_link_ms"]
+    )
+    cold = ", ".join(
+        f"T={T}: {kb(r['cold']['bytes'])}, {ms(r['cold']['draw_ms'])}" for T, r in rows.items()
+    )
+    try:
+        chromium = subprocess.run([H.CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        chromium = "?"
+    import jupyterlab
+
+    env = (
+        f"{datetime.date.today()} · {platform.platform()} · {os.cpu_count()} CPUs · Python "
+        f"{platform.python_version()} · JupyterLab {jupyterlab.__version__} · {chromium} (headless)"
+    )
+    table = "\n".join(lines)
+    doc = f"""# Render benchmark (benchmarks/bench_render.py)
+
+{env}
+
+Demo model (MiniLM, 6 layers × 12 heads), text: a Moby-Dick paragraph repeated, cropped with
+`max_length=T`. Median (min–max) of {runs} runs after one warm-up display; clicks: {len(heads_new)} new
+heads, then {len(heads_new) - 1} revisits, on the last display.
+
+{table}
+
+- (a) is measured in the **page**: payload bytes of all websocket frames received on the kernel
+  channel (Playwright `framereceived`) from executing the display cell (build both widgets, link,
+  display) until the kernel is idle again; it includes status / execute_input / execute_reply frames.
+  "comm msgs" is the part in `comm_*` messages; "widget state (kernel side)" is JSON + buffers of
+  `get_state()` of both widgets, computed in the kernel.
+- (b) `performance.now()` in the page, from dispatching `notebook:run-cell` until both *new* panels
+  set `data-draws >= 1` (MutationObserver). Includes building the widgets and the trace's thumbnails
+  in the kernel, but not the capture (`aw.trace`), which runs in the setup cell.
+- (c) `performance.now()` in the page, from dispatching a click on a matrix cell until the heatmap's
+  `data-shown` is that head: matrix view → kernel (link) → heatmap model → `get_map` request →
+  kernel → reply → decode, paint, draw.
+  Split of (c), medians: {split}.
+- Cold first display (warm-up run, not in the medians): {cold}.
+- Whole run: {elapsed:.0f} s. Console errors from our modules: {len(errors)}.
+"""
+    print(table)
+    print(f"\nclick split: {split}")
+    print(f"cold first display: {cold}; console errors from our modules: {len(errors)}; {elapsed:.0f} s")
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""Standalone HTML export, opened in headless Chromium with every network request blocked."""
+
+from __future__ import annotations
+
+import pytest
+
+import attn_widgets as aw
+
+from . import harness as H
+
+pytestmark = pytest.mark.browser
+
+HOSTILE = 'warm <img src=x onerror="window.__pwned=1"> </script><script>window.__pwned=2</script>'
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, minilm):
+    model, tok = minilm
+    tr = aw.trace(model, tok, "The cat sat on the mat because it was " + HOSTILE)
+    # Tokens straight from untrusted text too, not only what the tokenizer makes of it.
+    raw = aw.AttentionTrace.from_tensors(tr.attentions, [HOSTILE[: 8 + i] for i in range(tr.n_tokens)])
+    ex = aw.Explorer(tr, method="rollout", threshold=0.2)
+    path = ex.save_html(tmp_path_factory.mktemp("export") / "explorer.html")
+    raw_path = aw.save_html(tmp_path_factory.mktemp("export") / "raw.html", aw.AttentionHeatmap(raw))
+    return tr, path, raw_path
+
+
+def _open_offline(browser, path):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1600})
+    blocked = []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "blob:", "data:")):
+            return r.continue_()
+        blocked.append(r.request.url)
+        return r.abort()
+
+    ctx.route("**/*", route)
+    page = ctx.new_page()
+    log = H.ConsoleLog(page)
+    page.on("dialog", lambda d: (blocked.append("dialog:" + d.message), d.dismiss()))
+    page.goto(path.as_uri())
+    page.wait_for_selector("body[data-aw-ready='1']", timeout=20000)
+    return ctx, page, log, blocked
+
+
+def test_export_draws_and_links_without_kernel_or_network(browser, exported):
+    tr, path, _ = exported
+    html = path.read_text()
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    ctx, page, log, blocked = _open_offline(browser, path)
+    try:
+        for sel in (H.MATRIX, H.HEATMAP, ".aw-panel.aw-flow"):
+            assert int(page.eval_on_selector(sel, "e => e.dataset.draws || 0")) >= 1, sel
+        assert page.eval_on_selector(H.HEATMAP, "e => e.dataset.shown") == "0:0"
+        x, y = H.matrix_cell_point(page, 4, 9)
+        page.mouse.click(x, y)
+        H.wait_dataset(page, H.HEATMAP, {"shown": "4:9"})
+        assert page.eval_on_selector(".aw-panel.aw-flow", "e => e.dataset.layer") == "4"
+        # Click a word in the heatmap strip: the flow panel traces that token, from embedded tables.
+        page.locator(f"{H.HEATMAP} .aw-tok").nth(3).click()
+        H.wait_dataset(page, ".aw-panel.aw-flow", {"token": "3", "scoresFor": "3"})
+        assert int(page.eval_on_selector(".aw-panel.aw-flow", "e => e.dataset.traced")) > 0
+        values = page.eval_on_selector_all(".aw-flow-strip .aw-tok", "es => es.map(e => Number(e.dataset.value))")
+        expected = tr.rollout()[-1, 3]
+        assert max(abs(a - b) for a, b in zip(values, expected)) < 1e-3
+        assert blocked == [] and not log.errors(), (blocked, log.errors())
+    except Exception:
+        H.save_artifacts(page, log, "export")
+        raise
+    finally:
+        ctx.close()
+
+
+def test_export_renders_hostile_tokens_as_text(browser, exported):
+    _, path, raw_path = exported
+    for p in (path, raw_path):
+        ctx, page, log, blocked = _open_offline(browser, p)
+        try:
+            assert page.evaluate("() => window.__pwned") is None
+            assert page.locator("img").count() == 0
+            texts = page.eval_on_selector_all(f"{H.HEATMAP} .aw-tok", "es => es.map(e => e.textContent)")
+            assert any("<img" in t or "script" in t for t in texts)
+            assert blocked == [] and not log.errors(), (blocked, log.errors())
+        except Exception:
+            H.save_artifacts(page, log, "export-hostile")
+            raise
+        finally:
+            ctx.close()
