@@ -68,7 +68,7 @@ class Explorer(widgets.VBox):
         if unknown:
             raise TypeError(f"Explorer: unknown argument(s) {unknown}")
         self._targets = targets
-        self._compare = compare
+        self._compare_trace = compare
         self._trace = first
         if method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, received {method!r}")
@@ -137,7 +137,7 @@ class Explorer(widgets.VBox):
         if not tr.has_gradients and flow_state["method"] in ("grad_rollout", "attn_grad"):
             flow_state["method"] = "rollout"
         old = [self.flow, self.summary]
-        self.flow = AttentionFlow(tr, compare=self._compare, **flow_state, **sel)
+        self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)
         self.summary = HeadSummary(tr, metric=self.summary.metric if self.summary.metric in
                                    ("entropy", "distance", "special") or tr.has_gradients else "entropy")
         self._grid.children = [self.matrix, self.heatmap, self.flow, self.summary]

@@ -70,8 +70,8 @@ class HeadSummary(widgets.VBox):
             marks=[self.mark],
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
-                Axis(scale=self._rows, orientation="vertical", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, orientation="vertical", side="right"),
+                Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
+                ColorAxis(scale=self._colors, side="right"),
             ],
             title=self._title(metric),
             fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 70},

@@ -21,6 +21,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 APPS = [a for a in os.environ.get("AW_BROWSER_APPS", "lab,notebook").split(",") if a]
 
 
+def _skip_or_fail(reason: str) -> None:
+    # CI sets AW_REQUIRE_BROWSER=1: there a missing browser is a failure, never a silent skip.
+    if os.environ.get("AW_REQUIRE_BROWSER"):
+        pytest.fail(f"browser tests required but cannot run: {reason}")
+    pytest.skip(reason)
+
+
 def _skip_reason() -> str | None:
     try:
         import playwright  # noqa: F401
@@ -36,7 +43,7 @@ def jupyter_server(request):
     """A JupyterLab (``lab``) or Notebook 7 (``notebook``) server on a temp copy of notebooks/."""
     reason = _skip_reason()
     if reason:
-        pytest.skip(reason)
+        _skip_or_fail(reason)
     server = H.JupyterServer(request.param).start()
     yield server
     server.stop()
@@ -46,7 +53,7 @@ def jupyter_server(request):
 def browser():
     reason = _skip_reason()
     if reason:
-        pytest.skip(reason)
+        _skip_or_fail(reason)
     from playwright.sync_api import sync_playwright
 
     pw = sync_playwright().start()
