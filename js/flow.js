@@ -324,7 +324,9 @@ function render({ model, el }) {
     panel.dataset.method = method;
     panel.dataset.edges = String(drawn);
     panel.dataset.traced = String(traced);
-    panel.dataset.threshold = String(model.get("threshold"));
+    // The threshold the drawn edges were cut with (the slider may be ahead of the kernel).
+    const drawnFor = (model.get("graphs") || [])[0];
+    panel.dataset.threshold = drawnFor ? String(drawnFor.threshold) : "";
     panel.dataset.token = token === null || token === undefined ? "" : String(token);
     panel.dataset.layer = String(model.get("layer"));
     panel.dataset.status = st;

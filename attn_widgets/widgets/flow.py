@@ -210,6 +210,10 @@ class AttentionFlow(AttnWidget):
             "total": sp["total"],
             "capped": sp["capped"],
             "peak": float(np.abs(edges).max()) if edges.size else 0.0,
+            # What these edges were cut with, so the view can say what it draws.
+            "threshold": float(self.threshold),
+            "top_k": int(self.top_k),
+            "method": self.method,
             "signed": bool(edges.min() < 0),
         }
 
