@@ -353,6 +353,71 @@ class AttentionTrace:
             f"{', causal' if self.causal else ''}{grad})"
         )
 
+    # -- flow methods --------------------------------------------------------------
+    # Thin wrappers over attn_widgets.flows (imported lazily: numpy-only until called).
+    # Keep this block at the end of the class body.
+
+    def _flow_input(self, what: str) -> np.ndarray:
+        if self.attentions.shape[-1] != self.attentions.shape[-2]:
+            raise ValueError(
+                f"{what}: needs square self-attention maps; this trace is cross-attention "
+                f"{tuple(self.attentions.shape)}"
+            )
+        return self.attentions
+
+    def _flow_gradients(self, what: str) -> np.ndarray:
+        if self.gradients is None:
+            raise ValueError(
+                f"{what}: this trace has no gradients; capture it with "
+                "attn_widgets.trace(..., gradients=True) or pass gradients= to from_tensors()"
+            )
+        return self.gradients
+
+    def rollout(self, residual: float = 0.5, start_layer: int = 0) -> np.ndarray:
+        """Attention rollout after every layer, float64 ``[L, T, T]``; see :func:`attn_widgets.flows.rollout`."""
+        from .flows import rollout
+
+        return rollout(self._flow_input("rollout"), residual=residual, start_layer=start_layer)
+
+    def attention_flow(
+        self,
+        rows: Any = None,
+        residual: float = 0.5,
+        progress: Any = None,
+        cancel: Any = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Exact attention flow for ``rows`` (all by default), float64 ``[len(rows), T]``.
+
+        See :func:`attn_widgets.flows.attention_flow` (``normalize``, ``engine``, ``workers``
+        and ``progress_every`` pass through ``kwargs``).
+        """
+        from .flows import attention_flow
+
+        return attention_flow(
+            self._flow_input("attention_flow"), rows=rows, residual=residual, progress=progress,
+            cancel=cancel, **kwargs,
+        )
+
+    def grad_rollout(self) -> np.ndarray:
+        """Gradient-weighted rollout ``R``, float64 ``[T, T]``; see :func:`attn_widgets.flows.grad_rollout`."""
+        from .flows import grad_rollout
+
+        return grad_rollout(self._flow_input("grad_rollout"), self._flow_gradients("grad_rollout"))
+
+    def attn_grad(self, mode: str = "signed") -> np.ndarray:
+        """Attention x gradient ``[L, H, T, T]``, ``mode`` "signed" or "clipped"."""
+        from .flows import attn_grad
+
+        return attn_grad(self._flow_input("attn_grad"), self._flow_gradients("attn_grad"), mode=mode)
+
+    def head_stats(self) -> dict[str, np.ndarray]:
+        """Per-head entropy, distance, special share, gradient importance; ``[L, H]`` each."""
+        from .flows import head_stats
+
+        self._flow_input("head_stats")
+        return head_stats(self)
+
 
 def looks_causal(attn: np.ndarray) -> bool:
     """True when every head puts (numerically) zero weight above the diagonal.

@@ -1,0 +1,304 @@
+"""Cost of capture and of every flow method on the demo model (MiniLM, 6 layers x 12 heads).
+
+For T = 16, 64, 128, 256, 512 tokens of a real paragraph (repeated, cropped with
+``max_length``; [CLS] and [SEP] included) this measures, on CPU:
+
+* forward: plain ``model(**inputs)`` under ``torch.no_grad()``;
+* trace: ``attn_widgets.trace(..., gradients=False)`` (eager attention, weights returned);
+* trace+grad: ``attn_widgets.trace(...)`` with the one-call backward to all attention maps,
+  and its ratio to the plain forward;
+* rollout and gradient rollout (``attn_widgets.flows``);
+* flow row: one exact attention-flow row (``attention_flow(rows=[i])``, numba engine),
+  single-threaded and with the default thread count; several different rows ``i``;
+* flow matrix: the full ``T x T`` exact flow (only for T <= 128 unless ``--full-max``);
+* scipy row: the per-pair baseline, one ``scipy.sparse.csgraph.maximum_flow(method="dinic")``
+  per pair on the full graph with int32 capacities (engine="scipy");
+* networkx: the published reference, ``networkx.maximum_flow_value`` per pair
+  (preflow-push, float capacities): the full matrix at T=16, one pair otherwise,
+  extrapolated (x T for a row, x T^2 for the matrix) and marked "~".
+
+Numbers are medians over ``--runs`` runs (5 by default); slow items use fewer, as the
+notes under the table say. This machine may be shared: the load average before and after
+is printed with the table.
+
+Usage: ``python benchmarks/bench_flows.py [--quick] [--runs 5] [--sizes 16,64,128,256,512]``.
+Prints a markdown table and writes benchmarks/results/flows.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import numpy as np  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "flows.md"
+
+# Herman Melville, Moby-Dick (1851), chapter 1, public domain.
+PARAGRAPH = (
+    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
+    "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
+    "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
+    "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
+    "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
+    "bringing up the rear of every funeral I meet; and especially whenever my hypos get such an upper "
+    "hand of me, that it requires a strong moral principle to prevent me from deliberately stepping "
+    "into the street, and methodically knocking people's hats off, then, I account it high time to get "
+    "to sea as soon as I can. This is my substitute for pistol and ball. With a philosophical flourish "
+    "Cato throws himself upon his sword; I quietly take to the ship. There is nothing surprising in "
+    "this. If they but knew it, almost all men in their degree, some time or other, cherish very nearly "
+    "the same feelings towards the ocean with me."
+)
+TEXT = " ".join([PARAGRAPH] * 6)
+
+
+def timeit(fn, runs: int) -> list[float]:
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def fmt(seconds: float | None, approx: bool = False) -> str:
+    if seconds is None:
+        return "-"
+    pre = "~" if approx else ""
+    if seconds < 1e-3:
+        return f"{pre}{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{pre}{seconds * 1e3:.1f} ms"
+    if seconds < 600:
+        return f"{pre}{seconds:.2f} s"
+    if seconds < 3 * 3600:
+        return f"{pre}{seconds / 60:.0f} min"
+    if seconds < 3 * 86400:
+        return f"{pre}{seconds / 3600:.1f} h"
+    return f"{pre}{seconds / 86400:.0f} days"
+
+
+def nx_pair_time(ah: np.ndarray, i: int, j: int) -> tuple[float, float]:
+    """(value, seconds) of one networkx max-flow on the full graph (graph build not timed)."""
+    import networkx as nx
+
+    n_layers, t, _ = ah.shape
+    g = nx.DiGraph()
+    for layer in range(1, n_layers + 1):
+        m = ah[layer - 1]
+        g.add_edges_from(
+            ((layer, a), (layer - 1, b), {"capacity": float(m[a, b])}) for a in range(t) for b in range(t)
+        )
+    t0 = time.perf_counter()
+    val = nx.maximum_flow_value(g, (n_layers, i), (0, j), capacity="capacity")
+    return val, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="3 runs, T up to 256, baselines extrapolated")
+    ap.add_argument("--runs", type=int, default=None, help="runs per fast item (default 5, --quick 3)")
+    ap.add_argument("--sizes", default=None, help="comma separated T values (default 16,64,128,256,512)")
+    ap.add_argument("--full-max", type=int, default=128, help="largest T for the full flow matrix")
+    ap.add_argument(
+        "--torch-threads", type=int, default=1,
+        help="torch intra-op threads for the model timings (default 1: stable on a shared machine)",
+    )
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    sizes = [int(s) for s in (args.sizes or ("16,64,128,256" if args.quick else "16,64,128,256,512")).split(",")]
+
+    import numba
+    import scipy
+    import torch
+
+    import attn_widgets as aw
+    from attn_widgets.flows import attention_flow, grad_rollout, rollout
+    from attn_widgets.flows._inputs import mixed_maps
+    from attn_widgets.flows.maxflow import _cpu_count, _ensure_compiled
+
+    torch.set_num_threads(max(1, args.torch_threads))
+    t0 = time.perf_counter()
+    _ensure_compiled()
+    compile_s = time.perf_counter() - t0
+    model, tok = aw.demo_model()
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    notes: dict[str, str] = {}
+    rows_out = []
+    check_lines = []
+    for T in sizes:
+        print(f"== T={T}", file=sys.stderr, flush=True)
+        enc = tok(TEXT, return_tensors="pt", truncation=True, max_length=T)
+        assert enc["input_ids"].shape[1] == T, enc["input_ids"].shape
+        tr = aw.trace(model, tok, TEXT, max_length=T)  # warm-up
+        assert tr.n_tokens == T
+        a, g = tr.attentions, tr.gradients
+
+        def forward():
+            with torch.no_grad():
+                model(**enc)
+
+        forward()
+        fwd = statistics.median(timeit(forward, runs))
+        cap = statistics.median(timeit(lambda: aw.trace(model, tok, TEXT, max_length=T, gradients=False), runs))
+        capg = statistics.median(timeit(lambda: aw.trace(model, tok, TEXT, max_length=T), runs))
+        ro = statistics.median(timeit(lambda: rollout(a), runs))
+        gro = statistics.median(timeit(lambda: grad_rollout(a, g), runs))
+
+        # one flow row: `runs` different rows spread over the sequence, median
+        flow_rows = np.linspace(1, T - 2, runs).round().astype(int).tolist() if T > 2 else [0] * runs
+        row1 = [timeit(lambda i=i: attention_flow(a, rows=[i], workers=1), 1)[0] for i in flow_rows]
+        rowN = [timeit(lambda i=i: attention_flow(a, rows=[i]), 1)[0] for i in flow_rows]
+        notes["flow row"] = (
+            f"flow row: median over {runs} different rows (evenly spaced), each computed once; "
+            f"'1 thread' = workers=1, 'auto' = default workers (up to {min(4, _cpu_count())} threads "
+            "on this machine, used when the job is big enough)."
+        )
+
+        full = None
+        if T <= args.full_max:
+            n_full = runs if T <= 64 else max(1, min(runs, 3))
+            full = statistics.median(timeit(lambda: attention_flow(a), n_full))
+            if T > 64:
+                notes[f"full{T}"] = f"flow matrix at T={T}: median of {n_full} runs."
+
+        # scipy per-pair Dinic baseline: a whole row where that takes < ~60 s, else a few pairs
+        i_mid = T // 2
+        slow = None
+        if args.quick and T >= 256:
+            from scipy.sparse.csgraph import maximum_flow
+
+            from attn_widgets.flows.maxflow import _scipy_graph
+
+            graph = _scipy_graph(mixed_maps(a, 0.5))
+            js = np.linspace(0, T - 1, 8).round().astype(int)
+            t1 = time.perf_counter()
+            for j in js:
+                maximum_flow(graph, 6 * T + i_mid, int(j), method="dinic")
+            scipy_row, scipy_approx = (time.perf_counter() - t1) / len(js) * T, True
+            notes["scipy_x"] = "scipy row marked ~: extrapolated from 8 pairs (x T)."
+        else:
+            t1 = time.perf_counter()
+            slow = attention_flow(a, rows=[i_mid], engine="scipy", normalize=False)
+            times = [time.perf_counter() - t1]
+            n_sc = runs if times[0] < 1 else (3 if times[0] < 10 else 1)
+            times += timeit(lambda: attention_flow(a, rows=[i_mid], engine="scipy"), n_sc - 1)
+            scipy_row, scipy_approx = statistics.median(times), False
+            if n_sc < runs:
+                notes[f"scipy{T}"] = f"scipy row at T={T}: median of {n_sc} run(s)."
+        fast = attention_flow(a, rows=[i_mid], normalize=False)
+        if slow is not None:
+            check_lines.append(f"T={T}: max |numba - scipy| on row {i_mid} = {np.abs(fast - slow).max():.2e}")
+
+        # networkx: full at T<=16, else one pair extrapolated
+        ah = mixed_maps(a, 0.5)
+        nx_row = nx_full = None
+        nx_approx = True
+        if T <= 16:
+            import networkx as nx
+
+            from tests.flows.reference import flow_graph_ref
+
+            gref, n_layers, _ = flow_graph_ref(a)
+            t1 = time.perf_counter()
+            ref = np.array([[nx.maximum_flow_value(gref, (n_layers, i), (0, j)) for j in range(T)] for i in range(T)])
+            nx_full = time.perf_counter() - t1
+            nx_row = nx_full / T
+            nx_approx = False
+            ours = attention_flow(a, normalize=False)
+            check_lines.append(f"T={T}: max |numba - networkx| over the full matrix = {np.abs(ours - ref).max():.2e}")
+        elif not (args.quick and T > 128):
+            val, dt = nx_pair_time(ah, i_mid, max(0, i_mid - 1))
+            nx_row, nx_full = dt * T, dt * T * T
+            ours = attention_flow(a, rows=[i_mid], normalize=False)[0, max(0, i_mid - 1)]
+            check_lines.append(f"T={T}: one pair, |numba - networkx| = {abs(ours - val):.2e} (networkx {fmt(dt)})")
+            notes["nx"] = (
+                "networkx marked ~: one pair timed (graph build excluded), x T for a row, x T^2 for the matrix."
+            )
+
+        rows_out.append(
+            {
+                "T": T,
+                "forward": fwd,
+                "trace": cap,
+                "trace_grad": capg,
+                "ratio": capg / fwd,
+                "rollout": ro,
+                "grad_rollout": gro,
+                "row1": statistics.median(row1),
+                "rowN": statistics.median(rowN),
+                "full": full,
+                "scipy_row": scipy_row,
+                "scipy_approx": scipy_approx,
+                "nx_row": nx_row,
+                "nx_full": nx_full,
+                "nx_approx": nx_approx,
+            }
+        )
+        print(f"   done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+    load_after = os.getloadavg()
+    head = (
+        "| T | forward | trace | trace + grads | grads / forward | rollout | grad rollout "
+        "| flow row, 1 thread | flow row, auto | flow matrix | scipy Dinic row | speed-up vs scipy "
+        "| networkx row | networkx matrix |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows_out:
+        lines.append(
+            f"| {r['T']} | {fmt(r['forward'])} | {fmt(r['trace'])} | {fmt(r['trace_grad'])} | {r['ratio']:.1f}x "
+            f"| {fmt(r['rollout'])} | {fmt(r['grad_rollout'])} | {fmt(r['row1'])} | {fmt(r['rowN'])} "
+            f"| {fmt(r['full'])} | {fmt(r['scipy_row'], r['scipy_approx'])} | {r['scipy_row'] / r['row1']:.0f}x "
+            f"| {fmt(r['nx_row'], r['nx_approx'])} | {fmt(r['nx_full'], r['nx_approx'])} |"
+        )
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    meta = [
+        f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, {cpu}, {_cpu_count()} cores, "
+        f"python {platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}, "
+        f"scipy {scipy.__version__}; {'--quick, ' if args.quick else ''}{runs} runs per fast item.",
+        f"Load average before / after: {load_before[0]:.2f} / {load_after[0]:.2f} "
+        "(a shared machine inflates wall times).",
+        f"torch.set_num_threads({torch.get_num_threads()}) for forward / trace timings.",
+        f"numba kernels compiled or loaded from cache in {fmt(compile_s)} (not in the table).",
+        "forward = plain model call under no_grad; trace = attn_widgets.trace without gradients; "
+        "trace + grads = with the one-call backward to all attention maps; the ratio is trace + grads / forward.",
+        "speed-up vs scipy = scipy Dinic row / flow row (1 thread).",
+    ]
+    meta += [v for _, v in sorted(notes.items())]
+    text = (
+        "# Flow methods: cost on the demo model (MiniLM 6x12, CPU)\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(f"* {m}" for m in meta)
+        + "\n\nExactness checks:\n\n"
+        + "\n".join(f"* {c}" for c in check_lines)
+        + "\n"
+    )
+    print(text)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
