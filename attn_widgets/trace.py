@@ -428,5 +428,9 @@ def looks_causal(attn: np.ndarray) -> bool:
     t = attn.shape[-1]
     if t < 2 or attn.shape[-2] != t:  # non-square (cross-attention) maps are never causal
         return False
+    # Cheap exits first: query 0 may only see key 0, so any weight on key 1 decides it
+    # without touching the other T^2 entries (encoders exit here).
+    if attn[..., 0, 1].max() > 1e-7:
+        return False
     upper = np.triu(np.ones((t, t), dtype=bool), k=1)
     return bool(attn[..., upper].max() <= 1e-7)

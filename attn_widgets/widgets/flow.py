@@ -17,6 +17,26 @@ from ._base import AttnWidget, _esm
 
 __all__ = ["AttentionFlow"]
 
+_WARMED = threading.Event()
+
+
+def _warm_up_flow_solver() -> None:
+    """Compile (or load from cache) the max-flow kernels in the background, once per
+    process, so the first click on method="flow" does not pay for it."""
+    if _WARMED.is_set():
+        return
+    _WARMED.set()
+
+    def run() -> None:
+        try:
+            from ..flows.maxflow import _ensure_compiled
+
+            _ensure_compiled()
+        except Exception:  # numba missing or broken: the scipy engine is used instead
+            pass
+
+    threading.Thread(target=run, name="attn_widgets:warm-up", daemon=True).start()
+
 
 class AttentionFlow(AttnWidget):
     """Tokens (rows) at every layer boundary (columns), joined by the strong edges of a method.
@@ -108,6 +128,7 @@ class AttentionFlow(AttnWidget):
         self._refresh_token()
         self.observe(self._on_graph_params, ["method", "threshold", "top_k", "residual", "signed", "compare_mode", "max_edges"])
         self.observe(self._on_token_params, ["token"])
+        _warm_up_flow_solver()
 
     # -- validation ---------------------------------------------------------------------
     @t.validate("method")

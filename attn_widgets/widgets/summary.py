@@ -71,10 +71,10 @@ class HeadSummary(widgets.VBox):
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
                 Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, side="right"),
+                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=".2g"),
             ],
             title=self._title(metric),
-            fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 70},
+            fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 90},
             layout=widgets.Layout(width="100%", min_width="320px", height=f"{max(220, 36 * L + 110)}px"),
         )
         self.selector = widgets.ToggleButtons(
