@@ -15,9 +15,11 @@ from .capture import (
     tiny_gpt2,
     trace,
     trace_image,
+    trace_lazy,
     trace_seq2seq,
     trace_torch,
 )
+from .lazy import LazyTrace
 from .trace import AttentionTrace
 from .widgets import (
     AttentionFlow,
@@ -34,7 +36,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttentionTrace",
+    "LazyTrace",
     "trace",
+    "trace_lazy",
     "trace_seq2seq",
     "Seq2SeqTrace",
     "trace_image",

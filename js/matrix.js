@@ -3,17 +3,19 @@ import { decode } from "./lib/codec.js";
 import { paint, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
+import { createClient } from "./lib/requests.js";
 
 function render({ model, el }) {
   ensureStyles();
   const panel = h("div", "aw-panel aw-matrix");
   const title = h("div", "aw-title");
+  const note = h("div", "aw-sub aw-note"); // approximations (preview thumbnails) are said here
   const error = h("div", "aw-error");
   const canvas = h("canvas", "aw-canvas");
   canvas.tabIndex = 0;
   canvas.setAttribute("role", "grid");
   canvas.setAttribute("aria-label", "attention heads: layers by heads; arrow keys move, Enter selects");
-  panel.append(title, error, canvas);
+  panel.append(title, note, error, canvas);
   el.appendChild(panel);
   const tip = tooltip(panel);
 
@@ -23,12 +25,88 @@ function render({ model, el }) {
   let lay = null;
   let hover = null;
   let lutKey = "";
+  // Long contexts (LazyTrace): thumbnails start as a preview; `pending` (uint8 [L*H], 1 =
+  // still preview) shrinks as exact layers arrive as "thumbs_chunk" messages.
+  let pending = null;
+  let previewNote = "";
+  const exactLayers = new Set(); // layers received as chunks: a later snapshot never undoes them
+  const client = createClient(model);
 
   function decodeThumbs() {
     const t = model.get("thumbs");
-    thumbs = t && t.maps ? decode(t.maps) : null;
-    scales = t && t.scales ? decode(t.scales).data : null;
+    if (t && t.maps) {
+      const d = decode(t.maps);
+      thumbs = { data: Uint8Array.from(d.data), shape: d.shape }; // own copy: chunks write into it
+    } else thumbs = null;
+    scales = t && t.scales ? Float32Array.from(decode(t.scales).data) : null;
+    pending = t && t.pending ? Uint8Array.from(decode(t.pending).data) : null;
+    previewNote = (t && t.note) || "";
+    if (pending) for (const l of exactLayers) pending.fill(0, l * thumbs.shape[1], (l + 1) * thumbs.shape[1]);
     tiles = null;
+  }
+
+  function pendingCount() {
+    let c = 0;
+    if (pending) for (let i = 0; i < pending.length; i++) c += pending[i];
+    return c;
+  }
+
+  /** Copy layers l0..l1 (uint8 maps, float32 scales) in and repaint their cells. */
+  function applyLayers(l0, l1, maps, sc) {
+    if (!thumbs) return;
+    const [, H, s] = thumbs.shape;
+    const per = H * s * s;
+    thumbs.data.set(maps.subarray(0, (l1 - l0) * per), l0 * per);
+    if (scales) scales.set(sc.subarray(0, (l1 - l0) * H), l0 * H);
+    if (pending) pending.fill(0, l0 * H, l1 * H);
+    if (tiles) {
+      const lut = themeLut(lutKey);
+      const vals = new Float32Array(s * s);
+      for (let l = l0; l < l1; l++) {
+        for (let hd = 0; hd < H; hd++) {
+          const off = (l * H + hd) * s * s;
+          for (let i = 0; i < s * s; i++) vals[i] = thumbs.data[off + i];
+          const img = new ImageData(s, s);
+          paint(vals, 255, lut, img.data);
+          tiles[l * H + hd] = img;
+        }
+      }
+    }
+  }
+
+  const onChunk = (msg, buffers) => {
+    if (!msg || msg.type !== "thumbs_chunk" || !thumbs || !buffers || buffers.length < 2) return;
+    const maps = decode({ dtype: "uint8", shape: msg.shape }, buffers[0]).data;
+    const [n, H] = msg.shape;
+    const sc = decode({ dtype: "float32", shape: [n, H] }, buffers[1]).data;
+    for (let l = msg.layer0; l < msg.layer1; l++) exactLayers.add(l);
+    applyLayers(msg.layer0, msg.layer1, maps, sc);
+    draw();
+  };
+
+  /** A view opened while exact thumbnails are being computed asks for what exists so far. */
+  async function catchUp() {
+    if (!pending || !pendingCount()) return;
+    try {
+      const { msg, buffers } = await client.request("get_thumbs");
+      const [L, H, s] = msg.shape;
+      const maps = decode({ dtype: "uint8", shape: msg.shape }, buffers[0]).data;
+      const sc = decode({ dtype: "float32", shape: [L, H] }, buffers[1]).data;
+      const pend = decode({ dtype: "uint8", shape: [L, H] }, buffers[2]).data;
+      const per = H * s * s;
+      for (let l = 0; l < L; l++) {
+        if (exactLayers.has(l)) continue; // a chunk already brought this layer
+        if (pend[l * H] === 0) exactLayers.add(l);
+        thumbs.data.set(maps.subarray(l * per, (l + 1) * per), l * per);
+        if (scales) scales.set(sc.subarray(l * H, (l + 1) * H), l * H);
+        if (pending) pending.set(pend.subarray(l * H, (l + 1) * H), l * H);
+      }
+      previewNote = msg.note || previewNote;
+      tiles = null;
+      draw();
+    } catch (err) {
+      error.textContent = `could not load the thumbnails computed so far: ${err.message}`;
+    }
   }
 
   function paintTiles(bg) {
@@ -55,6 +133,11 @@ function render({ model, el }) {
     title.textContent = `${model.get("model_name") || "attention"} \u2014 ${L} layers \u00d7 ${H} heads`;
     error.textContent = model.get("error") || "";
     if (!thumbs) return;
+    const nPending = pendingCount();
+    note.textContent = nPending
+      ? `${previewNote || "preview thumbnails"} \u2014 exact: ${L * H - nPending} of ${L * H} heads; ` +
+        "\u25e5 marks a cell still approximate"
+      : "";
     const avail = panel.clientWidth || el.clientWidth || 720;
     const cell = model.get("cell_size") || fitCell(avail - 8, H, { left: 30, min: 12, max: 56 });
     lay = matrixLayout({ nLayers: L, nHeads: H, cell, left: 30, top: 16 });
@@ -78,6 +161,23 @@ function render({ model, el }) {
         const o = cellOrigin(lay, l, hd);
         ctx.drawImage(scratch, o.x, o.y, cell, cell);
       }
+    }
+    // Cells still showing the preview: a corner mark.
+    if (nPending) {
+      const m = Math.max(4, Math.round(cell / 4));
+      ctx.fillStyle = th.muted;
+      ctx.beginPath();
+      for (let l = 0; l < L; l++) {
+        for (let hd = 0; hd < H; hd++) {
+          if (!pending[l * H + hd]) continue;
+          const o = cellOrigin(lay, l, hd);
+          ctx.moveTo(o.x + cell - m, o.y);
+          ctx.lineTo(o.x + cell, o.y);
+          ctx.lineTo(o.x + cell, o.y + m);
+          ctx.closePath();
+        }
+      }
+      ctx.fill();
     }
     // Labels: head numbers on top, layer numbers on the left (thinned when cells are small).
     ctx.fillStyle = th.muted;
@@ -114,6 +214,8 @@ function render({ model, el }) {
     canvas.dataset.pitch = String(lay.pitch);
     panel.dataset.layer = String(layer);
     panel.dataset.head = String(head);
+    panel.dataset.pending = String(nPending);
+    panel.dataset.thumbs = nPending ? "preview" : "exact";
     panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);
   }
 
@@ -134,7 +236,8 @@ function render({ model, el }) {
     if (hit) {
       const sc = scales ? scales[hit.layer * model.get("n_heads") + hit.head] : NaN;
       const where = localPoint(panel, ev);
-      tip.show(`layer ${hit.layer} \u00b7 head ${hit.head}\nmax ${sc.toFixed(3)}`, where.x, where.y);
+      const approx = pending && pending[hit.layer * model.get("n_heads") + hit.head] ? " (preview)" : "";
+      tip.show(`layer ${hit.layer} \u00b7 head ${hit.head}\nmax ${sc.toFixed(3)}${approx}`, where.x, where.y);
     } else tip.hide();
   };
   const onLeave = () => {
@@ -171,6 +274,7 @@ function render({ model, el }) {
     draw();
   };
   model.on("change:thumbs", onThumbs);
+  model.on("msg:custom", onChunk);
   model.on("change:layer", draw);
   model.on("change:head", draw);
   model.on("change:error", draw);
@@ -190,12 +294,15 @@ function render({ model, el }) {
   try {
     decodeThumbs();
     draw();
+    catchUp();
   } catch (err) {
     error.textContent = `could not draw the matrix: ${err.message}`;
   }
 
   return () => {
     if (ro) ro.disconnect();
+    client.dispose();
+    model.off("msg:custom", onChunk);
     model.off("change:thumbs", onThumbs);
     model.off("change:layer", draw);
     model.off("change:head", draw);

@@ -6,10 +6,12 @@
 * :func:`trace_image` - vision transformers (ViT): [CLS] + patch tokens
 * :func:`trace_torch` - plain PyTorch models built on ``torch.nn.MultiheadAttention``
 * :func:`from_transformer_lens` - a TransformerLens activation cache (extra ``lens``)
+* :func:`trace_lazy` - long contexts: queries and keys only, maps on demand (a LazyTrace)
 """
 
 from .demo import demo_model, tiny_gpt2
 from .huggingface import eager_attention, model_kind, trace
+from .lazy import long_context_model, trace_lazy
 from .lens import from_transformer_lens
 from .seq2seq import Seq2SeqTrace, trace_seq2seq
 from .torch_hooks import trace_torch
@@ -23,6 +25,8 @@ __all__ = [
     "patch_tokens",
     "trace_torch",
     "from_transformer_lens",
+    "trace_lazy",
+    "long_context_model",
     "eager_attention",
     "model_kind",
     "demo_model",

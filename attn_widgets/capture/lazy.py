@@ -28,9 +28,16 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..lazy import LazyTrace
-from .huggingface import _display_tokens, _eval_mode, _get_attn_impl, _model_device, _torch, model_kind
+from .huggingface import (
+    _display_tokens,
+    _eval_mode,
+    _get_attn_impl,
+    _model_device,
+    _torch,
+    model_kind,
+)
 
-__all__ = ["trace_lazy", "long_context_model"]
+__all__ = ["trace_lazy", "long_context_model", "LazyCaptureError"]
 
 
 class LazyCaptureError(RuntimeError):
@@ -86,8 +93,10 @@ class _Recorder:
                     "by trace_lazy; use attn_widgets.trace() on a shorter text"
                 )
         b = self.batch_index if query.shape[0] > 1 else 0
-        q = query[b].detach().to("cpu", copy=True)
-        k = key[b].detach().to("cpu", copy=True)
+        # One copy each (below), straight into C-contiguous [H, T, d] of the storage dtype;
+        # never a view of the model's own buffers.
+        q = query[b].detach().to("cpu", dtype=_torch().float32)
+        k = key[b].detach().to("cpu", dtype=_torch().float32)
         scaling = kwargs.get("scaling")
         if scaling is None:
             scaling = query.shape[-1] ** -0.5
@@ -97,11 +106,12 @@ class _Recorder:
         allowed = None
         if mask is not None:
             m = mask[b if mask.shape[0] > 1 else 0]
-            m = m[0] if m.ndim == 3 else m  # [1, Tq, Tk] -> [Tq, Tk] (one mask for all heads)
+            if m.ndim == 3 and m.shape[0] == 1:
+                m = m[0]  # [1, Tq, Tk] -> [Tq, Tk]: one mask for all heads
             if m.ndim != 2:
                 raise LazyCaptureError(f"{name}: per-head attention masks {tuple(mask.shape)} are not supported")
             if m.dtype.is_floating_point:
-                big = m < torch_min_half(m)
+                big = m < _min_half(m)
                 if bool((m[~big] != 0).any()):
                     raise LazyCaptureError(
                         f"{name}: the additive attention mask carries biases (not just 0 / -inf); "
@@ -112,8 +122,8 @@ class _Recorder:
         self.calls.append(
             {
                 "module": name,
-                "q": q.float().numpy().astype(self.dtype, copy=False),
-                "k": k.float().numpy().astype(self.dtype, copy=False),
+                "q": np.array(q.numpy(), dtype=self.dtype, order="C", copy=True),
+                "k": np.array(k.numpy(), dtype=self.dtype, order="C", copy=True),
                 "scaling": float(scaling),
                 "softcap": kwargs.get("softcap"),
                 "causal": bool(is_causal) and mask is None and query.shape[2] > 1,
@@ -122,7 +132,7 @@ class _Recorder:
         )
 
 
-def torch_min_half(m):
+def _min_half(m):
     return _torch().finfo(m.dtype).min / 2
 
 
@@ -302,6 +312,7 @@ def trace_lazy(
         token_ids=ids,
         meta={"kind": model_kind(model), "capture": "trace_lazy", "modules": sorted({c["module"] for c in calls})},
         dtype=dtype,
+        copy=False,  # the recorder's arrays are ours alone: no second copy of q / k
     )
 
 

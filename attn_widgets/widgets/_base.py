@@ -14,6 +14,7 @@ import anywidget
 import traitlets as t
 
 from .._wire import MAX_MESSAGE_BYTES, pack
+from ..lazy import LazyTrace
 from ..trace import AttentionTrace
 
 __all__ = ["AttnWidget", "STATIC"]
@@ -57,10 +58,11 @@ class AttnWidget(anywidget.AnyWidget):
     _handlers: dict[str, Callable[..., tuple[dict, list]]]
 
     def __init__(self, trace: AttentionTrace, **kwargs: Any) -> None:
-        if not isinstance(trace, AttentionTrace):
+        if not isinstance(trace, (AttentionTrace, LazyTrace)):
             raise TypeError(
                 f"trace: expected an AttentionTrace (from attn_widgets.trace() or "
-                f"AttentionTrace.from_tensors()), received {type(trace).__name__}"
+                f"AttentionTrace.from_tensors()) or a LazyTrace (attn_widgets.trace_lazy()), "
+                f"received {type(trace).__name__}"
             )
         unknown = sorted(set(kwargs) - set(self._settable()))
         if unknown:
@@ -147,6 +149,42 @@ class AttnWidget(anywidget.AnyWidget):
         from .export import save_html
 
         return save_html(path, self, **kwargs)
+
+    # -- figures (no browser: see attn_widgets.figures) -----------------------------------
+    def to_svg(self, **kwargs: Any) -> str:
+        """This panel as a standalone SVG 1.1 document (vector labels), for papers.
+
+        Uses the current selection and settings; ``kwargs`` go to the panel's figure
+        function in :mod:`attn_widgets.figures` (e.g. ``theme="dark"``, ``title=...``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no SVG export")
+
+    def _png_array(self, scale: int | None = None) -> Any:
+        """The panel's raster content as ``uint8 [H, W, 3]`` (no text)."""
+        raise NotImplementedError(f"{type(self).__name__} has no PNG export")
+
+    def save_svg(self, path: Any, **kwargs: Any) -> pathlib.Path:
+        """Write :meth:`to_svg` to ``path`` (UTF-8); returns the path."""
+        p = pathlib.Path(path)
+        p.write_text(self.to_svg(**kwargs), encoding="utf-8")
+        return p
+
+    def save_png(self, path: Any, scale: int | None = None, dpi: float | None = None) -> pathlib.Path:
+        """Write the panel's *raster content* to a PNG file, without any text labels.
+
+        From Python (no browser) a PNG holds only the pixels: the map(s), thumbnails or
+        edges, coloured as on the panel, with no token, layer or head labels and no
+        colour bar. For a labelled figure use :meth:`save_svg` (vector text, any
+        resolution), or the panel's image button in the browser for a labelled PNG.
+
+        ``scale`` is an integer pixel multiplier (default: the panel's own choice, about
+        the on-screen size); ``dpi`` is written into the file for print software.
+        """
+        from ..figures import encode_png
+
+        p = pathlib.Path(path)
+        p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))
+        return p
 
     # -- request / response -------------------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:

@@ -51,7 +51,8 @@ def _heatmap_extras(w: Any, budget: int) -> tuple[dict, list[str]]:
         order += [(l, h) for h in range(tr.n_heads)] + [(l, "mean"), (l, "max")]
     maps, used, left_out = {}, 0, 0
     for l, h in order:
-        p = _jsonable(pack(tr.head_map(l, h).astype(np.float16), "float16"))
+        # The heatmap's own wire form: the whole map, or its max-pooled overview for long texts.
+        p = _jsonable(w._packed_map(l, h))
         size = _nbytes(p)
         if used + size > budget:
             left_out += 1

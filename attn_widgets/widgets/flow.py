@@ -322,6 +322,49 @@ class AttentionFlow(AttnWidget):
             self._last_progress = now
             self.progress = float(min(max(value, 0.0), 1.0))
 
+    # -- figures -------------------------------------------------------------------------
+    def _figure_args(self, wait: float | None) -> dict:
+        """What the figures draw now; ``wait=None``: no strip scores (the raster has no strip)."""
+        from .._wire import unpack
+
+        nodes = unpack(self.nodes) if self.token is not None and self.nodes else None
+        scores = None
+        if self.token is not None and wait is not None:
+            try:
+                scores = self.token_scores(wait=wait)
+            except RuntimeError:  # still computing or failed: the figure has no strip
+                scores = None
+        return {
+            "threshold": float(self.threshold),
+            "top_k": int(self.top_k),
+            "token": self.token,
+            "nodes": nodes,
+            "scores": scores,
+            "max_edges": int(self.max_edges),
+            "layer": self.layer,
+        }
+
+    def to_svg(self, wait: float = 60.0, **kwargs: Any) -> str:
+        """The graph(s) shown now as fully vector SVG: one ``<line>`` per drawn edge
+        (:attr:`drawn_edges` of them), token labels on both sides, the traced token's paths
+        and, once its scores are ready (waits up to ``wait`` s for ``method="flow"``), its
+        sentence strip. See :func:`attn_widgets.figures.flow_svg`."""
+        from ..figures import flow_svg
+
+        args = self._figure_args(wait)
+        edges = self.edges()
+        labels = [g["label"] for g in self.graphs] if len(edges) > 1 or len(self._traces) > 1 else None
+        kwargs.setdefault("labels", labels)
+        kwargs.setdefault("special", list(self.special))
+        return flow_svg(edges, list(self.tokens), **{**args, **kwargs})
+
+    def _png_array(self, scale: int | None = None) -> np.ndarray:
+        from ..figures import flow_raster
+
+        args = self._figure_args(None)
+        args.pop("scores")
+        return flow_raster(self.edges(), scale=scale, **args)
+
     def wait(self, timeout: float = 60.0) -> "AttentionFlow":
         """Block until a background flow job has finished (for scripts and tests)."""
         deadline = time.monotonic() + timeout

@@ -229,6 +229,6 @@ def test_gradient_finite_difference(monkeypatch):
         down = y_of()
         delta.clear()
         fd = (up - down) / (2 * eps)
-        analytic = float((torch.from_numpy(tr.gradients[layer]).double() * e[0]).sum())
+        analytic = float((torch.tensor(tr.gradients[layer]).double() * e[0]).sum())
         assert abs(fd - analytic) <= 1e-4 * max(1.0, abs(fd)), (layer, fd, analytic)
     assert abs(y_of() - base) < 1e-12

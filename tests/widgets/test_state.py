@@ -352,7 +352,7 @@ def test_get_map_accepts_json_shaped_numbers(synth):
         ({"type": "get_map", "layer": 0, "head": 3}, "ValueError: head: expected 0 <= head < 3, received 3"),
         ({"type": "get_map", "layer": 0, "head": "sum"}, "ValueError: invalid literal for int()"),
         ({"type": "get_map", "head": 0}, "KeyError: 'layer'"),
-        ({"type": "get_tile", "layer": 0, "head": 0}, "unknown request 'get_tile'"),
+        ({"type": "get_everything", "layer": 0, "head": 0}, "unknown request 'get_everything'"),
         ({"layer": 0}, "unknown request None"),
     ],
 )

@@ -1,0 +1,997 @@
+"""LazyTrace: attention of long contexts, recomputed on demand from queries and keys.
+
+An :class:`~attn_widgets.AttentionTrace` holds every map, ``[L, H, T, T]`` float32: at
+T = 4096 with 32 layers x 32 heads that is 64 GiB. A :class:`LazyTrace` holds what the
+maps are made of instead, per layer the (post-rotary) queries ``[H, T, d]`` and keys
+``[Hkv, T, d]`` plus the masks (causal, padding, sliding window), and recomputes
+
+* one head's (or the mean / max of a layer's heads) ``[T, T]`` map: :meth:`head_map`;
+* a tile, rows ``r0:r1`` x keys ``c0:c1``, optionally max-pooled: :meth:`tile`;
+* max-pooled maps and thumbnails: :meth:`pooled`, :meth:`thumbnails`, and a cheap
+  sampled-row :meth:`preview_thumbnails`,
+
+in row blocks of about 1 M values, so nothing larger than the requested output (plus a
+few MiB of scratch) is ever allocated and ``[L, H, T, T]`` never exists. At T = 4096 the
+queries and keys of the 32 x 32 model above take 256 MiB (float32) or 128 MiB (float16).
+
+A ``LazyTrace`` quacks like an ``AttentionTrace`` where the widgets need it (``tokens``,
+``n_layers``, ``n_heads``, ``n_tokens``, ``shape``, ``causal``, ``special_mask``,
+``model_name``, ``head_map``, ``check_layer`` ...): both satisfy :class:`TraceLike`, and
+:class:`~attn_widgets.AttentionMatrix` / :class:`~attn_widgets.AttentionHeatmap` accept
+either. Validation follows the same contract: bad input raises a ``ValueError`` (or
+``TypeError``) naming the field and its shape, and nothing half-built escapes.
+
+Gradients are out of scope: a lazy trace has ``gradients = None`` and
+``has_gradients = False``; there is no ``attentions`` array, and reading it raises an
+``AttributeError`` that says so (flows that need all maps or their gradients need an
+``AttentionTrace``; :meth:`LazyTrace.materialize` builds one when it fits in memory).
+
+Computation uses PyTorch when it is installed (about 25-35 ms per head at T = 4096 on
+two CPU cores) and NumPy otherwise (several times slower). Nothing here imports
+ipywidgets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .trace import AttentionTrace
+
+__all__ = ["LazyTrace", "TraceLike", "is_trace", "pool_step", "pool_blocks"]
+
+#: About this many float32 scores are computed per row block (4 MiB of scratch).
+BLOCK_VALUES = 1 << 20
+
+
+@runtime_checkable
+class TraceLike(Protocol):
+    """What the widgets read from a trace: satisfied by AttentionTrace and LazyTrace."""
+
+    tokens: tuple[str, ...]
+    causal: bool
+    special_mask: np.ndarray
+    model_name: str
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def n_heads(self) -> int: ...
+
+    @property
+    def n_tokens(self) -> int: ...
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]: ...
+
+    def head_map(self, layer: int, head: int | str) -> np.ndarray: ...
+
+    def check_layer(self, layer: Any) -> int: ...
+
+    def check_head(self, head: Any) -> int: ...
+
+
+def is_trace(obj: Any) -> bool:
+    """True for the two trace kinds the panels accept."""
+    return isinstance(obj, (AttentionTrace, LazyTrace))
+
+
+# -- input conversion ---------------------------------------------------------------------
+def _np(x: Any, name: str) -> np.ndarray:
+    if x is None:
+        raise ValueError(f"{name}: expected an array, received None")
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":
+            x = x.float()
+        x = x.numpy()
+    arr = np.asarray(x)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TypeError(f"{name}: expected a floating point array, received dtype {arr.dtype}")
+    return arr
+
+
+def _layers(x: Any, name: str, dtype: np.dtype, copy: bool = True) -> list[np.ndarray]:
+    """Per-layer C-contiguous [H, T, d] arrays from one [L, H, T, d] array or a per-layer
+    sequence of [H, T, d] (or [1, H, T, d]). ``copy=False`` keeps arrays that already have
+    the right dtype and layout (the capture hands over arrays nobody else holds)."""
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise ValueError(f"{name}: expected one array per layer, received an empty sequence")
+        layers = []
+        for i, a in enumerate(x):
+            a = _np(a, f"{name}[{i}]")
+            if a.ndim == 4 and a.shape[0] == 1:
+                a = a[0]
+            if a.ndim != 3:
+                raise ValueError(f"{name}[{i}]: expected [H, T, d], received shape {a.shape}")
+            layers.append(a)
+        shapes = {a.shape for a in layers}
+        if len(shapes) != 1:
+            raise ValueError(f"{name}: layers have different shapes {sorted(shapes)}")
+    else:
+        arr = _np(x, name)
+        if arr.ndim != 4:
+            raise ValueError(f"{name}: expected rank 4 [L, H, T, d] (or a list of [H, T, d]), received shape {arr.shape}")
+        if arr.shape[0] == 0:
+            raise ValueError(f"{name}: empty array, received shape {arr.shape}")
+        layers = list(arr)
+    out = []
+    for a in layers:
+        if copy or a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
+            a = np.array(a, dtype=dtype, order="C", copy=True)
+        out.append(a)
+    return out
+
+
+def _per_layer(value: Any, n_layers: int, name: str, default: Callable[[], Any]) -> list:
+    if value is None:
+        return [default() for _ in range(n_layers)]
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
+        vals = list(value)
+        if len(vals) != n_layers:
+            raise ValueError(f"{name}: expected one value per layer ({n_layers}), received {len(vals)}")
+        return vals
+    return [value] * n_layers
+
+
+# -- compute backends -------------------------------------------------------------------------
+class _TorchOps:
+    """Row-block kernels on torch tensors (multi-threaded, in place, no big temporaries)."""
+
+    def __init__(self, torch) -> None:
+        self.torch = torch
+
+    def head_qk(self, q: np.ndarray, k: np.ndarray):
+        t = self.torch
+        q = t.from_numpy(q)
+        k = t.from_numpy(k)
+        return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
+
+    def rows(self, q, rows):
+        if isinstance(rows, slice):
+            return q[rows]
+        return q[self.torch.from_numpy(rows)]
+
+    def scratch(self, n: int):
+        return self.torch.empty(n, dtype=self.torch.float32)
+
+    def batch_scores(self, q: np.ndarray, k: np.ndarray, rows: np.ndarray, group: int, buf):
+        """[H, n, T] scores of query rows ``rows`` of every head (keys shared by ``group``
+        heads), written into the scratch ``buf`` (a fresh 25 MB output page-faults)."""
+        t = self.torch
+        qb = t.from_numpy(q)[:, t.from_numpy(rows)].float()
+        kb = t.from_numpy(k).float()
+        if group > 1:
+            kb = kb.repeat_interleave(group, dim=0)
+        h, n, tk = qb.shape[0], qb.shape[1], kb.shape[1]
+        out = buf[: h * n * tk].view(h, n, tk)
+        t.matmul(qb, kb.transpose(1, 2), out=out)
+        return out
+
+    def native(self, arr: np.ndarray):
+        return self.torch.from_numpy(arr)
+
+    def view(self, buf, n: int, m: int):
+        return buf[: n * m].view(n, m)
+
+    def scores(self, qb, k, nc: int, out):
+        self.torch.matmul(qb, k[:nc].T, out=out)
+
+    def mul(self, s, v: float):
+        s.mul_(v)
+
+    def softcap(self, s, cap: float):
+        s.div_(cap).tanh_().mul_(cap)
+
+    def fill(self, s, where, value: float):
+        s.masked_fill_(self.torch.from_numpy(where) if isinstance(where, np.ndarray) else where, value)
+
+    def softmax_(self, s):
+        t = self.torch
+        s.sub_(t.amax(s, dim=1, keepdim=True)).exp_()
+        s.div_(s.sum(dim=1, keepdim=True))
+
+    def add_(self, a, b):
+        a.add_(b)
+
+    def max_(self, a, b):
+        self.torch.maximum(a, b, out=a)
+
+    def pool_rows(self, x, step: int):
+        # Reduce over a middle axis (rows of a row-major block): vectorised along the rows.
+        n, m = x.shape
+        if step == 1 or n == 0:
+            return x
+        g, rem = divmod(n, step)
+        out = x.new_empty((g + (rem > 0), m))
+        if g:
+            out[:g] = x[: g * step].unflatten(0, (g, step)).amax(dim=1)
+        if rem:
+            out[g] = x[g * step :].amax(dim=0)
+        return out
+
+    def pool_cols(self, x, step: int):
+        n, m = x.shape
+        if step == 1 or m == 0:
+            return x
+        g, rem = divmod(m, step)
+        out = x.new_empty((n, g + (rem > 0)))
+        if g:
+            out[:, :g] = x[:, : g * step].unflatten(1, (g, step)).amax(dim=2)
+        if rem:
+            out[:, g] = x[:, g * step :].amax(dim=1)
+        return out
+
+    def write(self, out: np.ndarray, r0: int, x) -> None:
+        if x.shape[1]:
+            self.torch.from_numpy(out)[r0 : r0 + x.shape[0], : x.shape[1]].copy_(x)
+
+
+class _NumpyOps:
+    """The same kernels in NumPy (used when torch is not installed)."""
+
+    def head_qk(self, q: np.ndarray, k: np.ndarray):
+        return np.asarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32)
+
+    def rows(self, q, rows):
+        return q[rows]
+
+    def scratch(self, n: int):
+        return np.empty(n, dtype=np.float32)
+
+    def batch_scores(self, q: np.ndarray, k: np.ndarray, rows: np.ndarray, group: int, buf):
+        kb = np.asarray(k, dtype=np.float32)
+        if group > 1:
+            kb = np.repeat(kb, group, axis=0)
+        qb = np.asarray(q[:, rows], dtype=np.float32)
+        out = buf[: qb.shape[0] * qb.shape[1] * kb.shape[1]].reshape(qb.shape[0], qb.shape[1], kb.shape[1])
+        np.matmul(qb, kb.transpose(0, 2, 1), out=out)
+        return out
+
+    def native(self, arr: np.ndarray):
+        return arr
+
+    def view(self, buf, n: int, m: int):
+        return buf[: n * m].reshape(n, m)
+
+    def scores(self, qb, k, nc: int, out):
+        np.matmul(qb, k[:nc].T, out=out)
+
+    def mul(self, s, v: float):
+        s *= np.float32(v)
+
+    def softcap(self, s, cap: float):
+        s /= np.float32(cap)
+        np.tanh(s, out=s)
+        s *= np.float32(cap)
+
+    def fill(self, s, where, value: float):
+        np.copyto(s, np.float32(value), where=where)  # broadcasts a [n, T] mask over heads
+
+    def softmax_(self, s):
+        s -= s.max(axis=1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=1, keepdims=True)
+
+    def add_(self, a, b):
+        a += b
+
+    def max_(self, a, b):
+        np.maximum(a, b, out=a)
+
+    def pool_cols(self, x, step: int):
+        n, m = x.shape
+        if step == 1 or m == 0:
+            return x
+        g, rem = divmod(m, step)
+        out = np.zeros((n, g + (rem > 0)), dtype=np.float32)
+        if g:
+            out[:, :g] = x[:, : g * step].reshape(n, g, step).max(axis=2)
+        if rem:
+            out[:, g] = x[:, g * step :].max(axis=1)
+        return out
+
+    def pool_rows(self, x, step: int):
+        n, m = x.shape
+        if step == 1 or n == 0:
+            return x
+        g, rem = divmod(n, step)
+        out = np.empty((g + (rem > 0), m), dtype=np.float32)
+        if g:
+            out[:g] = x[: g * step].reshape(g, step, m).max(axis=1)
+        if rem:
+            out[g] = x[g * step :].max(axis=0)
+        return out
+
+    def write(self, out: np.ndarray, r0: int, x) -> None:
+        if x.shape[1]:
+            out[r0 : r0 + x.shape[0], : x.shape[1]] = x
+
+
+_OPS: list = []
+
+
+def _ops(prefer_numpy: bool = False):
+    if prefer_numpy:
+        return _NumpyOps()
+    if not _OPS:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - depends on the environment
+            _OPS.append(_NumpyOps())
+        else:
+            _OPS.append(_TorchOps(torch))
+    return _OPS[0]
+
+
+class LazyTrace:
+    """Queries and keys of one input through one model; attention maps on demand.
+
+    Parameters
+    ----------
+    tokens
+        The T token strings (untrusted text: views render them as text only).
+    queries
+        ``[L, H, T, d]`` (or a list of L ``[H, T, d]`` arrays / tensors): each layer's
+        queries as the attention sees them (after rotary embeddings, before scaling).
+    keys
+        ``[L, Hkv, T, d]``; ``Hkv`` divides ``H`` (grouped-query attention: query head
+        ``h`` uses key head ``h // (H // Hkv)``).
+    scaling
+        Multiplier of ``q . k`` (one value, or one per layer); default ``d ** -0.5``.
+    causal
+        Query ``i`` sees keys ``j <= i`` only (decoder models).
+    mask
+        Optional extra bool ``[T, T]`` (True = query row may see key column), e.g. a
+        sliding window; or one such mask (or None) per layer. Combined with ``causal``.
+        Every query must see at least one key.
+    softcap
+        Optional attention logit soft-capping (Gemma 2): ``cap * tanh(s / cap)``.
+    special_mask, model_name, token_ids, meta
+        As in :class:`~attn_widgets.AttentionTrace`.
+    dtype
+        Storage of queries and keys: ``"float32"`` (default) or ``"float16"`` (half the
+        memory; maps are still computed in float32).
+    copy
+        Copy the inputs (default). ``False`` keeps per-layer arrays that already are
+        C-contiguous, writable and of ``dtype`` (the caller must not change them later).
+
+    Gradients are not captured for lazy traces (``gradients`` is always None).
+    """
+
+    target = None
+    gradients = None
+    key_tokens = None
+    is_cross = False
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        queries: Any,
+        keys: Any,
+        *,
+        scaling: float | Sequence[float] | None = None,
+        causal: bool = False,
+        mask: Any = None,
+        softcap: float | Sequence[float | None] | None = None,
+        special_mask: Any = None,
+        model_name: str = "",
+        token_ids: Sequence[int] | None = None,
+        meta: dict | None = None,
+        dtype: str = "float32",
+        copy: bool = True,
+    ) -> None:
+        if isinstance(tokens, str) or not hasattr(tokens, "__iter__"):
+            raise TypeError(f"tokens: expected a list of strings, received {type(tokens).__name__}")
+        tokens = tuple(tokens)
+        bad = [i for i, t in enumerate(tokens) if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"tokens: expected strings, element {bad[0]} is {type(tokens[bad[0]]).__name__}")
+        if dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype: expected 'float32' or 'float16', received {dtype!r}")
+        np_dtype = np.dtype(dtype)
+
+        q = _layers(queries, "queries", np_dtype, copy)
+        k = _layers(keys, "keys", np_dtype, copy)
+        q_shape = (len(q), *q[0].shape)
+        k_shape = (len(k), *k[0].shape)
+        if min(q_shape) == 0:
+            raise ValueError(f"queries: empty array, received shape {q_shape}")
+        if min(k_shape) == 0:
+            raise ValueError(f"keys: empty array, received shape {k_shape}")
+        n_layers, n_heads, t, d = q_shape
+        if k_shape[0] != n_layers or k_shape[2] != t or k_shape[3] != d:
+            raise ValueError(
+                f"keys: expected shape [{n_layers}, Hkv, {t}, {d}] to match queries {q_shape}, received {k_shape}"
+            )
+        if n_heads % k_shape[1]:
+            raise ValueError(
+                f"keys: {k_shape[1]} key heads do not divide the {n_heads} query heads (queries {q_shape}, keys {k_shape})"
+            )
+        if len(tokens) != t:
+            raise ValueError(f"tokens: expected {t} tokens to match queries {q_shape}, received {len(tokens)}")
+        for name, arrs, shape in (("queries", q, q_shape), ("keys", k, k_shape)):
+            for layer, arr in enumerate(arrs):
+                if not np.isfinite(arr).all():
+                    where = np.argwhere(~np.isfinite(arr))[0].tolist()
+                    raise ValueError(f"{name}: contains NaN or inf (first at index {[layer, *where]}, shape {list(shape)})")
+
+        scales = []
+        for i, s in enumerate(_per_layer(scaling, n_layers, "scaling", lambda: d ** -0.5)):
+            try:
+                s = float(s)
+            except (TypeError, ValueError):
+                raise TypeError(f"scaling: expected a number per layer, layer {i} is {type(s).__name__}") from None
+            if not (math.isfinite(s) and s > 0):
+                raise ValueError(f"scaling: expected a finite number > 0, layer {i} has {s}")
+            scales.append(s)
+        caps = []
+        for i, c in enumerate(_per_layer(softcap, n_layers, "softcap", lambda: None)):
+            if c is not None:
+                c = float(c)
+                if not (math.isfinite(c) and c > 0):
+                    raise ValueError(f"softcap: expected None or a finite number > 0, layer {i} has {c}")
+            caps.append(c)
+
+        causal = bool(causal)
+        masks = self._check_masks(mask, n_layers, t, causal)
+
+        smask = special_mask
+        if smask is None:
+            smask = np.zeros(t, dtype=bool)
+        else:
+            smask = np.asarray(smask.detach().cpu() if hasattr(smask, "detach") else smask)
+            if smask.shape != (t,):
+                raise ValueError(f"special_mask: expected shape ({t},), received {smask.shape}")
+            smask = smask.astype(bool)
+        ids = token_ids
+        if ids is not None:
+            ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
+            if len(ids) != t:
+                raise ValueError(f"token_ids: expected {t} ids, received {len(ids)}")
+
+        smask.setflags(write=False)
+        self.tokens = tokens
+        self.causal = causal
+        self.special_mask = smask
+        self.model_name = str(model_name or "")
+        self.token_ids = ids
+        self.meta = dict(meta or {})
+        self.dtype = dtype
+        # Per layer [H, T, d] / [Hkv, T, d], writable internally (torch.from_numpy needs
+        # it) and exposed read-only; a list, so the capture hands its arrays over uncopied.
+        self._q = q
+        self._k = k
+        self._qk_shape = (q_shape, k_shape)
+        self._scaling = tuple(scales)
+        self._softcap = tuple(caps)
+        self._masks = masks
+        self._tls = threading.local()
+        self._fg = [0]  # foreground calls in flight (a list: the trace itself is frozen)
+        self._fg_cv = threading.Condition()
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"LazyTrace is read-only: cannot set {name!r}")
+        object.__setattr__(self, name, value)
+
+    @staticmethod
+    def _check_masks(mask: Any, n_layers: int, t: int, causal: bool) -> tuple:
+        if mask is None:
+            return (None,) * n_layers
+        is_seq = isinstance(mask, (list, tuple))
+        items = list(mask) if is_seq else [mask]
+        if is_seq and len(items) != n_layers:
+            raise ValueError(f"mask: expected one [T, T] mask (or None) per layer ({n_layers}), received {len(items)}")
+        seen: dict[int, np.ndarray] = {}
+        out = []
+        tril = None
+        for i, m in enumerate(items):
+            if m is None:
+                out.append(None)
+                continue
+            if id(m) in seen:  # the same mask object for many layers is stored once
+                out.append(seen[id(m)])
+                continue
+            name = f"mask[{i}]" if is_seq else "mask"
+            arr = np.asarray(m.detach().cpu() if hasattr(m, "detach") else m)
+            if arr.shape != (t, t):
+                raise ValueError(f"{name}: expected a bool [T, T] = [{t}, {t}] mask, received shape {arr.shape}")
+            if arr.dtype != bool:
+                raise TypeError(f"{name}: expected a bool mask (True = may attend), received dtype {arr.dtype}")
+            arr = np.ascontiguousarray(arr)
+            if causal:
+                if tril is None:
+                    tril = np.tri(t, dtype=bool)
+                sees = (arr & tril).any(axis=1)
+            else:
+                sees = arr.any(axis=1)
+            if not sees.all():
+                row = int(np.argmin(sees))
+                raise ValueError(f"{name}: query row {row} may attend to no key{' (with causal=True)' if causal else ''}")
+            arr.setflags(write=False)
+            seen[id(m)] = arr
+            out.append(arr)
+        if not is_seq:
+            out = out * n_layers
+        return tuple(out)
+
+    # -- AttentionTrace-like surface ----------------------------------------------------------
+    @property
+    def attentions(self) -> np.ndarray:
+        L, H, T, _ = self.shape
+        raise AttributeError(
+            f"attentions: a LazyTrace keeps queries and keys, not the [L, H, T, T] = {[L, H, T, T]} attention "
+            f"array ({L * H * T * T * 4 / 2**30:.1f} GiB as float32). Use head_map(layer, head), tile(...) or "
+            "pooled(...); flows over all layers (rollout, max-flow) and gradients need an AttentionTrace: "
+            "materialize() builds one when it fits in memory, or capture with attn_widgets.trace()."
+        )
+
+    @property
+    def n_layers(self) -> int:
+        return int(self._qk_shape[0][0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self._qk_shape[0][1])
+
+    @property
+    def n_kv_heads(self) -> int:
+        return int(self._qk_shape[1][1])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self._qk_shape[0][2])
+
+    @property
+    def n_keys(self) -> int:
+        return self.n_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return int(self._qk_shape[0][3])
+
+    @property
+    def key_labels(self) -> tuple[str, ...]:
+        return self.tokens
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(L, H, T, T)``, the shape the full attention array would have."""
+        L, H, T, _ = self._qk_shape[0]
+        return (int(L), int(H), int(T), int(T))
+
+    @property
+    def has_gradients(self) -> bool:
+        return False
+
+    @property
+    def queries(self) -> np.ndarray:
+        """``[L, H, T, d]`` (a read-only copy, stacked from the per-layer arrays)."""
+        v = np.stack(self._q)
+        v.setflags(write=False)
+        return v
+
+    @property
+    def keys(self) -> np.ndarray:
+        """``[L, Hkv, T, d]`` (a read-only copy, stacked from the per-layer arrays)."""
+        v = np.stack(self._k)
+        v.setflags(write=False)
+        return v
+
+    @property
+    def scaling(self) -> tuple[float, ...]:
+        return self._scaling
+
+    @property
+    def masks(self) -> tuple:
+        """Per layer: None or the extra bool ``[T, T]`` mask (shared objects are shared)."""
+        return self._masks
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of arrays this trace holds (queries, keys, distinct masks)."""
+        masks = {id(m): m.nbytes for m in self._masks if m is not None}
+        qk = sum(a.nbytes for a in self._q) + sum(a.nbytes for a in self._k)
+        return int(qk + sum(masks.values()) + self.special_mask.nbytes)
+
+    def check_layer(self, layer: Any) -> int:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise TypeError(f"layer: expected an int, received {layer!r}")
+        if not 0 <= layer < self.n_layers:
+            raise ValueError(f"layer: expected 0 <= layer < {self.n_layers}, received {layer}")
+        return int(layer)
+
+    def check_head(self, head: Any) -> int:
+        if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
+            raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
+        if not 0 <= head < self.n_heads:
+            raise ValueError(f"head: expected 0 <= head < {self.n_heads}, received {head}")
+        return int(head)
+
+    def _heads(self, head: Any) -> tuple[list[int], str | None]:
+        if isinstance(head, str):
+            if head not in ("mean", "max"):
+                raise ValueError(f"head: expected an int, 'mean' or 'max', received {head!r}")
+            return list(range(self.n_heads)), head
+        return [self.check_head(head)], None
+
+    def __repr__(self) -> str:
+        name = f"{self.model_name}: " if self.model_name else ""
+        kv = f" ({self.n_kv_heads} key heads)" if self.n_kv_heads != self.n_heads else ""
+        return (
+            f"LazyTrace({name}{self.n_layers} layers x {self.n_heads} heads{kv}, {self.n_tokens} tokens"
+            f"{', causal' if self.causal else ''}, q/k {self.dtype} {self.nbytes / 2**20:.0f} MiB)"
+        )
+
+    # -- maps ---------------------------------------------------------------------------------
+    def head_map(self, layer: int, head: int | str) -> np.ndarray:
+        """The ``[T, T]`` float32 map of one head, or ``"mean"`` / ``"max"`` of the layer's heads."""
+        return self.tile(layer, head, 0, self.n_tokens, 0, self.n_tokens)
+
+    def tile(self, layer: int, head: int | str, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        """Rows (queries) ``r0:r1`` x columns (keys) ``c0:c1`` of a head's map, float32.
+
+        With ``step > 1`` the tile is max-pooled in ``step x step`` blocks starting at
+        ``(r0, c0)`` (edge blocks are partial), shape ``[ceil(rows/step), ceil(cols/step)]``.
+        Cost: proportional to ``(r1 - r0) * T`` (each row's softmax needs every key).
+        """
+        layer = self.check_layer(layer)
+        heads, reduce = self._heads(head)
+        r0, r1, c0, c1 = self.check_range(r0, r1, c0, c1)
+        step = _check_step(step)
+        return self._call(self._compute, layer, heads, reduce, slice(r0, r1), c0, c1, step, step)
+
+    def pooled(self, layer: int, head: int | str, size: int) -> np.ndarray:
+        """The map max-pooled to at most ``size`` per side; equals ``_wire.maxpool2d(head_map, size)``."""
+        t = self.n_tokens
+        return self.tile(layer, head, 0, t, 0, t, step=pool_step(t, size))
+
+    def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
+        """Validate a tile range (half-open, ``0 <= r0 < r1 <= T``); returns plain ints."""
+        out = []
+        for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name}: expected an int, received {v!r}")
+            out.append(int(v))
+        r0, r1, c0, c1 = out
+        t = self.n_tokens
+        if not 0 <= r0 < r1 <= t:
+            raise ValueError(f"rows: expected 0 <= r0 < r1 <= {t}, received r0={r0}, r1={r1}")
+        if not 0 <= c0 < c1 <= t:
+            raise ValueError(f"cols: expected 0 <= c0 < c1 <= {t}, received c0={c0}, c1={c1}")
+        return r0, r1, c0, c1
+
+    # -- thumbnails -----------------------------------------------------------------------------
+    def thumbnails(self, size: int = 48, layers: Sequence[int] | None = None) -> np.ndarray:
+        """Exact max-pooled maps ``[len(layers), H, s, s]`` (all layers by default).
+
+        Equal to ``_wire.maxpool2d(full [L, H, T, T], size)`` but computed head by head.
+        Costs a full softmax per head: about ``L * H * T^2`` exponentials.
+        """
+        layers = range(self.n_layers) if layers is None else [self.check_layer(x) for x in layers]
+        out = [layer_maps for _, layer_maps in self.iter_thumbnails(size, layers, background=False)]
+        return np.stack(out) if out else np.zeros((0, self.n_heads, 0, 0), np.float32)
+
+    def iter_thumbnails(
+        self,
+        size: int = 48,
+        layers: Sequence[int] | None = None,
+        *,
+        background: bool = True,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(layer, [H, s, s] exact max-pooled maps)`` layer by layer.
+
+        With ``background=True`` the heads are computed on the background compute thread
+        and the work steps aside (between heads) while a foreground call (:meth:`tile`,
+        :meth:`head_map`, ...) is running, so a panel stays responsive while thumbnails
+        are computed. ``cancelled()`` is polled between heads; when it returns True the
+        iteration stops.
+        """
+        t = self.n_tokens
+        step = pool_step(t, size)
+        layers = range(self.n_layers) if layers is None else layers
+        for layer in layers:
+            layer = self.check_layer(layer)
+            maps = []
+            for h in range(self.n_heads):
+                if cancelled is not None and cancelled():
+                    return
+                args = (layer, [h], None, slice(0, t), 0, t, step, step)
+                if background:
+                    self._wait_foreground_idle()
+                    maps.append(_executor("background").submit(self._compute, *args).result())
+                else:
+                    maps.append(self._call(self._compute, *args))
+            yield layer, np.stack(maps)
+
+    def preview_thumbnails(self, size: int = 48) -> tuple[np.ndarray, dict]:
+        """A cheap approximation of :meth:`thumbnails` for a first display.
+
+        Each thumbnail row is computed from **one sampled query row** (the middle one of
+        the ``k`` rows the pixel covers) instead of the max over all ``k``; columns are
+        exact max-pools over keys. Values are therefore <= the exact ones (a lower bound;
+        a sharp head may look fainter). Cost: ``L * H * s * T`` instead of ``L * H * T^2``.
+        When ``T <= size`` the result is exact.
+
+        Returns ``(maps [L, H, s, s] float32, info)`` where ``info`` has ``exact``
+        (bool), ``rows_per_pixel`` (k) and ``sampled_rows`` (the row indices).
+        """
+        t = self.n_tokens
+        step = pool_step(t, size)
+        if step == 1:
+            return self.thumbnails(size), {"exact": True, "rows_per_pixel": 1, "sampled_rows": list(range(t))}
+        n_out = math.ceil(t / step)
+        rows = np.minimum(np.arange(n_out) * step + step // 2, t - 1).astype(np.int64)
+        out = np.zeros((self.n_layers, self.n_heads, n_out, n_out), np.float32)
+
+        def run() -> None:
+            biases: dict = {}
+            try:
+                for layer in range(self.n_layers):
+                    mask = self._masks[layer]
+                    if id(mask) not in biases:
+                        biases[id(mask)] = self._preview_bias(rows, mask)
+                    out[layer] = self._preview_layer(layer, rows, step, biases[id(mask)])
+            finally:  # the [H, s, T] scratch is big and needed once: do not keep it
+                for key in [k for k in getattr(self._tls, "bufs", {}) if k.endswith(":preview")]:
+                    del self._tls.bufs[key]
+
+        self._call(run)
+        return out, {"exact": False, "rows_per_pixel": step, "sampled_rows": rows.tolist()}
+
+    def thumbnail_cost(self) -> float:
+        """Exponentials needed for exact thumbnails of every head (about half of L*H*T^2 if causal)."""
+        t = self.n_tokens
+        per_head = t * (t + 1) / 2 if self.causal and all(m is None for m in self._masks) else t * t
+        return float(self.n_layers * self.n_heads * per_head)
+
+    # -- conversion -------------------------------------------------------------------------------
+    def materialize(self, max_bytes: int = 1 << 30) -> AttentionTrace:
+        """An :class:`AttentionTrace` with every map (refuses above ``max_bytes`` of float32)."""
+        L, H, T, _ = self.shape
+        need = L * H * T * T * 4
+        if need > max_bytes:
+            raise ValueError(
+                f"max_bytes: the full attentions [{L}, {H}, {T}, {T}] take {need / 2**30:.2f} GiB, over the "
+                f"{max_bytes / 2**30:.2f} GiB limit; raise max_bytes or keep using the LazyTrace"
+            )
+        attn = np.empty((L, H, T, T), np.float32)
+        for layer in range(L):
+            for h in range(H):
+                attn[layer, h] = self.head_map(layer, h)
+        return AttentionTrace(
+            tokens=self.tokens,
+            attentions=attn,
+            causal=self.causal,
+            special_mask=self.special_mask,
+            model_name=self.model_name,
+            token_ids=self.token_ids,
+            meta={**self.meta, "materialized_from": "LazyTrace"},
+        )
+
+    # -- scheduling between foreground requests and background thumbnails ------------------------
+    def _call(self, fn: Callable, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the foreground compute thread (see :func:`_executor`)."""
+        with self._foreground():
+            if threading.current_thread().name.startswith(_THREAD_PREFIX):
+                return fn(*args)  # already on a compute thread
+            return _executor("foreground").submit(fn, *args).result()
+
+    @contextlib.contextmanager
+    def _foreground(self) -> Iterator[None]:
+        with self._fg_cv:
+            self._fg[0] += 1
+        try:
+            yield
+        finally:
+            with self._fg_cv:
+                self._fg[0] -= 1
+                self._fg_cv.notify_all()
+
+    def _wait_foreground_idle(self, timeout: float = 30.0) -> None:
+        with self._fg_cv:
+            self._fg_cv.wait_for(lambda: self._fg[0] == 0, timeout=timeout)
+
+    # -- the kernel ---------------------------------------------------------------------------------
+    def _preview_bias(self, rows: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
+        """Additive ``[n, T]`` mask (0 / -inf) of the sampled rows: one broadcast add is far
+        cheaper than a broadcast masked fill."""
+        t = self.n_tokens
+        hidden = np.zeros((len(rows), t), dtype=bool)
+        if self.causal:
+            hidden |= np.arange(t)[None, :] > rows[:, None]
+        if mask is not None:
+            hidden |= ~mask[rows]
+        if not hidden.any():
+            return None
+        return np.where(hidden, np.float32(-np.inf), np.float32(0.0)).astype(np.float32)
+
+    def _preview_layer(
+        self, layer: int, rows: np.ndarray, step: int, bias: np.ndarray | None = None, ops: Any = None
+    ) -> np.ndarray:
+        """All heads of one layer at once: ``[H, len(rows), ceil(T / step)]`` column-pooled
+        probabilities of the sampled query ``rows`` (one batched matmul, one softmax).
+        ``bias`` is :meth:`_preview_bias` of the layer's mask."""
+        ops = ops or _ops()
+        t = self.n_tokens
+        n = len(rows)
+        buf = self._scratch(ops, self.n_heads * n * t, "preview")
+        s = ops.batch_scores(self._q[layer], self._k[layer], rows, self.n_heads // self.n_kv_heads, buf)
+        ops.mul(s, self._scaling[layer])
+        cap = self._softcap[layer]
+        if cap is not None:
+            ops.softcap(s, cap)
+        if bias is not None:
+            ops.add_(s, ops.native(bias)[None])
+        flat = s.reshape(self.n_heads * n, t)
+        ops.softmax_(flat)
+        pooled = ops.pool_cols(flat, step)
+        out = np.zeros((self.n_heads * n, pooled.shape[1]), np.float32)
+        ops.write(out, 0, pooled)
+        return out.reshape(self.n_heads, n, -1)
+
+    def _scratch(self, ops, n: int, which: str = "s"):
+        key = f"{type(ops).__name__}:{which}"
+        cache = getattr(self._tls, "bufs", None)
+        if cache is None:
+            cache = self._tls.bufs = {}
+        buf = cache.get(key)
+        if buf is None or buf.shape[0] < n:
+            buf = cache[key] = ops.scratch(n)
+        return buf
+
+    def _compute(
+        self,
+        layer: int,
+        heads: list[int],
+        reduce: str | None,
+        rows: slice | np.ndarray,
+        c0: int,
+        c1: int,
+        rstep: int,
+        cstep: int,
+        ops: Any = None,
+    ) -> np.ndarray:
+        """Probabilities of ``rows`` (a slice or sorted index array) x keys ``c0:c1`` of the
+        given heads (mean / max over them with ``reduce``), max-pooled by ``rstep`` x
+        ``cstep``. Row blocks of about :data:`BLOCK_VALUES` scores; output float32."""
+        ops = ops or _ops()
+        t = self.n_tokens
+        if isinstance(rows, slice):
+            r_idx = None
+            n_rows = rows.stop - rows.start
+        else:
+            r_idx = np.asarray(rows, dtype=np.int64)
+            n_rows = len(r_idx)
+        out = np.zeros((math.ceil(n_rows / rstep), math.ceil((c1 - c0) / cstep)), np.float32)
+        block = max(1, BLOCK_VALUES // t)
+        block = rstep * max(1, block // rstep)
+        group = self.n_heads // self.n_kv_heads
+        scale = self._scaling[layer]
+        cap = self._softcap[layer]
+        mask = self._masks[layer]
+        causal = self.causal
+        qk = {h: ops.head_qk(self._q[layer][h], self._k[layer][h // group]) for h in heads}
+        rows_max = min(block, n_rows)
+        buf = self._scratch(ops, rows_max * t)
+        acc_buf = self._scratch(ops, rows_max * t, "acc") if reduce else None
+        for i0 in range(0, n_rows, block):
+            i1 = min(n_rows, i0 + block)
+            n = i1 - i0
+            if r_idx is None:
+                a, b = rows.start + i0, rows.start + i1
+                sel: Any = slice(a, b)
+                last = b - 1
+            else:
+                sel = r_idx[i0:i1]
+                last = int(sel[-1]) if n else 0
+            # Causal: keys after the block's last query are never seen; the softmax needs the rest.
+            nc = min(t, last + 1) if causal else t
+            fut = None  # where keys lie in the future of the block's queries
+            if causal:
+                if r_idx is None:
+                    a = sel.start
+                    if nc > a + 1:
+                        fut = np.triu(np.ones((n, nc - a), dtype=bool), k=1)
+                else:
+                    fut = np.arange(nc)[None, :] > sel[:, None]
+            extra = None
+            if mask is not None:
+                extra = ~mask[sel, :nc]
+            s = ops.view(buf, n, nc)
+            acc = ops.view(acc_buf, n, nc) if reduce else None
+            for j, h in enumerate(heads):
+                qh, kh = qk[h]
+                ops.scores(ops.rows(qh, sel), kh, nc, s)
+                ops.mul(s, scale)
+                if cap is not None:
+                    ops.softcap(s, cap)
+                if fut is not None:
+                    ops.fill(s[:, sel.start :] if r_idx is None else s, fut, float("-inf"))
+                if extra is not None:
+                    ops.fill(s, extra, float("-inf"))
+                ops.softmax_(s)
+                if reduce is None:
+                    acc = s
+                elif j == 0:
+                    acc[...] = s
+                elif reduce == "mean":
+                    ops.add_(acc, s)
+                else:
+                    ops.max_(acc, s)
+            if reduce == "mean":
+                ops.mul(acc, 1.0 / len(heads))
+            if c0 < nc:
+                x = acc[:, c0 : min(c1, nc)]
+                x = ops.pool_cols(ops.pool_rows(x, rstep), cstep)  # rows first: cheap, shrinks
+                ops.write(out, i0 // rstep, x)
+        return out
+
+
+_THREAD_PREFIX = "attn_widgets-lazy"
+_EXECUTORS: dict = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+#: torch intra-op threads of the compute threads. The kernels are memory-bound, and on a
+#: small shared machine OpenMP threads that spin-wait for a descheduled sibling make a
+#: 25 ms head take 400 ms; one thread per compute thread is fast and predictable.
+COMPUTE_THREADS = 1
+
+
+def _init_compute_thread() -> None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - numpy backend
+        return
+    torch.set_num_threads(COMPUTE_THREADS)  # per-thread setting: the caller's threads keep theirs
+
+
+def _executor(kind: str):
+    """One single-thread executor per kind ("foreground": maps and tiles asked for by a
+    panel; "background": progressive thumbnails). Dedicated threads keep torch's thread
+    settings away from the caller's threads and let the two kinds run side by side."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with _EXECUTORS_LOCK:
+        ex = _EXECUTORS.get(kind)
+        if ex is None:
+            ex = _EXECUTORS[kind] = ThreadPoolExecutor(
+                1, thread_name_prefix=f"{_THREAD_PREFIX}-{kind}", initializer=_init_compute_thread
+            )
+        return ex
+
+
+def pool_step(n: int, size: int) -> int:
+    """The max-pool factor ``k`` that brings ``n`` down to at most ``size`` (as ``_wire.maxpool2d``)."""
+    if size < 1:
+        raise ValueError(f"size: expected >= 1, received {size}")
+    return 1 if n <= size else math.ceil(n / size)
+
+
+def pool_blocks(arr: np.ndarray, step: int) -> np.ndarray:
+    """Max-pool a 2-D array in ``step x step`` blocks from its top-left corner (edge blocks
+    partial): ``[ceil(n/step), ceil(m/step)]``. For a square map and
+    ``step = pool_step(T, size)`` this equals ``_wire.maxpool2d(arr, size)``."""
+    step = _check_step(step)
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise ValueError(f"arr: expected a 2-D array, received shape {a.shape}")
+    if step == 1:
+        return a
+    ops = _NumpyOps()
+    return ops.pool_cols(ops.pool_rows(a.astype(np.float32, copy=False), step), step)
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: expected an int >= 1, received {step!r}")
+    return int(step)

@@ -1,0 +1,538 @@
+"""Long contexts: a LazyTrace of a 32-layer x 32-head model at T = 1024, 2048, 4096.
+
+The model is ``attn_widgets.capture.long_context_model("gpt2")``: GPT-2 built from a config
+(random weights, hidden size 256, so head size 8; nothing downloaded), on T random token
+ids. Captured with ``attn_widgets.trace_lazy`` (queries and keys only; no
+``output_attentions``), shown as ``AttentionMatrix`` + ``AttentionHeatmap`` (linked).
+
+(m) kernel memory, one fresh subprocess per T: peak RSS (``ru_maxrss``) of a process
+    that imports attn_widgets / torch / transformers, builds the model, captures the
+    trace, builds both widgets, waits until every thumbnail is exact and fetches tiles -
+    everything the kernel does here but the Jupyter machinery. Also its delta over the
+    RSS after building the model, the q/k bytes held, and the times of the capture, of
+    the widgets' construction (preview thumbnails + heatmap overview) and of the exact
+    thumbnails (background thread).
+(b) bytes to first display: payload bytes of the websocket frames the page receives on
+    the kernel channel from executing the display cell until both panels have drawn.
+    The progressive refinement that follows (exact thumbnail chunks and the final state)
+    is given separately.
+(d) first draw: ``performance.now()`` in the page from dispatching "run cell" until both
+    new panels report a draw. Includes building the widgets (preview thumbnails, heatmap
+    overview) in the kernel; the capture runs before, in its own cell.
+(e) exact: from the same start until the matrix reports every thumbnail exact.
+(c) head switch: click a matrix cell -> the heatmap's ``data-shown`` is that head (link
+    round trip + ``get_map`` of a max-pooled overview computed from q/k + decode + paint).
+    Measured after the refinement finished, and (c') while it is still running (the
+    first clicks right after the first draw; at small T it may already be done).
+(z) zoom: a drag over ~1/16 x 1/16 of the map -> ``get_tile`` at full resolution -> the
+    heatmap shows it (``data-source="tile"``, ``data-step="1"``). At T <= 1024 the whole map
+    is already at full resolution in the page: the zoom is a local crop, no request.
+
+Targets (issue 5): peak kernel memory <= 2 GB at T = 4096, first draw <= 2 s, head switch
+<= 300 ms.
+
+Usage: ``python benchmarks/bench_scale.py [--sizes 1024,2048,4096] [--runs 3] [--clicks 5]``.
+Prints a markdown table and writes benchmarks/results/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.browser import harness as H  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "scale.md"
+TARGET_T = 4096
+TARGETS = {"rss_mb": 2048.0, "draw_ms": 2000.0, "click_ms": 300.0}
+MODEL = dict(n_layer=32, n_head=32, n_embd=256)
+
+# -- (m) memory, in a subprocess per T -------------------------------------------------------
+MEMORY_SCRIPT = r"""
+import json, resource, sys, time, warnings
+warnings.filterwarnings("ignore")
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+T = int(sys.argv[1]); cfg = json.loads(sys.argv[2])
+import numpy as np
+import attn_widgets as aw
+start = rss_mb()
+model, tok = aw.capture.long_context_model("gpt2", n_positions=max(T, 1024), **cfg)
+ids = np.random.default_rng(0).integers(1000, 20000, T)
+after_model = rss_mb()
+t0 = time.perf_counter(); trace = aw.trace_lazy(model, tok, ids); capture_s = time.perf_counter() - t0
+after_capture = rss_mb()
+t0 = time.perf_counter(); m = aw.AttentionMatrix(trace); matrix_s = time.perf_counter() - t0
+t0 = time.perf_counter(); h = aw.AttentionHeatmap(trace); heatmap_s = time.perf_counter() - t0
+aw.link(m, h)
+t0 = time.perf_counter(); assert m.wait_thumbnails(1800); exact_s = time.perf_counter() - t0 + matrix_s
+for layer, head in [(3, 5), (17, 2), (31, 31)]:
+    h._handle_get_map({"layer": layer, "head": head})
+h._handle_get_map({"layer": 0, "head": "mean"})
+h._handle_get_tile({"layer": 5, "head": 1, "r0": 0, "r1": T, "c0": 0, "c1": T})
+h._handle_get_tile({"layer": 5, "head": 1, "r0": T // 2, "r1": T // 2 + 256, "c0": 100, "c1": 356})
+print(json.dumps({
+    "start_mb": start, "model_mb": after_model, "capture_mb": after_capture, "peak_mb": rss_mb(),
+    "qk_mb": trace.nbytes / 2**20, "capture_s": capture_s, "matrix_s": matrix_s, "heatmap_s": heatmap_s,
+    "exact_s": exact_s,
+}))
+"""
+
+
+def measure_memory(T: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(T), json.dumps(MODEL)],
+        capture_output=True, text=True, cwd=REPO, timeout=3600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"memory run for T={T} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- browser ------------------------------------------------------------------------------------
+SETUP = f"""
+import gc, json, resource, time
+import numpy as np
+import attn_widgets as aw
+from IPython.display import display
+MODEL = {MODEL!r}
+_model = {{}}
+state = {{}}
+
+def prepare(T):
+    # Drop the previous T's widgets and trace, then capture this T.
+    for w in state.get("widgets", []):
+        w.close()
+    state.clear()
+    gc.collect()
+    if "gpt2" not in _model:
+        _model["gpt2"] = aw.capture.long_context_model("gpt2", n_positions=4096, **MODEL)
+    model, tok = _model["gpt2"]
+    ids = np.random.default_rng(0).integers(1000, 20000, T)
+    t0 = time.perf_counter()
+    state["trace"] = aw.trace_lazy(model, tok, ids)
+    return time.perf_counter() - t0
+
+def show():
+    for w in state.get("widgets", []):
+        w.close()  # stops the previous display's background thumbnails
+    m = aw.AttentionMatrix(state["trace"])
+    h = aw.AttentionHeatmap(state["trace"])
+    aw.link(m, h)
+    state["widgets"] = [m, h]
+    display(m, h)
+
+def kernel_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print("ready")
+"""
+
+_RUN_CELL_JS = """async (idx) => {
+  const app = window.jupyterapp;
+  const nb = app.shell.currentWidget.content;
+  const cell = nb.widgets[idx];
+  nb.activeCellIndex = idx;
+  nb.deselectAll();
+  cell.node.scrollIntoView({block: "start"});
+  const old = new Set(cell.node.querySelectorAll(".aw-panel"));
+  const res = {idx};
+  window.__awScale = res;
+  const find = (sel) => [...cell.node.querySelectorAll(sel)].find((e) => !old.has(e));
+  const check = () => {
+    const now = performance.now();
+    const m = find(".aw-panel.aw-matrix");
+    const h = find(".aw-panel.aw-heatmap");
+    if (res.matrix === undefined && m && Number(m.dataset.draws || 0) >= 1) res.matrix = now - res.t0;
+    if (res.heatmap === undefined && h && Number(h.dataset.draws || 0) >= 1) res.heatmap = now - res.t0;
+    if (res.both === undefined && res.matrix !== undefined && res.heatmap !== undefined) {
+      res.both = Math.max(res.matrix, res.heatmap);
+      res.previewCells = Number(m.dataset.pending || 0);
+    }
+    if (res.exact === undefined && m && m.dataset.thumbs === "exact" && Number(m.dataset.draws || 0) >= 1) {
+      res.exact = now - res.t0;
+    }
+    if (res.both !== undefined && res.exact !== undefined) mo.disconnect();
+  };
+  const mo = new MutationObserver(check);
+  mo.observe(cell.node, {subtree: true, childList: true, attributes: true,
+                         attributeFilter: ["data-draws", "data-thumbs"]});
+  res.t0 = performance.now();
+  app.commands.execute("notebook:run-cell");
+  return true;
+}"""
+
+_CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
+  const m = cell.node.querySelector(".aw-panel.aw-matrix");
+  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
+  const c = m.querySelector("canvas.aw-canvas");
+  const r = c.getBoundingClientRect();
+  const d = c.dataset;
+  const x = r.left + Number(d.left) + head * Number(d.pitch) + Number(d.cell) / 2;
+  const y = r.top + Number(d.top) + layer * Number(d.pitch) + Number(d.cell) / 2;
+  const want = `${layer}:${head}`;
+  if (h.dataset.shown === want) return reject(new Error("already showing " + want));
+  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want)); }, 60000);
+  const mo = new MutationObserver(() => {
+    if (h.dataset.shown === want && h.dataset.source !== "tile") {
+      const t = performance.now() - t0;
+      mo.disconnect();
+      clearTimeout(timer);
+      resolve(t);
+    }
+  });
+  mo.observe(h, {attributes: true, attributeFilter: ["data-shown", "data-draws"]});
+  const t0 = performance.now();
+  c.dispatchEvent(new MouseEvent("click", {clientX: x, clientY: y, bubbles: true, cancelable: true}));
+})"""
+
+_ZOOM_JS = """([idx, n, r0, c0, span]) => new Promise((resolve, reject) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
+  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
+  const c = h.querySelector("canvas.aw-canvas");
+  const r = c.getBoundingClientRect();
+  const d = c.dataset;
+  const px = (tok) => Number(d.size) * (tok + 0.5) / n;
+  const x0 = r.left + Number(d.left) + px(c0), y0 = r.top + Number(d.top) + px(r0);
+  const x1 = r.left + Number(d.left) + px(c0 + span), y1 = r.top + Number(d.top) + px(r0 + span);
+  const full = `0:${n}:0:${n}`;
+  if (h.dataset.zoom !== full) return reject(new Error("not at the whole map: " + h.dataset.zoom));
+  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no tile; data " + JSON.stringify({...h.dataset}))); }, 60000);
+  const mo = new MutationObserver(() => {
+    const ds = h.dataset;
+    if (ds.zoom !== full && ds.step === "1") {  // a fetched tile, or a crop of a whole map
+      const t = performance.now() - t0;
+      mo.disconnect();
+      clearTimeout(timer);
+      resolve({ms: t, zoom: ds.zoom, source: ds.source});
+    }
+  });
+  mo.observe(h, {attributes: true, attributeFilter: ["data-zoom", "data-source", "data-step", "data-draws"]});
+  const opts = (x, y) => ({clientX: x, clientY: y, bubbles: true, cancelable: true, button: 0});
+  const t0 = performance.now();
+  c.dispatchEvent(new MouseEvent("mousedown", opts(x0, y0)));
+  c.dispatchEvent(new MouseEvent("mousemove", opts(x1, y1)));
+  c.dispatchEvent(new MouseEvent("mouseup", opts(x1, y1)));
+})"""
+
+_RESET_ZOOM_JS = """([idx, n]) => new Promise((resolve) => {
+  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
+  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
+  h.querySelector("button.aw-zoom-reset").click();
+  const full = `0:${n}:0:${n}`;
+  const poll = () => (h.dataset.zoom === full && h.dataset.source !== "tile" ? resolve(true) : setTimeout(poll, 20));
+  poll();
+})"""
+
+_CELL_DONE_JS = """(idx) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const cell = w.content.widgets[idx];
+  const k = w.sessionContext.session.kernel;
+  const errs = cell.model.outputs.toJSON().filter((o) => o.output_type === "error");
+  if (errs.length) return {error: errs.map((o) => o.ename + ": " + o.evalue).join("; ")};
+  return {done: cell.model.executionCount !== null && !cell.promptNode.textContent.includes("*") && k.status === "idle"};
+}"""
+
+MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([a-z_]+)"')
+
+
+class FrameCounter:
+    """Payload bytes of websocket frames the page receives on kernel channels, by phase.
+
+    In the "refine" phase only frames about thumbnails count (the per-layer chunks and the
+    final state), not the maps that clicks during the refinement fetch."""
+
+    def __init__(self, page) -> None:
+        self.phase: str | None = None
+        self.bytes: dict[str, int] = {}
+        page.on("websocket", self._ws)
+
+    def _ws(self, ws) -> None:
+        if "/api/kernels/" in ws.url:
+            ws.on("framereceived", self._frame)
+
+    def _frame(self, payload) -> None:
+        if self.phase is None:
+            return
+        raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if self.phase == "refine" and b"thumbs" not in raw[:16384]:
+            return
+        self.bytes[self.phase] = self.bytes.get(self.phase, 0) + len(raw)
+
+
+def run_cell(page, counter: FrameCounter, idx: int, wait_exact: bool, keep_counting: bool = False,
+             timeout: float = 1800) -> dict:
+    counter.bytes.clear()
+    counter.phase = "first"
+    page.evaluate(_RUN_CELL_JS, idx)
+    deadline = time.monotonic() + timeout
+    res: dict = {}
+    while time.monotonic() < deadline:
+        st = page.evaluate(_CELL_DONE_JS, idx)
+        if st.get("error"):
+            raise RuntimeError(f"cell {idx} raised {st['error']}")
+        res = page.evaluate("() => window.__awScale")
+        if res.get("both") is not None and counter.phase == "first":
+            counter.phase = "refine"
+        if res.get("both") is not None and (not wait_exact or res.get("exact") is not None):
+            break
+        page.wait_for_timeout(10)
+    else:
+        raise TimeoutError(f"cell {idx}: no draw / exact thumbnails after {timeout}s: {res}")
+    page.wait_for_timeout(300)
+    if not keep_counting:  # the last display keeps counting refinement bytes through its clicks
+        counter.phase = None
+    return {**res, "bytes_first": counter.bytes.get("first", 0), "bytes_refine": counter.bytes.get("refine", 0)}
+
+
+def build_notebook(folder: pathlib.Path) -> str:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell("show()")]
+    name = "bench_scale.ipynb"
+    nbformat.write(nb, folder / name)
+    return name
+
+
+def browser_runs(sizes: list[int], runs: int, clicks: int, zooms: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    heads_after = [(1, 1), (9, 7), (14, 30), (22, 12), (27, 5), (4, 19), (30, 25), (12, 3)][:clicks]
+    heads_during = [(2, 9), (20, 21), (11, 14)]
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="aw-bench-scale-"))
+    path = build_notebook(workdir)
+    rows: dict = {}
+    with H.JupyterServer("lab", notebooks=workdir) as srv, sync_playwright() as pw:
+        browser = H.launch_browser(pw)
+        nbp = H.NotebookPage(browser, srv, path, viewport=(1400, 2400))
+        counter = FrameCounter(nbp.page)
+        try:
+            nbp.open(run=False)
+            page = nbp.page
+            nbp.kernel_exec(SETUP, timeout=600)
+            for T in sizes:
+                capture_s = float(nbp.kernel_exec(f"print(prepare({T}))", timeout=1800))
+                r: dict = {"capture_s": capture_s, "runs": []}
+                for rep in range(runs + 1):  # rep 0: warm-up (cold caches, first paint of this size)
+                    last = rep == runs
+                    res = run_cell(page, counter, 1, wait_exact=False, keep_counting=last)
+                    if last:
+                        # Clicks while the exact thumbnails are still being computed.
+                        during = []
+                        for layer, head in heads_during:
+                            during.append(page.evaluate(_CLICK_JS, [1, layer, head]))
+                            page.wait_for_timeout(100)
+                        r["click_during_ms"] = during
+                        res = {**res, **_wait_exact(page, counter)}
+                    r["runs"].append(res)
+                r["click_ms"] = []
+                for layer, head in heads_after:
+                    r["click_ms"].append(page.evaluate(_CLICK_JS, [1, layer, head]))
+                    page.wait_for_timeout(100)
+                r["zoom_ms"] = []
+                span = max(16, T // 16)
+                for k in range(zooms):
+                    # Away from the map's edge: the page truncates synthetic clientX/Y to whole px.
+                    r0 = span + (k * 7919) % (T - 3 * span)
+                    c0 = r0 - span // 2
+                    got = page.evaluate(_ZOOM_JS, [1, T, r0, c0, span])
+                    r["zoom_ms"].append(got["ms"])
+                    r["zoom_source"] = got["source"]
+                    page.evaluate(_RESET_ZOOM_JS, [1, T])
+                    page.wait_for_timeout(100)
+                r["kernel_rss_mb"] = float(nbp.kernel_exec("print(kernel_rss_mb())"))
+                rows[T] = r
+            errors = H.our_errors(nbp.log)
+        except BaseException:
+            H.save_artifacts(nbp.page, nbp.log, "bench_scale")
+            raise
+        finally:
+            nbp.close()
+            browser.close()
+    return {"rows": rows, "errors": len(errors)}
+
+
+def _wait_exact(page, counter: FrameCounter, timeout: float = 1800) -> dict:
+    """Wait until every thumbnail is exact; the refinement bytes were counted all along."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cur = page.evaluate("() => window.__awScale")
+        if cur.get("exact") is not None:
+            page.wait_for_timeout(300)
+            counter.phase = None
+            return {"exact": cur["exact"], "bytes_refine": counter.bytes.get("refine", 0)}
+        page.wait_for_timeout(100)
+    raise TimeoutError("thumbnails never became exact")
+
+
+# -- report -------------------------------------------------------------------------------------
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def span(xs, fmt):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "-"
+    return f"{fmt(med(xs))} ({fmt(min(xs))}–{fmt(max(xs))})" if len(xs) > 1 else fmt(xs[0])
+
+
+def mb(x):
+    return f"{x / 1e6:.2f} MB"
+
+
+def ms(x):
+    return f"{x:.0f} ms"
+
+
+def sec(x):
+    return f"{x:.1f} s"
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1024,2048,4096")
+    ap.add_argument("--runs", type=int, default=3, help="measured displays per T (after one warm-up)")
+    ap.add_argument("--clicks", type=int, default=5)
+    ap.add_argument("--zooms", type=int, default=5)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    t_start = time.monotonic()
+    load_before = load()
+
+    memory = {}
+    if not args.skip_memory:
+        for T in sizes:
+            memory[T] = measure_memory(T)
+            print(f"T={T} memory: {json.dumps(memory[T])}", flush=True)
+    browser = {"rows": {}, "errors": 0}
+    if not args.skip_browser:
+        browser = browser_runs(sizes, max(1, args.runs), args.clicks, args.zooms)
+    elapsed = time.monotonic() - t_start
+    load_after = load()
+
+    def verdict(T, key, value):
+        if T != TARGET_T or math.isnan(value):
+            return ""
+        return " ✅" if value <= TARGETS[key] else " ❌"
+
+    lines = [
+        "| T | (m) kernel peak RSS (Δ over model) | q/k held | capture | widgets built (preview) | "
+        "(b) bytes to first display | refinement bytes | (d) first draw | (e) all thumbnails exact | "
+        "(c) head switch | (c') switch during refinement | (z) zoom tile |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for T in sizes:
+        m = memory.get(T, {})
+        b = browser["rows"].get(T, {})
+        runs = b.get("runs", [])[1:] or b.get("runs", [])
+        peak = m.get("peak_mb", float("nan"))
+        mem = f"{peak:.0f} MB (+{peak - m['model_mb']:.0f})" if m else "-"
+        draws = [x["both"] for x in runs]
+        lines.append(
+            f"| {T} | {mem}{verdict(T, 'rss_mb', peak)} | {m.get('qk_mb', float('nan')):.0f} MiB "
+            f"| {sec(m['capture_s']) if m else '-'} "
+            f"| {sec(m['matrix_s'] + m['heatmap_s']) if m else '-'} "
+            f"| {span([x['bytes_first'] for x in runs], mb)} "
+            f"| {span([x['bytes_refine'] for x in runs if x.get('exact') is not None], mb)} "
+            f"| {span(draws, ms)}{verdict(T, 'draw_ms', med(draws))} "
+            f"| {span([x['exact'] / 1000 for x in runs if x.get('exact') is not None], sec)} "
+            f"| {span(b.get('click_ms', []), ms)}{verdict(T, 'click_ms', med(b.get('click_ms', [])))} "
+            f"| {span(b.get('click_during_ms', []), ms)} | {span(b.get('zoom_ms', []), ms)} |"
+        )
+    lines.append(
+        f"| target (T={TARGET_T}) | ≤ {TARGETS['rss_mb'] / 1024:.0f} GB | | | | | | ≤ {TARGETS['draw_ms'] / 1000:.0f} s "
+        f"| | ≤ {TARGETS['click_ms']:.0f} ms | | |"
+    )
+    table = "\n".join(lines)
+    try:
+        chromium = subprocess.run([H.CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        chromium = "?"
+    import jupyterlab
+    import torch
+
+    env = (
+        f"{datetime.date.today()} · {platform.platform()} · {os.cpu_count()} CPUs · Python "
+        f"{platform.python_version()} · torch {torch.__version__} · JupyterLab {jupyterlab.__version__} · "
+        f"{chromium} (headless) · load average before {load_before}, after {load_after}"
+    )
+    kernel_rss = ", ".join(f"T={T}: {r['kernel_rss_mb']:.0f} MB" for T, r in browser["rows"].items())
+    capture_kernel = ", ".join(f"T={T}: {r['capture_s']:.1f} s" for T, r in browser["rows"].items())
+    zoom_src = ", ".join(f"T={T}: {r.get('zoom_source', '?')}" for T, r in browser["rows"].items())
+    cold = ", ".join(
+        f"T={T}: {ms(r['runs'][0]['both'])}" for T, r in browser["rows"].items() if r.get("runs")
+    )
+    preview_cells = ", ".join(
+        f"T={T}: {r['runs'][-1].get('previewCells', '?')}" for T, r in browser["rows"].items() if r.get("runs")
+    )
+    doc = f"""# Long-context benchmark (benchmarks/bench_scale.py)
+
+{env}
+
+GPT-2 from a config, {MODEL['n_layer']} layers × {MODEL['n_head']} heads, hidden size {MODEL['n_embd']}
+(head size {MODEL['n_embd'] // MODEL['n_head']}), random weights, T random token ids; `trace_lazy` →
+`LazyTrace`; `AttentionMatrix` + `AttentionHeatmap` (overview ≤ 1024 px per side), linked.
+Browser figures: median (min–max) of {args.runs} displays after one warm-up; clicks and zooms on
+the last display.
+
+{table}
+
+- (m) one fresh Python process per T (`ru_maxrss`), doing what the kernel does: build the model,
+  capture, build both widgets, wait for every exact thumbnail, fetch overviews, a mean map and
+  tiles. It includes Python + torch + transformers + the model (the Δ is what the trace and the
+  widgets add). The Jupyter kernel of the browser run reached a peak RSS of {kernel_rss or '-'}
+  (all sizes in one process, sizes in increasing order).
+- capture = `trace_lazy` (one sdpa forward of the 32-layer model + copying q/k), not part of the
+  display; in the browser run's kernel: {capture_kernel or '-'}.
+- (b) websocket payload bytes the page received from "run cell" until both panels drew; the
+  refinement (per-layer chunks of exact thumbnails + the final exact state) comes after it.
+- (d) includes the kernel building the widgets (preview thumbnails: one sampled query row per
+  thumbnail pixel row; and the heatmap overview); cells still on the preview at first draw:
+  {preview_cells or '-'} (all of them, by design: the panel marks them and says "preview").
+- (e) exact thumbnails cost a full softmax per head (L·H·T²/2 exponentials for a causal model),
+  computed by a background thread on one core, one layer at a time (selected layer first).
+- (c) `get_map` of a head at T > 1024 is a max-pooled overview computed from q/k (one full
+  softmax of that head, in row blocks). (c') is the same while (e) is running.
+- (z) what the zoomed view came from (tile = fetched from the kernel, map = cropped from the
+  full-resolution map already in the page): {zoom_src or '-'}.
+- Cold first display (warm-up run, not in the medians): {cold or '-'}.
+- Whole run: {elapsed:.0f} s. Console errors from our modules: {browser['errors']}.
+"""
+    print(table)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(doc)
+    print(f"\nwrote {out} ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
