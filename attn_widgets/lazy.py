@@ -40,7 +40,15 @@ from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkabl
 
 import numpy as np
 
-from .trace import AttentionTrace
+from .trace import (
+    AttentionTrace,
+    _as_numpy,
+    _check_head,
+    _check_layer,
+    _check_special_mask,
+    _check_strings,
+    _check_token_ids,
+)
 
 __all__ = ["LazyTrace", "TraceLike", "is_trace", "pool_step", "pool_blocks"]
 
@@ -83,14 +91,7 @@ def is_trace(obj: Any) -> bool:
 
 # -- input conversion ---------------------------------------------------------------------
 def _np(x: Any, name: str) -> np.ndarray:
-    if x is None:
-        raise ValueError(f"{name}: expected an array, received None")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        x = x.numpy()
-    arr = np.asarray(x)
+    arr = _as_numpy(x, name)
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name}: expected a floating point array, received dtype {arr.dtype}")
     return arr
@@ -387,12 +388,7 @@ class LazyTrace:
         dtype: str = "float32",
         copy: bool = True,
     ) -> None:
-        if isinstance(tokens, str) or not hasattr(tokens, "__iter__"):
-            raise TypeError(f"tokens: expected a list of strings, received {type(tokens).__name__}")
-        tokens = tuple(tokens)
-        bad = [i for i, t in enumerate(tokens) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"tokens: expected strings, element {bad[0]} is {type(tokens[bad[0]]).__name__}")
+        tokens = _check_strings(tokens, "tokens")
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype: expected 'float32' or 'float16', received {dtype!r}")
         np_dtype = np.dtype(dtype)
@@ -442,19 +438,8 @@ class LazyTrace:
         causal = bool(causal)
         masks = self._check_masks(mask, n_layers, t, causal)
 
-        smask = special_mask
-        if smask is None:
-            smask = np.zeros(t, dtype=bool)
-        else:
-            smask = np.asarray(smask.detach().cpu() if hasattr(smask, "detach") else smask)
-            if smask.shape != (t,):
-                raise ValueError(f"special_mask: expected shape ({t},), received {smask.shape}")
-            smask = smask.astype(bool)
-        ids = token_ids
-        if ids is not None:
-            ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
-            if len(ids) != t:
-                raise ValueError(f"token_ids: expected {t} ids, received {len(ids)}")
+        smask = _check_special_mask(special_mask, t)
+        ids = _check_token_ids(token_ids, t)
 
         smask.setflags(write=False)
         self.tokens = tokens
@@ -603,18 +588,10 @@ class LazyTrace:
         return int(qk + sum(masks.values()) + self.special_mask.nbytes)
 
     def check_layer(self, layer: Any) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer: expected an int, received {layer!r}")
-        if not 0 <= layer < self.n_layers:
-            raise ValueError(f"layer: expected 0 <= layer < {self.n_layers}, received {layer}")
-        return int(layer)
+        return _check_layer(layer, self.n_layers)
 
     def check_head(self, head: Any) -> int:
-        if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
-            raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
-        if not 0 <= head < self.n_heads:
-            raise ValueError(f"head: expected 0 <= head < {self.n_heads}, received {head}")
-        return int(head)
+        return _check_head(head, self.n_heads)
 
     def _heads(self, head: Any) -> tuple[list[int], str | None]:
         if isinstance(head, str):

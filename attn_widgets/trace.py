@@ -29,8 +29,8 @@ __all__ = ["AttentionTrace"]
 ROW_SUM_ATOL = 2e-3
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """Convert a torch tensor / array-like to a float32 numpy array."""
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    """``np.asarray`` of an array-like or a torch tensor (bfloat16 -> float32); ValueError for None."""
     if x is None:
         raise ValueError(f"{name}: expected an array, received None")
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
@@ -38,12 +38,87 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         if str(x.dtype) == "torch.bfloat16":
             x = x.float()
         x = x.numpy()
-    arr = np.asarray(x)
+    return np.asarray(x)
+
+
+def _to_numpy(x: Any, name: str) -> np.ndarray:
+    """Convert a torch tensor / array-like to a float32 numpy array."""
+    arr = _as_numpy(x, name)
     if arr.dtype == object:
         raise TypeError(f"{name}: expected a numeric array, received an object array")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name}: expected a floating point array, received dtype {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+# -- validators shared with LazyTrace (lazy.py) and the flow functions (flows/_inputs.py) ----------
+
+
+def _check_strings(values: Any, name: str, expected: str = "a list of strings") -> tuple[str, ...]:
+    """``values`` as a tuple of strings; TypeError naming ``name`` otherwise."""
+    if isinstance(values, str) or not isinstance(values, Sequence) and not hasattr(values, "__iter__"):
+        raise TypeError(f"{name}: expected {expected}, received {type(values).__name__}")
+    values = tuple(values)
+    bad = [i for i, t in enumerate(values) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"{name}: expected strings, element {bad[0]} is {type(values[bad[0]]).__name__}")
+    return values
+
+
+def _check_weights(a: np.ndarray, name: str) -> None:
+    """Attention weights ``[..., Tq, Tk]``: finite, >= 0, every query row sums to 1."""
+    finite = np.isfinite(a)
+    if not finite.all():
+        where = np.argwhere(~finite)[0].tolist()
+        raise ValueError(f"{name}: contains NaN or inf (first at index {where}, shape {a.shape})")
+    if (a < 0).any():
+        where = np.argwhere(a < 0)[0].tolist()
+        raise ValueError(
+            f"{name}: weights must be >= 0 (post-softmax), found {a[tuple(where)]:.4g} at {where}"
+        )
+    sums = a.sum(axis=-1, dtype=np.float64)
+    off = np.abs(sums - 1.0) > ROW_SUM_ATOL
+    if off.any():
+        layer, h, i = np.argwhere(off)[0].tolist()
+        raise ValueError(
+            f"{name}: each query row must sum to 1 over keys; row (layer={layer}, head={h}, query={i}) "
+            f"sums to {sums[layer, h, i]:.6f}. Pass post-softmax weights with padding cropped."
+        )
+
+
+def _check_special_mask(mask: Any, t: int) -> np.ndarray:
+    """Bool ``[t]`` special-token mask; all False for None."""
+    if mask is None:
+        return np.zeros(t, dtype=bool)
+    mask = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
+    if mask.shape != (t,):
+        raise ValueError(f"special_mask: expected shape ({t},), received {mask.shape}")
+    return mask.astype(bool)
+
+
+def _check_token_ids(ids: Any, t: int) -> tuple[int, ...] | None:
+    if ids is None:
+        return None
+    ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
+    if len(ids) != t:
+        raise ValueError(f"token_ids: expected {t} ids, received {len(ids)}")
+    return ids
+
+
+def _check_layer(layer: Any, n_layers: int) -> int:
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+        raise TypeError(f"layer: expected an int, received {layer!r}")
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer: expected 0 <= layer < {n_layers}, received {layer}")
+    return int(layer)
+
+
+def _check_head(head: Any, n_heads: int) -> int:
+    if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
+        raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
+    if not 0 <= head < n_heads:
+        raise ValueError(f"head: expected 0 <= head < {n_heads}, received {head}")
+    return int(head)
 
 
 def _stack_layers(attentions: Any, batch_index: int, name: str) -> np.ndarray:
@@ -132,15 +207,7 @@ class AttentionTrace:
     key_tokens: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        tokens = self.tokens
-        if isinstance(tokens, str) or not isinstance(tokens, Sequence) and not hasattr(tokens, "__iter__"):
-            raise TypeError(f"tokens: expected a list of strings, received {type(tokens).__name__}")
-        tokens = tuple(tokens)
-        bad = [i for i, t in enumerate(tokens) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(
-                f"tokens: expected strings, element {bad[0]} is {type(tokens[bad[0]]).__name__}"
-            )
+        tokens = _check_strings(self.tokens, "tokens")
 
         # Own copy: the trace is read-only and must not alias (or freeze) the caller's array.
         attn = np.array(_to_numpy(self.attentions, "attentions"), copy=True)
@@ -155,16 +222,7 @@ class AttentionTrace:
                     "For cross-attention pass key_tokens (the Tk key strings)."
                 )
         else:
-            if isinstance(key_tokens, str) or not hasattr(key_tokens, "__iter__"):
-                raise TypeError(
-                    f"key_tokens: expected a list of strings or None, received {type(key_tokens).__name__}"
-                )
-            key_tokens = tuple(key_tokens)
-            bad = [i for i, t in enumerate(key_tokens) if not isinstance(t, str)]
-            if bad:
-                raise TypeError(
-                    f"key_tokens: expected strings, element {bad[0]} is {type(key_tokens[bad[0]]).__name__}"
-                )
+            key_tokens = _check_strings(key_tokens, "key_tokens", "a list of strings or None")
         if min(attn.shape) == 0:
             raise ValueError(f"attentions: empty array, received shape {attn.shape}")
         if len(tokens) != t_q:
@@ -177,23 +235,7 @@ class AttentionTrace:
                 f"key_tokens: expected {t_k} key tokens to match attentions {attn.shape}, "
                 f"received {len(key_tokens)}"
             )
-        if not np.isfinite(attn).all():
-            where = np.argwhere(~np.isfinite(attn))[0].tolist()
-            raise ValueError(f"attentions: contains NaN or inf (first at index {where}, shape {attn.shape})")
-        if (attn < 0).any():
-            where = np.argwhere(attn < 0)[0].tolist()
-            raise ValueError(
-                f"attentions: weights must be >= 0 (post-softmax), found {attn[tuple(where)]:.4g} at {where}"
-            )
-        sums = attn.sum(axis=-1, dtype=np.float64)
-        off = np.abs(sums - 1.0) > ROW_SUM_ATOL
-        if off.any():
-            l, h, i = np.argwhere(off)[0].tolist()
-            raise ValueError(
-                "attentions: each query row must sum to 1 over keys; "
-                f"row (layer={l}, head={h}, query={i}) sums to {sums[l, h, i]:.6f}. "
-                "Pass post-softmax weights with padding cropped."
-            )
+        _check_weights(attn, "attentions")
 
         causal = bool(self.causal)
         if causal and key_tokens is not None:
@@ -220,20 +262,8 @@ class AttentionTrace:
             if not np.isfinite(grads).all():
                 raise ValueError(f"gradients: contains NaN or inf (shape {grads.shape})")
 
-        mask = self.special_mask
-        if mask is None:
-            mask = np.zeros(t_q, dtype=bool)
-        else:
-            mask = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
-            if mask.shape != (t_q,):
-                raise ValueError(f"special_mask: expected shape ({t_q},), received {mask.shape}")
-            mask = mask.astype(bool)
-
-        ids = self.token_ids
-        if ids is not None:
-            ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
-            if len(ids) != t_q:
-                raise ValueError(f"token_ids: expected {t_q} ids, received {len(ids)}")
+        mask = _check_special_mask(self.special_mask, t_q)
+        ids = _check_token_ids(self.token_ids, t_q)
 
         attn.setflags(write=False)
         if grads is not None:
@@ -331,18 +361,10 @@ class AttentionTrace:
         return self.attentions[layer, self.check_head(head)]
 
     def check_layer(self, layer: Any) -> int:
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise TypeError(f"layer: expected an int, received {layer!r}")
-        if not 0 <= layer < self.n_layers:
-            raise ValueError(f"layer: expected 0 <= layer < {self.n_layers}, received {layer}")
-        return int(layer)
+        return _check_layer(layer, self.n_layers)
 
     def check_head(self, head: Any) -> int:
-        if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
-            raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
-        if not 0 <= head < self.n_heads:
-            raise ValueError(f"head: expected 0 <= head < {self.n_heads}, received {head}")
-        return int(head)
+        return _check_head(head, self.n_heads)
 
     def __repr__(self) -> str:
         grad = f", gradients of {self.target!r}" if self.gradients is not None else ""

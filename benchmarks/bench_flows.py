@@ -43,23 +43,11 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "flows.md"
+from benchmarks._common import RESULTS_DIR, cpu_name, write_results  # noqa: E402
+from benchmarks._common import PARAGRAPH_SHORT as PARAGRAPH  # noqa: E402
 
-# Herman Melville, Moby-Dick (1851), chapter 1, public domain.
-PARAGRAPH = (
-    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
-    "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
-    "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
-    "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
-    "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
-    "bringing up the rear of every funeral I meet; and especially whenever my hypos get such an upper "
-    "hand of me, that it requires a strong moral principle to prevent me from deliberately stepping "
-    "into the street, and methodically knocking people's hats off, then, I account it high time to get "
-    "to sea as soon as I can. This is my substitute for pistol and ball. With a philosophical flourish "
-    "Cato throws himself upon his sword; I quietly take to the ship. There is nothing surprising in "
-    "this. If they but knew it, almost all men in their degree, some time or other, cherish very nearly "
-    "the same feelings towards the ocean with me."
-)
+RESULTS = RESULTS_DIR / "flows.md"
+
 TEXT = " ".join([PARAGRAPH] * 6)
 
 
@@ -264,12 +252,7 @@ def main(argv=None) -> int:
             f"| {fmt(r['full'])} | {fmt(r['scipy_row'], r['scipy_approx'])} | {r['scipy_row'] / r['row1']:.0f}x "
             f"| {fmt(r['nx_row'], r['nx_approx'])} | {fmt(r['nx_full'], r['nx_approx'])} |"
         )
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_name()
     meta = [
         f"Run {datetime.datetime.now().isoformat(timespec='seconds')}, {cpu}, {_cpu_count()} cores, "
         f"python {platform.python_version()}, torch {torch.__version__}, numba {numba.__version__}, "
@@ -293,9 +276,7 @@ def main(argv=None) -> int:
         + "\n"
     )
     print(text)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    out = write_results(args.out, text)
     print(f"wrote {out}", file=sys.stderr)
     return 0
 

@@ -23,15 +23,10 @@ Prints a markdown table and writes benchmarks/results/render.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import pathlib
-import platform
 import re
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,31 +34,26 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import (  # noqa: E402
+    CELL_DONE_JS,
+    CLICK_DISPATCH_JS,
+    CLICK_PREFIX_JS,
+    PARAGRAPH,
+    RESULTS_DIR,
+    browser_env,
+    lab_notebook,
+    med,
+    ms,
+    run_cell_js,
+    span,
+    write_notebook,
+    write_results,
+)
 from tests.browser import harness as H  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "render.md"
+RESULTS = RESULTS_DIR / "render.md"
 BUDGET_T = 512
 BUDGETS = {"bytes": 1_000_000, "draw_ms": 1000.0, "click_ms": 100.0}
-
-# Herman Melville, Moby-Dick (1851), chapter 1, public domain.
-PARAGRAPH = (
-    "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my "
-    "purse, and nothing particular to interest me on shore, I thought I would sail about a little and "
-    "see the watery part of the world. It is a way I have of driving off the spleen and regulating the "
-    "circulation. Whenever I find myself growing grim about the mouth; whenever it is a damp, drizzly "
-    "November in my soul; whenever I find myself involuntarily pausing before coffin warehouses, and "
-    "bringing up the rear of every funeral I meet; and especially whenever my hypos get such an upper "
-    "hand of me, that it requires a strong moral principle to prevent me from deliberately stepping "
-    "into the street, and methodically knocking people's hats off, then, I account it high time to get "
-    "to sea as soon as I can. This is my substitute for pistol and ball. With a philosophical flourish "
-    "Cato throws himself upon his sword; I quietly take to the ship. There is nothing surprising in "
-    "this. If they but knew it, almost all men in their degree, some time or other, cherish very nearly "
-    "the same feelings towards the ocean with me. There now is your insular city of the Manhattoes, "
-    "belted round by wharves as Indian isles by coral reefs; commerce surrounds it with her surf. Right "
-    "and left, the streets take you waterward. Its extreme downtown is the battery, where that noble "
-    "mole is washed by waves, and cooled by breezes, which a few hours previous were out of sight of "
-    "land. Look at the crowds of water-gazers there."
-)
 
 SETUP = f'''
 import json, time
@@ -96,56 +86,17 @@ def show(T):
 print("ready", {{T: tr.n_tokens for T, tr in traces.items()}})
 '''
 
-_RUN_CELL_JS = """async (idx) => {
-  const app = window.jupyterapp;
-  const nb = app.shell.currentWidget.content;
-  const cell = nb.widgets[idx];
-  nb.activeCellIndex = idx;
-  nb.deselectAll();
-  cell.node.scrollIntoView({block: "start"});
-  const old = new Set(cell.node.querySelectorAll(".aw-panel"));
-  const res = {idx};
-  window.__awBench = res;
-  const find = (sel) => [...cell.node.querySelectorAll(sel)].find((e) => !old.has(e));
-  const check = () => {
-    const now = performance.now();
-    const m = find(".aw-panel.aw-matrix");
-    const h = find(".aw-panel.aw-heatmap");
-    if (res.matrix === undefined && m && Number(m.dataset.draws || 0) >= 1) res.matrix = now - res.t0;
-    if (res.heatmap === undefined && h && Number(h.dataset.draws || 0) >= 1) res.heatmap = now - res.t0;
-    if (res.matrix !== undefined && res.heatmap !== undefined) {
+_RUN_CELL_JS = run_cell_js(
+    "__awBench",
+    """    if (res.matrix !== undefined && res.heatmap !== undefined) {
       res.both = Math.max(res.matrix, res.heatmap);
       mo.disconnect();
     }
-  };
-  const mo = new MutationObserver(check);
-  mo.observe(cell.node, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-draws"]});
-  res.t0 = performance.now();
-  app.commands.execute("notebook:run-cell");
-  return true;
-}"""
+""",
+    ["data-draws"],
+)
 
-_CELL_DONE_JS = """(idx) => {
-  const w = window.jupyterapp.shell.currentWidget;
-  const cell = w.content.widgets[idx];
-  const k = w.sessionContext.session.kernel;
-  const errs = cell.model.outputs.toJSON().filter((o) => o.output_type === "error");
-  if (errs.length) return {error: errs.map((o) => o.ename + ": " + o.evalue).join("; ")};
-  return {done: cell.model.executionCount !== null && !cell.promptNode.textContent.includes("*") && k.status === "idle"};
-}"""
-
-_CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
-  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
-  const m = cell.node.querySelector(".aw-panel.aw-matrix");
-  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
-  const c = m.querySelector("canvas.aw-canvas");
-  const r = c.getBoundingClientRect();
-  const d = c.dataset;
-  const x = r.left + Number(d.left) + head * Number(d.pitch) + Number(d.cell) / 2;
-  const y = r.top + Number(d.top) + layer * Number(d.pitch) + Number(d.cell) / 2;
-  const want = `${layer}:${head}`;
-  if (h.dataset.shown === want) return reject(new Error("already showing " + want));
-  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want + ", shown " + h.dataset.shown)); }, 20000);
+_CLICK_JS = CLICK_PREFIX_JS + """  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want + ", shown " + h.dataset.shown)); }, 20000);
   // "loading..." in the status line: the heatmap got the new head from the kernel (link).
   let tLink = null;
   const status = h.querySelector(".aw-status");
@@ -159,9 +110,7 @@ _CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
     }
   });
   mo.observe(h, {attributes: true, attributeFilter: ["data-shown"], subtree: true, childList: true, characterData: true});
-  const t0 = performance.now();
-  c.dispatchEvent(new MouseEvent("click", {clientX: x, clientY: y, bubbles: true, cancelable: true}));
-})"""
+""" + CLICK_DISPATCH_JS
 
 MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([a-z_]+)"')
 
@@ -205,7 +154,7 @@ def run_cell(page, idx: int, timeout: float = 300) -> dict:
     page.evaluate(_RUN_CELL_JS, idx)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        st = page.evaluate(_CELL_DONE_JS, idx)
+        st = page.evaluate(CELL_DONE_JS, idx)
         if st.get("error"):
             raise RuntimeError(f"cell {idx} raised {st['error']}")
         res = page.evaluate("() => window.__awBench")
@@ -216,23 +165,8 @@ def run_cell(page, idx: int, timeout: float = 300) -> dict:
 
 
 def build_notebook(folder: pathlib.Path, sizes: list[int]) -> str:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.cells = [nbformat.v4.new_code_cell(f"SIZES = {sizes!r}\n" + SETUP)]
-    nb.cells += [nbformat.v4.new_code_cell(f"show({T})") for T in sizes]
-    name = "bench_render.ipynb"
-    nbformat.write(nb, folder / name)
-    return name
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def span(xs, fmt):
-    return f"{fmt(med(xs))} ({fmt(min(xs))}–{fmt(max(xs))})"
+    cells = [f"SIZES = {sizes!r}\n" + SETUP] + [f"show({T})" for T in sizes]
+    return write_notebook(folder, "bench_render.ipynb", cells)
 
 
 def main(argv=None) -> int:
@@ -245,17 +179,13 @@ def main(argv=None) -> int:
     runs = max(5, args.runs)
     heads_new = [(1, 1), (2, 3), (3, 5), (4, 7), (5, 9), (1, 11), (2, 0), (3, 2)][: max(runs, 5)]
 
-    from playwright.sync_api import sync_playwright
-
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="aw-bench-nb-"))
     path = build_notebook(workdir, sizes)
     rows = {}
     t_start = time.monotonic()
-    with H.JupyterServer("lab", notebooks=workdir) as srv, sync_playwright() as pw:
-        browser = H.launch_browser(pw)
-        nbp = H.NotebookPage(browser, srv, path, viewport=(1400, 1800))
-        counter = FrameCounter(nbp.page)
-        try:
+    try:
+        with lab_notebook(workdir, path, (1400, 1800), "bench_render") as nbp:
+            counter = FrameCounter(nbp.page)
             nbp.open(run=False)
             page = nbp.page
             run_cell(page, 0)
@@ -295,20 +225,12 @@ def main(argv=None) -> int:
                 r["state"] = json.loads(nbp.kernel_exec(f"print(json.dumps(state_bytes[{T}]))"))[1:]
                 rows[T] = r
             errors = H.our_errors(nbp.log)
-        except BaseException:
-            H.save_artifacts(nbp.page, nbp.log, "bench_render")
-            raise
-        finally:
-            nbp.close()
-            browser.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     elapsed = time.monotonic() - t_start
 
     def kb(x):
         return f"{x / 1000:.1f} kB"
-
-    def ms(x):
-        return f"{x:.0f} ms"
 
     def verdict(T, key, value):
         if T != BUDGET_T:
@@ -342,16 +264,7 @@ def main(argv=None) -> int:
     cold = ", ".join(
         f"T={T}: {kb(r['cold']['bytes'])}, {ms(r['cold']['draw_ms'])}" for T, r in rows.items()
     )
-    try:
-        chromium = subprocess.run([H.CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        chromium = "?"
-    import jupyterlab
-
-    env = (
-        f"{datetime.date.today()} · {platform.platform()} · {os.cpu_count()} CPUs · Python "
-        f"{platform.python_version()} · JupyterLab {jupyterlab.__version__} · {chromium} (headless)"
-    )
+    env = browser_env()
     table = "\n".join(lines)
     doc = f"""# Render benchmark (benchmarks/bench_render.py)
 
@@ -381,9 +294,7 @@ heads, then {len(heads_new) - 1} revisits, on the last display.
     print(table)
     print(f"\nclick split: {split}")
     print(f"cold first display: {cold}; console errors from our modules: {len(errors)}; {elapsed:.0f} s")
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc)
+    out = write_results(args.out, doc)
     print(f"wrote {out}")
     return 0
 

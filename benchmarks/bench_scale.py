@@ -38,14 +38,10 @@ Prints a markdown table and writes benchmarks/results/scale.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
 import pathlib
-import platform
-import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,9 +50,24 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._common import (  # noqa: E402
+    CELL_DONE_JS,
+    CLICK_DISPATCH_JS,
+    CLICK_PREFIX_JS,
+    RESULTS_DIR,
+    browser_env,
+    lab_notebook,
+    load,
+    med,
+    ms,
+    run_cell_js,
+    span,
+    write_notebook,
+    write_results,
+)
 from tests.browser import harness as H  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "scale.md"
+RESULTS = RESULTS_DIR / "scale.md"
 TARGET_T = 4096
 TARGETS = {"rss_mb": 2048.0, "draw_ms": 2000.0, "click_ms": 300.0}
 MODEL = dict(n_layer=32, n_head=32, n_embd=256)
@@ -142,24 +153,9 @@ def kernel_rss_mb():
 print("ready")
 """
 
-_RUN_CELL_JS = """async (idx) => {
-  const app = window.jupyterapp;
-  const nb = app.shell.currentWidget.content;
-  const cell = nb.widgets[idx];
-  nb.activeCellIndex = idx;
-  nb.deselectAll();
-  cell.node.scrollIntoView({block: "start"});
-  const old = new Set(cell.node.querySelectorAll(".aw-panel"));
-  const res = {idx};
-  window.__awScale = res;
-  const find = (sel) => [...cell.node.querySelectorAll(sel)].find((e) => !old.has(e));
-  const check = () => {
-    const now = performance.now();
-    const m = find(".aw-panel.aw-matrix");
-    const h = find(".aw-panel.aw-heatmap");
-    if (res.matrix === undefined && m && Number(m.dataset.draws || 0) >= 1) res.matrix = now - res.t0;
-    if (res.heatmap === undefined && h && Number(h.dataset.draws || 0) >= 1) res.heatmap = now - res.t0;
-    if (res.both === undefined && res.matrix !== undefined && res.heatmap !== undefined) {
+_RUN_CELL_JS = run_cell_js(
+    "__awScale",
+    """    if (res.both === undefined && res.matrix !== undefined && res.heatmap !== undefined) {
       res.both = Math.max(res.matrix, res.heatmap);
       res.previewCells = Number(m.dataset.pending || 0);
     }
@@ -167,27 +163,11 @@ _RUN_CELL_JS = """async (idx) => {
       res.exact = now - res.t0;
     }
     if (res.both !== undefined && res.exact !== undefined) mo.disconnect();
-  };
-  const mo = new MutationObserver(check);
-  mo.observe(cell.node, {subtree: true, childList: true, attributes: true,
-                         attributeFilter: ["data-draws", "data-thumbs"]});
-  res.t0 = performance.now();
-  app.commands.execute("notebook:run-cell");
-  return true;
-}"""
+""",
+    ["data-draws", "data-thumbs"],
+)
 
-_CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
-  const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
-  const m = cell.node.querySelector(".aw-panel.aw-matrix");
-  const h = cell.node.querySelector(".aw-panel.aw-heatmap");
-  const c = m.querySelector("canvas.aw-canvas");
-  const r = c.getBoundingClientRect();
-  const d = c.dataset;
-  const x = r.left + Number(d.left) + head * Number(d.pitch) + Number(d.cell) / 2;
-  const y = r.top + Number(d.top) + layer * Number(d.pitch) + Number(d.cell) / 2;
-  const want = `${layer}:${head}`;
-  if (h.dataset.shown === want) return reject(new Error("already showing " + want));
-  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want)); }, 60000);
+_CLICK_JS = CLICK_PREFIX_JS + """  const timer = setTimeout(() => { mo.disconnect(); reject(new Error("no redraw to " + want)); }, 60000);
   const mo = new MutationObserver(() => {
     if (h.dataset.shown === want && h.dataset.source !== "tile") {
       const t = performance.now() - t0;
@@ -197,9 +177,7 @@ _CLICK_JS = """([idx, layer, head]) => new Promise((resolve, reject) => {
     }
   });
   mo.observe(h, {attributes: true, attributeFilter: ["data-shown", "data-draws"]});
-  const t0 = performance.now();
-  c.dispatchEvent(new MouseEvent("click", {clientX: x, clientY: y, bubbles: true, cancelable: true}));
-})"""
+""" + CLICK_DISPATCH_JS
 
 _ZOOM_JS = """([idx, n, r0, c0, span]) => new Promise((resolve, reject) => {
   const cell = window.jupyterapp.shell.currentWidget.content.widgets[idx];
@@ -239,18 +217,6 @@ _RESET_ZOOM_JS = """([idx, n]) => new Promise((resolve) => {
   poll();
 })"""
 
-_CELL_DONE_JS = """(idx) => {
-  const w = window.jupyterapp.shell.currentWidget;
-  const cell = w.content.widgets[idx];
-  const k = w.sessionContext.session.kernel;
-  const errs = cell.model.outputs.toJSON().filter((o) => o.output_type === "error");
-  if (errs.length) return {error: errs.map((o) => o.ename + ": " + o.evalue).join("; ")};
-  return {done: cell.model.executionCount !== null && !cell.promptNode.textContent.includes("*") && k.status === "idle"};
-}"""
-
-MSG_TYPE = re.compile(rb'"msg_type"\s*:\s*"([a-z_]+)"')
-
-
 class FrameCounter:
     """Payload bytes of websocket frames the page receives on kernel channels, by phase.
 
@@ -283,7 +249,7 @@ def run_cell(page, counter: FrameCounter, idx: int, wait_exact: bool, keep_count
     deadline = time.monotonic() + timeout
     res: dict = {}
     while time.monotonic() < deadline:
-        st = page.evaluate(_CELL_DONE_JS, idx)
+        st = page.evaluate(CELL_DONE_JS, idx)
         if st.get("error"):
             raise RuntimeError(f"cell {idx} raised {st['error']}")
         res = page.evaluate("() => window.__awScale")
@@ -301,71 +267,53 @@ def run_cell(page, counter: FrameCounter, idx: int, wait_exact: bool, keep_count
 
 
 def build_notebook(folder: pathlib.Path) -> str:
-    import nbformat
-
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-    nb.cells = [nbformat.v4.new_code_cell(SETUP), nbformat.v4.new_code_cell("show()")]
-    name = "bench_scale.ipynb"
-    nbformat.write(nb, folder / name)
-    return name
+    return write_notebook(folder, "bench_scale.ipynb", [SETUP, "show()"])
 
 
 def browser_runs(sizes: list[int], runs: int, clicks: int, zooms: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
     heads_after = [(1, 1), (9, 7), (14, 30), (22, 12), (27, 5), (4, 19), (30, 25), (12, 3)][:clicks]
     heads_during = [(2, 9), (20, 21), (11, 14)]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="aw-bench-scale-"))
     path = build_notebook(workdir)
     rows: dict = {}
-    with H.JupyterServer("lab", notebooks=workdir) as srv, sync_playwright() as pw:
-        browser = H.launch_browser(pw)
-        nbp = H.NotebookPage(browser, srv, path, viewport=(1400, 2400))
+    with lab_notebook(workdir, path, (1400, 2400), "bench_scale") as nbp:
         counter = FrameCounter(nbp.page)
-        try:
-            nbp.open(run=False)
-            page = nbp.page
-            nbp.kernel_exec(SETUP, timeout=600)
-            for T in sizes:
-                capture_s = float(nbp.kernel_exec(f"print(prepare({T}))", timeout=1800))
-                r: dict = {"capture_s": capture_s, "runs": []}
-                for rep in range(runs + 1):  # rep 0: warm-up (cold caches, first paint of this size)
-                    last = rep == runs
-                    res = run_cell(page, counter, 1, wait_exact=False, keep_counting=last)
-                    if last:
-                        # Clicks while the exact thumbnails are still being computed.
-                        during = []
-                        for layer, head in heads_during:
-                            during.append(page.evaluate(_CLICK_JS, [1, layer, head]))
-                            page.wait_for_timeout(100)
-                        r["click_during_ms"] = during
-                        res = {**res, **_wait_exact(page, counter)}
-                    r["runs"].append(res)
-                r["click_ms"] = []
-                for layer, head in heads_after:
-                    r["click_ms"].append(page.evaluate(_CLICK_JS, [1, layer, head]))
-                    page.wait_for_timeout(100)
-                r["zoom_ms"] = []
-                span = max(16, T // 16)
-                for k in range(zooms):
-                    # Away from the map's edge: the page truncates synthetic clientX/Y to whole px.
-                    r0 = span + (k * 7919) % (T - 3 * span)
-                    c0 = r0 - span // 2
-                    got = page.evaluate(_ZOOM_JS, [1, T, r0, c0, span])
-                    r["zoom_ms"].append(got["ms"])
-                    r["zoom_source"] = got["source"]
-                    page.evaluate(_RESET_ZOOM_JS, [1, T])
-                    page.wait_for_timeout(100)
-                r["kernel_rss_mb"] = float(nbp.kernel_exec("print(kernel_rss_mb())"))
-                rows[T] = r
-            errors = H.our_errors(nbp.log)
-        except BaseException:
-            H.save_artifacts(nbp.page, nbp.log, "bench_scale")
-            raise
-        finally:
-            nbp.close()
-            browser.close()
+        nbp.open(run=False)
+        page = nbp.page
+        nbp.kernel_exec(SETUP, timeout=600)
+        for T in sizes:
+            capture_s = float(nbp.kernel_exec(f"print(prepare({T}))", timeout=1800))
+            r: dict = {"capture_s": capture_s, "runs": []}
+            for rep in range(runs + 1):  # rep 0: warm-up (cold caches, first paint of this size)
+                last = rep == runs
+                res = run_cell(page, counter, 1, wait_exact=False, keep_counting=last)
+                if last:
+                    # Clicks while the exact thumbnails are still being computed.
+                    during = []
+                    for layer, head in heads_during:
+                        during.append(page.evaluate(_CLICK_JS, [1, layer, head]))
+                        page.wait_for_timeout(100)
+                    r["click_during_ms"] = during
+                    res = {**res, **_wait_exact(page, counter)}
+                r["runs"].append(res)
+            r["click_ms"] = []
+            for layer, head in heads_after:
+                r["click_ms"].append(page.evaluate(_CLICK_JS, [1, layer, head]))
+                page.wait_for_timeout(100)
+            r["zoom_ms"] = []
+            span = max(16, T // 16)
+            for k in range(zooms):
+                # Away from the map's edge: the page truncates synthetic clientX/Y to whole px.
+                r0 = span + (k * 7919) % (T - 3 * span)
+                c0 = r0 - span // 2
+                got = page.evaluate(_ZOOM_JS, [1, T, r0, c0, span])
+                r["zoom_ms"].append(got["ms"])
+                r["zoom_source"] = got["source"]
+                page.evaluate(_RESET_ZOOM_JS, [1, T])
+                page.wait_for_timeout(100)
+            r["kernel_rss_mb"] = float(nbp.kernel_exec("print(kernel_rss_mb())"))
+            rows[T] = r
+        errors = H.our_errors(nbp.log)
     return {"rows": rows, "errors": len(errors)}
 
 
@@ -383,34 +331,12 @@ def _wait_exact(page, counter: FrameCounter, timeout: float = 1800) -> dict:
 
 
 # -- report -------------------------------------------------------------------------------------
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-
-def span(xs, fmt):
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "-"
-    return f"{fmt(med(xs))} ({fmt(min(xs))}–{fmt(max(xs))})" if len(xs) > 1 else fmt(xs[0])
-
-
 def mb(x):
     return f"{x / 1e6:.2f} MB"
 
 
-def ms(x):
-    return f"{x:.0f} ms"
-
-
 def sec(x):
     return f"{x:.1f} s"
-
-
-def load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
 
 
 def main(argv=None) -> int:
@@ -472,18 +398,9 @@ def main(argv=None) -> int:
         f"| | ≤ {TARGETS['click_ms']:.0f} ms | | |"
     )
     table = "\n".join(lines)
-    try:
-        chromium = subprocess.run([H.CHROMIUM, "--version"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        chromium = "?"
-    import jupyterlab
     import torch
 
-    env = (
-        f"{datetime.date.today()} · {platform.platform()} · {os.cpu_count()} CPUs · Python "
-        f"{platform.python_version()} · torch {torch.__version__} · JupyterLab {jupyterlab.__version__} · "
-        f"{chromium} (headless) · load average before {load_before}, after {load_after}"
-    )
+    env = browser_env(f"torch {torch.__version__}") + f" · load average before {load_before}, after {load_after}"
     kernel_rss = ", ".join(f"T={T}: {r['kernel_rss_mb']:.0f} MB" for T, r in browser["rows"].items())
     capture_kernel = ", ".join(f"T={T}: {r['capture_s']:.1f} s" for T, r in browser["rows"].items())
     zoom_src = ", ".join(f"T={T}: {r.get('zoom_source', '?')}" for T, r in browser["rows"].items())
@@ -527,9 +444,7 @@ the last display.
 - Whole run: {elapsed:.0f} s. Console errors from our modules: {browser['errors']}.
 """
     print(table)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(doc)
+    out = write_results(args.out, doc)
     print(f"\nwrote {out} ({elapsed:.0f} s)")
     return 0
 

@@ -12,19 +12,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..trace import AttentionTrace, looks_causal
+from ._common import _attention_grads, _callable_target, _check_index, _select_sequence, _torch
 
 __all__ = ["trace", "eager_attention", "model_kind"]
-
-
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "attn_widgets.trace needs PyTorch. Install the build you want, e.g. "
-            "`pip install torch`, or build traces with AttentionTrace.from_tensors()."
-        ) from exc
-    return torch
 
 
 def _get_attn_impl(model: Any) -> Any:
@@ -127,16 +117,8 @@ def _display_tokens(tokenizer: Any, ids: Sequence[int]) -> list[str]:
 
 def _resolve_target(kind: str, outputs: Any, target: Any, position: int, tokenizer: Any, config: Any = None):
     """Return (scalar tensor, description)."""
-    torch = _torch()
     if callable(target):
-        y = target(outputs)
-        if not isinstance(y, torch.Tensor) or y.numel() != 1:
-            raise ValueError(
-                "target: a callable target must return a scalar tensor, "
-                f"received {type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
-            )
-        desc = getattr(target, "__name__", "callable")
-        return y.reshape(()), f"custom target {desc}(outputs)"
+        return _callable_target(target, outputs)
     logits = getattr(outputs, "logits", None)
     if kind == "causal_lm" and logits is not None:
         row = logits[0, position]
@@ -175,14 +157,6 @@ def _resolve_target(kind: str, outputs: Any, target: Any, position: int, tokeniz
         )
     pooled = hidden[0].mean(dim=0)
     return pooled.norm(), "norm of the mean-pooled last hidden state"
-
-
-def _check_index(target: Any, n: int, what: str) -> int:
-    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-        raise TypeError(f"{what}: expected an int or a callable, received {target!r}")
-    if not -n <= int(target) < n:
-        raise ValueError(f"{what}: expected -{n} <= target < {n}, received {target}")
-    return int(target) % n
 
 
 def trace(
@@ -247,28 +221,8 @@ def trace(
     enc = {k: (v if isinstance(v, torch.Tensor) else torch.as_tensor(v)) for k, v in enc.items()}
     if enc["input_ids"].ndim == 1:
         enc = {k: v.unsqueeze(0) for k, v in enc.items()}
-    n_batch = enc["input_ids"].shape[0]
-    if not -n_batch <= batch_index < n_batch:
-        raise ValueError(f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}")
-    if enc["input_ids"].shape[1] == 0:
-        raise ValueError("text: tokenization produced no tokens")
     # One sequence at a time: select it, then crop its padding.
-    special = enc.pop("special_tokens_mask", None)
-    sel = {k: v[batch_index : batch_index + 1] for k, v in enc.items()}
-    if "attention_mask" in sel:
-        keep = sel["attention_mask"][0].bool()
-        if not keep.any():
-            raise ValueError("text: the selected sequence is all padding")
-        sel = {k: v[:, keep] if v.ndim == 2 and v.shape[1] == keep.shape[0] else v for k, v in sel.items()}
-        if special is not None:
-            special = special[batch_index][keep.cpu()]
-    elif special is not None:
-        special = special[batch_index]
-    ids = sel["input_ids"][0].tolist()
-    if special is None and tokenizer is not None:
-        special = torch.tensor(
-            tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=torch.bool
-        )
+    sel, ids, special = _select_sequence(enc, batch_index, tokenizer)
 
     device = _model_device(model)
     sel = {k: v.to(device) for k, v in sel.items()}
@@ -286,9 +240,7 @@ def trace(
             y, desc = _resolve_target(
                 kind, outputs, target, position, tokenizer, getattr(model, "config", None)
             )
-            grads = torch.autograd.grad(y, attentions, allow_unused=True)
-            grads = [torch.zeros_like(a) if g is None else g for a, g in zip(attentions, grads)]
-            grad_np = _to_cpu_numpy(grads)
+            grad_np = _to_cpu_numpy(_attention_grads(y, attentions))
         else:
             desc, grad_np = None, None
     attn_np = _to_cpu_numpy(attentions)

@@ -28,12 +28,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..lazy import LazyTrace
+from ._common import _select_sequence, _torch
 from .huggingface import (
     _display_tokens,
     _eval_mode,
     _get_attn_impl,
     _model_device,
-    _torch,
     model_kind,
 )
 
@@ -249,23 +249,7 @@ def trace_lazy(
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"max_length: expected None or an int >= 1, received {max_length!r}")
     enc = _encode(tokenizer, text, max_length, add_special_tokens)
-    n_batch = enc["input_ids"].shape[0]
-    if not -n_batch <= batch_index < n_batch:
-        raise ValueError(f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}")
-    if enc["input_ids"].shape[1] == 0:
-        raise ValueError("text: tokenization produced no tokens")
-    special = enc.pop("special_tokens_mask", None)
-    sel = {k: v[batch_index : batch_index + 1] for k, v in enc.items() if isinstance(v, torch.Tensor)}
-    if "attention_mask" in sel:
-        keep = sel["attention_mask"][0].bool()
-        if not keep.any():
-            raise ValueError("text: the selected sequence is all padding")
-        sel = {k: v[:, keep] if v.ndim == 2 and v.shape[1] == keep.shape[0] else v for k, v in sel.items()}
-        if special is not None:
-            special = special[batch_index][keep.cpu()]
-    elif special is not None:
-        special = special[batch_index]
-    ids = sel["input_ids"][0].tolist()
+    sel, ids, special = _select_sequence(enc, batch_index, tokenizer)
     n_tokens = len(ids)
     if tokens is not None:
         tokens = list(tokens)
@@ -275,8 +259,6 @@ def trace_lazy(
         tokens = _display_tokens(tokenizer, ids)
     else:
         tokens = [str(i) for i in ids]
-    if special is None and tokenizer is not None:
-        special = torch.tensor(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=torch.bool)
 
     device = _model_device(model)
     sel = {k: v.to(device) for k, v in sel.items()}

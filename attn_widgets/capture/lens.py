@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..trace import AttentionTrace, looks_causal
+from ._common import _check_batch_index
 
 __all__ = ["from_transformer_lens"]
 
@@ -34,9 +35,7 @@ def _layer(cache: Any, key: str, batch_index: int) -> np.ndarray:
         value = value.detach().cpu().float().numpy()
     arr = np.asarray(value, dtype=np.float32)
     if arr.ndim == 4:
-        b = arr.shape[0]
-        if not -b <= batch_index < b:
-            raise ValueError(f"batch_index: expected -{b} <= batch_index < {b}, received {batch_index}")
+        _check_batch_index(batch_index, arr.shape[0])
         arr = arr[batch_index]
     if arr.ndim != 3:
         raise ValueError(

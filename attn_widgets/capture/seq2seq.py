@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 
 from ..trace import AttentionTrace
+from ._common import _attention_grads, _callable_target, _check_index, _torch
 from .huggingface import (
-    _check_index,
     _display_tokens,
     _eval_mode,
     _get_attn_impl,
     _model_device,
     _to_cpu_numpy,
-    _torch,
     eager_attention,
 )
 
@@ -287,9 +286,7 @@ def trace_seq2seq(
         enc_a, dec_a, cross_a = stacks
         if gradients:
             y, desc = _seq2seq_target(outputs, target, position, labels, label_desc, tokenizer)
-            flat = enc_a + dec_a + cross_a
-            grads = torch.autograd.grad(y, flat, allow_unused=True)
-            grads = [torch.zeros_like(a) if g is None else g for a, g in zip(flat, grads)]
+            grads = _attention_grads(y, enc_a + dec_a + cross_a)
             n_e, n_d = len(enc_a), len(dec_a)
             g_enc = _to_cpu_numpy(grads[:n_e])
             g_dec = _to_cpu_numpy(grads[n_e : n_e + n_d])
@@ -361,15 +358,8 @@ def _stacks(model: Any, outputs: Any):
 
 
 def _seq2seq_target(outputs: Any, target: Any, position: int, labels: Any, label_desc: str, tokenizer: Any):
-    torch = _torch()
     if callable(target):
-        y = target(outputs)
-        if not isinstance(y, torch.Tensor) or y.numel() != 1:
-            raise ValueError(
-                "target: a callable target must return a scalar tensor, "
-                f"received {type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
-            )
-        return y.reshape(()), f"custom target {getattr(target, '__name__', 'callable')}(outputs)"
+        return _callable_target(target, outputs)
     logits = getattr(outputs, "logits", None)
     if logits is not None:
         row = logits[0, position]

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..trace import AttentionTrace, looks_causal
-from .huggingface import _torch
+from ._common import _callable_target, _check_batch_index, _torch
 
 __all__ = ["trace_torch"]
 
@@ -232,21 +232,10 @@ def trace_torch(
                     "self-attention or only the cross-attention modules)"
                 )
             sel = [w if w.dim() == 4 else w.unsqueeze(0) for w in captured]
-            n_batch = sel[0].shape[0]
-            if not -n_batch <= batch_index < n_batch:
-                raise ValueError(
-                    f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}"
-                )
+            _check_batch_index(batch_index, sel[0].shape[0])
             if gradients:
                 if callable(target):
-                    y = target(output)
-                    if not isinstance(y, torch.Tensor) or y.numel() != 1:
-                        raise ValueError(
-                            "target: a callable target must return a scalar tensor, received "
-                            f"{type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
-                        )
-                    y = y.reshape(())
-                    desc = f"custom target {getattr(target, '__name__', 'callable')}(output)"
+                    y, desc = _callable_target(target, output, "output")
                 elif target is None:
                     y = _first_tensor(output).float().norm()
                     desc = "norm of the model output"

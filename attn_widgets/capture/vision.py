@@ -7,13 +7,12 @@ from typing import Any
 import numpy as np
 
 from ..trace import AttentionTrace
+from ._common import _attention_grads, _callable_target, _check_batch_index, _check_index, _torch
 from .huggingface import (
-    _check_index,
     _eval_mode,
     _get_attn_impl,
     _model_device,
     _to_cpu_numpy,
-    _torch,
     eager_attention,
 )
 
@@ -105,9 +104,7 @@ def trace_image(
         pv = pv[None]
     if pv.ndim != 4:
         raise ValueError(f"pixel_values: expected [B, C, H, W] or [C, H, W], received shape {tuple(pv.shape)}")
-    n_batch = pv.shape[0]
-    if not -n_batch <= batch_index < n_batch:
-        raise ValueError(f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}")
+    _check_batch_index(batch_index, pv.shape[0])
     pv = pv[batch_index : batch_index + 1]
     if not pv.dtype.is_floating_point:
         raise TypeError(
@@ -158,9 +155,7 @@ def trace_image(
         attentions = tuple(attentions)
         if gradients:
             y, desc = _image_target(outputs, target, config)
-            grads = torch.autograd.grad(y, attentions, allow_unused=True)
-            grads = [torch.zeros_like(a) if g is None else g for a, g in zip(attentions, grads)]
-            grad_np = _to_cpu_numpy(grads)
+            grad_np = _to_cpu_numpy(_attention_grads(y, attentions))
         else:
             desc, grad_np = None, None
     attn_np = _to_cpu_numpy(attentions)
@@ -194,15 +189,8 @@ def trace_image(
 
 
 def _image_target(outputs: Any, target: Any, config: Any):
-    torch = _torch()
     if callable(target):
-        y = target(outputs)
-        if not isinstance(y, torch.Tensor) or y.numel() != 1:
-            raise ValueError(
-                "target: a callable target must return a scalar tensor, "
-                f"received {type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
-            )
-        return y.reshape(()), f"custom target {getattr(target, '__name__', 'callable')}(outputs)"
+        return _callable_target(target, outputs)
     logits = getattr(outputs, "logits", None)
     if logits is not None:
         row = logits[0]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..trace import ROW_SUM_ATOL, AttentionTrace, _stack_layers
+from ..trace import AttentionTrace, _check_weights, _stack_layers
 
 
 def to_array(x: Any, name: str) -> np.ndarray:
@@ -50,23 +50,7 @@ def check_attentions(x: Any, name: str = "attentions") -> np.ndarray:
         )
     if min(a.shape) == 0:
         raise ValueError(f"{name}: empty array, received shape {a.shape}")
-    finite = np.isfinite(a)
-    if not finite.all():
-        where = np.argwhere(~finite)[0].tolist()
-        raise ValueError(f"{name}: contains NaN or inf (first at index {where}, shape {a.shape})")
-    if (a < 0).any():
-        where = np.argwhere(a < 0)[0].tolist()
-        raise ValueError(
-            f"{name}: weights must be >= 0 (post-softmax), found {a[tuple(where)]:.4g} at {where}"
-        )
-    sums = a.sum(axis=-1, dtype=np.float64)
-    off = np.abs(sums - 1.0) > ROW_SUM_ATOL
-    if off.any():
-        layer, h, i = np.argwhere(off)[0].tolist()
-        raise ValueError(
-            f"{name}: each query row must sum to 1 over keys; row (layer={layer}, head={h}, query={i}) "
-            f"sums to {sums[layer, h, i]:.6f}. Pass post-softmax weights with padding cropped."
-        )
+    _check_weights(a, name)
     return a
 
 
