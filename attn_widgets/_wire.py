@@ -16,6 +16,7 @@ __all__ = [
     "pack",
     "unpack",
     "maxpool2d",
+    "maxpool_axes",
     "thumbnails",
     "quantize_u8",
     "payload_nbytes",
@@ -96,6 +97,33 @@ def maxpool2d(arr: np.ndarray, size: int) -> np.ndarray:
     return a.reshape(*lead, out, k, out, k).max(axis=(-3, -1))
 
 
+def maxpool_axes(arr: np.ndarray, size: int) -> np.ndarray:
+    """Max-pool the last two axes, *each on its own*, down to at most ``size`` cells.
+
+    The rectangular sibling of :func:`maxpool2d` (equal to it for square axes): a
+    cross-attention map ``[.., Tq, Tk]`` is pooled by ``ceil(Tq / size)`` along the
+    queries and ``ceil(Tk / size)`` along the keys, so a short axis is never squashed
+    by the factor a long one needs. Edge blocks are padded with 0.
+    """
+    if size < 1:
+        raise ValueError(f"size: expected >= 1, received {size}")
+    a = np.asarray(arr)
+    if a.ndim < 2:
+        raise ValueError(f"arr: expected at least 2 axes, received shape {a.shape}")
+    rows, cols = a.shape[-2], a.shape[-1]
+    if rows == cols:
+        return maxpool2d(a, size)
+    kr, kc = math.ceil(rows / size) if rows > size else 1, math.ceil(cols / size) if cols > size else 1
+    if kr == 1 and kc == 1:
+        return a
+    out_r, out_c = math.ceil(rows / kr), math.ceil(cols / kc)
+    pad_r, pad_c = out_r * kr - rows, out_c * kc - cols
+    if pad_r or pad_c:
+        a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, pad_r), (0, pad_c)], constant_values=0)
+    lead = a.shape[:-2]
+    return a.reshape(*lead, out_r, kr, out_c, kc).max(axis=(-3, -1))
+
+
 def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.ndarray, np.ndarray]:
     """Scale each slice over ``axes`` by its max into 0..255.
 
@@ -109,7 +137,12 @@ def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.n
 
 
 def thumbnails(attentions: np.ndarray, size: int = 48) -> dict:
-    """Max-pooled, per-head-normalised uint8 thumbnails of ``[L, H, T, T]`` plus scales."""
-    pooled = maxpool2d(attentions, size)
+    """Max-pooled, per-head-normalised uint8 thumbnails of ``[L, H, T, T]`` plus scales.
+
+    Cross-attention ``[L, H, Tq, Tk]`` gives ``[L, H, sq, sk]`` thumbnails, each axis
+    pooled on its own (:func:`maxpool_axes`); the matrix view stretches them to its
+    square cells and says so.
+    """
+    pooled = maxpool_axes(attentions, size)
     q, scales = quantize_u8(pooled)
     return {"maps": pack(q, "uint8"), "scales": pack(scales, "float32")}

@@ -400,13 +400,25 @@ def _check_layer_sel(layer: Any, n_layers: int) -> int:
 def matrix_maps(trace: Any, thumb_size: int = 48) -> np.ndarray:
     """The matrix panel's thumbnails of a trace: max-pooled to ``thumb_size`` and
     quantised per head to ``uint8 [L, H, s, s]`` (value / head max x 255)."""
-    from ._wire import maxpool2d, quantize_u8
+    from ._wire import maxpool_axes, quantize_u8
 
     if hasattr(trace, "thumbnails") and callable(trace.thumbnails):  # LazyTrace
         maps = trace.thumbnails(thumb_size)
     else:
-        maps = maxpool2d(np.asarray(trace.attentions), thumb_size)
+        maps = maxpool_axes(np.asarray(trace.attentions), thumb_size)
     return quantize_u8(maps)[0]
+
+
+def _square_thumbs(q: np.ndarray) -> np.ndarray:
+    """Cross-attention thumbnails ``[L, H, sq, sk]`` stretched (nearest) to square
+    ``[L, H, s, s]``, ``s = max(sq, sk)``, as the matrix panel draws them."""
+    sq, sk = q.shape[2], q.shape[3]
+    if sq == sk:
+        return q
+    s = max(sq, sk)
+    ri = (np.arange(s) * sq) // s
+    ci = (np.arange(s) * sk) // s
+    return np.ascontiguousarray(q[:, :, ri][:, :, :, ci])
 
 
 def _matrix_input(trace: Any, thumb_size: int, maps: Any) -> np.ndarray:
@@ -530,7 +542,7 @@ def matrix_raster(
     so cell ``(l, h)`` starts at ``(g + l * (cell + g), g + h * (cell + g))`` (row, col);
     the selection is outlined in the gap around it.
     """
-    q = _matrix_input(trace, thumb_size, maps)
+    q = _square_thumbs(_matrix_input(trace, thumb_size, maps))
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
     layer = _check_layer_sel(layer, n_layers)
     head = _check_head_sel(head, n_heads)
@@ -702,6 +714,8 @@ def heatmap_svg(
     token, direction
         The selected token: its row (``"from"``) or column (``"to"``) is outlined and the
         sentence strip below shows what it attends to (``"from"``) or what attends to it.
+        For cross-attention ``token`` is a query (row) index with ``"from"`` and a key
+        (column) index with ``"to"``.
     size
         Side of the map in SVG px (default as the panel: ``36`` per token, 120..640).
     region
@@ -717,11 +731,12 @@ def heatmap_svg(
     layer = int(layer)
     rows, cols = r1 - r0, c1 - c0
     t_q, t_k = int(trace.n_tokens), _n_keys(trace)
-    if token is not None:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < t_q:
-            raise ValueError(f"token: expected None or 0 <= token < {t_q}, received {token!r}")
-        token = int(token)
     cross = bool(getattr(trace, "is_cross", False)) or t_q != t_k
+    if token is not None:
+        n_sel = t_k if cross and direction == "to" else t_q
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n_sel:
+            raise ValueError(f"token: expected None or 0 <= token < {n_sel}, received {token!r}")
+        token = int(token)
     if size is None or size == 0:
         size = max(120, min(640, max(rows, cols) * 36))
     size = float(size)
@@ -762,20 +777,22 @@ def heatmap_svg(
         if direction == "from" and r0 <= token < r1:
             body.append(_el("rect", x=left, y=top + (token - r0) * ch, width=size, height=max(ch, 1.0),
                             fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
-        elif direction == "to" and not cross and c0 <= token < c1:
+        elif direction == "to" and c0 <= token < c1:
             body.append(_el("rect", x=left + (token - c0) * cw, y=top, width=max(cw, 1.0), height=size,
                             fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
     # Token labels, thinned so they never overlap; the selected token always labelled.
     body.append(f'<g font-family="{xml_escape(th["code"])}" font-size="{font}">')
-    for i in _range_labels(r0, r1, ch, font, [token]):
+    for i in _range_labels(r0, r1, ch, font, [] if cross and direction == "to" else [token]):
         body.append(_el("text", row_tokens[i - r0], x=left - 4, y=top + (i - r0 + 0.5) * ch, dy="0.35em",
-                        text_anchor="end", fill=th["foreground"] if i == token else th["muted"],
+                        text_anchor="end",
+                        fill=th["foreground"] if i == token and not (cross and direction == "to") else th["muted"],
                         class_="aw-row-label"))
-    for i in _range_labels(c0, c1, cw, font, [] if cross else [token]):
+    col_sel = token if not cross or direction == "to" else None
+    for i in _range_labels(c0, c1, cw, font, [col_sel]):
         x, y = left + (i - c0 + 0.5) * cw, top - 4
         body.append(_el("text", col_tokens[i - c0], x=0, y=0, dy="0.35em",
                         transform=f"translate({_num(x)},{_num(y)}) rotate(-90)",
-                        fill=th["foreground"] if (i == token and not cross) else th["muted"],
+                        fill=th["foreground"] if i == col_sel else th["muted"],
                         class_="aw-col-label"))
     body.append("</g>")
     width = left + size + 8

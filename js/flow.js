@@ -4,6 +4,7 @@ import { decode } from "./lib/codec.js";
 import { lutCss, lutIndex, textOn, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { bucketEdges, bucketStyle, colX, fitRow, flowLayout, hitFlow, layerOffsets, rowY } from "./lib/flowlayout.js";
+import { attachExport } from "./lib/exportbar.js";
 import { labelStride, printable, truncate, visibleLabels } from "./lib/layout.js";
 
 const METHODS = [
@@ -64,6 +65,16 @@ function render({ model, el }) {
   let scores = null; // {data, shape:[G, T]}
   let hover = null;
   let lastWidth = 0;
+  const stopExport = attachExport({
+    model,
+    panel,
+    controls,
+    kind: "flow",
+    canvases: () => canvases.map((c) => c.canvas),
+    captions: () => (graphs.length > 1 ? graphs.map((g) => g.label) : null),
+    redraw: () => draw(),
+    selection: () => ({ method: model.get("method"), token: model.get("token") }),
+  });
 
   function decodeGraphs() {
     graphs = (model.get("graphs") || []).map((g) => {
@@ -452,6 +463,7 @@ function render({ model, el }) {
   return () => {
     if (ro) ro.disconnect();
     for (const [name, fn] of Object.entries(events)) model.off(name, fn);
+    stopExport();
   };
 }
 

@@ -4,12 +4,14 @@ import { decode, maxOf } from "./lib/codec.js";
 import { lutCss, lutIndex, paint, textOn, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { printable, truncate } from "./lib/layout.js";
+import { attachExport } from "./lib/exportbar.js";
 import { createClient, Lru, mapKey } from "./lib/requests.js";
 import {
   covers,
   formatView,
   hitView,
   isFull,
+  mapBox,
   rangeLabels,
   recordExtent,
   rectToView,
@@ -21,6 +23,16 @@ import {
   zoomBy,
   zoomFromView,
 } from "./lib/zoom.js";
+import {
+  hitPatch,
+  imageLayout,
+  paintOverlay,
+  patchGrid,
+  patchToken,
+  patchValues,
+  stripAxis,
+  tokenPatch,
+} from "./lib/vision.js";
 
 function render({ model, el }) {
   ensureStyles();
@@ -51,11 +63,36 @@ function render({ model, el }) {
     "background:rgba(25,118,210,0.08);";
   const strip = h("div", "aw-strip");
   strip.setAttribute("role", "listbox");
-  panel.append(title, controls, note, error, canvas, band, strip);
+  // Vision traces: the image with the strip's values over its patches; special tokens as chips.
+  const vision = h("div", "aw-vision");
+  vision.style.cssText = "display:none;gap:10px;align-items:flex-start;margin-top:6px;flex-wrap:wrap;";
+  const visionCanvas = h("canvas", "aw-canvas aw-vision-canvas");
+  const visionSide = h("div", "aw-vision-side");
+  visionSide.style.cssText = "display:flex;flex-direction:column;gap:6px;max-width:260px;";
+  const chips = h("div", "aw-strip aw-vision-special");
+  chips.style.marginTop = "0";
+  const visionNote = h("div", "aw-sub aw-vision-note");
+  const btnStrip = h("button", "aw-strip-toggle", "token strip");
+  btnStrip.title = "also list every token as a sentence strip under the image";
+  btnStrip.style.cssText =
+    "font:inherit;padding:1px 8px;cursor:pointer;align-self:flex-start;background:var(--jp-layout-color1, #fff);" +
+    "color:inherit;border:1px solid var(--jp-border-color1, #bdbdbd);border-radius:3px;";
+  visionSide.append(chips, visionNote, btnStrip);
+  vision.append(visionCanvas, visionSide);
+  panel.append(title, controls, note, error, canvas, band, vision, strip);
   el.appendChild(panel);
   const tip = tooltip(panel);
 
   const client = createClient(model);
+  const stopExport = attachExport({
+    model,
+    panel,
+    controls,
+    kind: "heatmap",
+    canvases: () => [canvas, visionCanvas], // the image overlay only when shown (vision traces)
+    redraw: () => draw(),
+    selection: () => ({ layer: model.get("layer"), head: model.get("head"), token: model.get("token") }),
+  });
   // Maps and tiles by key. Overviews of long texts are 1M values (4 MB) each: fewer of those.
   const small = new Lru(48);
   const big = new Lru(6);
@@ -85,6 +122,14 @@ function render({ model, el }) {
   let drag = null; // {x, y} where a drag on the map started
   let suppressClick = false;
   let labelMemo = { tokens: null, font: "", width: 0 };
+  let keyLabelMemo = { tokens: null, font: "", width: 0 }; // cross-attention: key labels on top
+  let stripLabels = null; // the tokens the strip lists now (keys or queries for cross-attention)
+  let showStrip = false; // vision traces: the token strip under the image, on request
+  let vgrid = null; // vision traces: {rows, cols, offset} of the patch grid, else null
+  let visionImg = null; // the decoded image as an offscreen canvas {canvas, w, h}
+  let visionLay = null;
+  let visionHover = null;
+  let chipSpans = [];
 
   function record(key, map, packed, data, extra = {}) {
     const arr = decode(packed, data);
@@ -118,14 +163,37 @@ function render({ model, el }) {
     return model.get("tokens").length;
   }
 
+  /** Cross-attention: rows are the queries (`tokens`), columns the keys (`key_tokens`). */
+  function isCross() {
+    return (model.get("key_tokens") || []).length > 0;
+  }
+
+  function keyLabels() {
+    return isCross() ? model.get("key_tokens") : model.get("tokens");
+  }
+
+  function nKeys() {
+    return keyLabels().length;
+  }
+
+  /** What the strip is about: {subject, labels, axis, selected} (see lib/vision.js). */
+  function axis(dir = model.get("direction")) {
+    return stripAxis({
+      cross: isCross(),
+      dir,
+      token: model.get("token"),
+      keyToken: model.get("key_token"),
+      tokens: model.get("tokens"),
+      keyTokens: keyLabels(),
+    });
+  }
+
   function currentView() {
-    const n = nTokens();
-    return viewFromZoom(model.get("zoom"), n, n);
+    return viewFromZoom(model.get("zoom"), nTokens(), nKeys());
   }
 
   function setView(view) {
-    const n = nTokens();
-    setTraits(model, { zoom: view ? zoomFromView(view, n, n) : [] });
+    setTraits(model, { zoom: view ? zoomFromView(view, nTokens(), nKeys()) : [] });
   }
 
   /** One request per key, however many change events ask for it. */
@@ -152,10 +220,12 @@ function render({ model, el }) {
     }
   }
 
-  function buildStrip() {
+  function buildStrip(tokens = axis().labels, name = axis().axis) {
     strip.replaceChildren();
-    const tokens = model.get("tokens");
-    const special = model.get("special") || [];
+    // Special-token marks are known for the queries (`special`), not for cross-attention keys.
+    const special = name === "keys" ? [] : model.get("special") || [];
+    stripLabels = tokens;
+    strip.dataset.axis = name;
     spans = tokens.map((tok, i) => {
       const s = h("span", special[i] ? "aw-tok aw-special" : "aw-tok", tok);
       s.dataset.index = String(i);
@@ -171,8 +241,7 @@ function render({ model, el }) {
     const key = mapKey(layer, head);
     if (typeof head === "number") lastHead = head;
     const view = currentView();
-    const n = nTokens();
-    const full = isFull(view, n, n);
+    const full = isFull(view, nTokens(), nKeys());
     // A full-resolution map (short texts) serves every zoom locally; a max-pooled overview
     // (long texts) only the whole map: a zoomed region is fetched as a tile.
     const base = pinned.get(key) || cache.get(key);
@@ -232,17 +301,18 @@ function render({ model, el }) {
    * that spans it end to end, else null. */
   function localStrip(rec, token, dir) {
     if (!rec || (rec.step || 1) !== 1) return null;
-    const n = nTokens();
+    const nq = nTokens();
+    const nk = nKeys();
     const e = recordExtent(rec);
     if (dir === "from") {
-      if (e.c0 > 0 || e.c1 < n || token < e.r0 || token >= e.r1) return null;
+      if (e.c0 > 0 || e.c1 < nk || token < e.r0 || token >= e.r1) return null;
       const i = token - e.r0;
-      return Float32Array.from(rec.data.subarray(i * rec.cols, i * rec.cols + n));
+      return Float32Array.from(rec.data.subarray(i * rec.cols, i * rec.cols + nk));
     }
-    if (e.r0 > 0 || e.r1 < n || token < e.c0 || token >= e.c1) return null;
+    if (e.r0 > 0 || e.r1 < nq || token < e.c0 || token >= e.c1) return null;
     const j = token - e.c0;
-    const out = new Float32Array(n);
-    for (let i = 0; i < n; i++) out[i] = rec.data[i * rec.cols + j];
+    const out = new Float32Array(nq);
+    for (let i = 0; i < nq; i++) out[i] = rec.data[i * rec.cols + j];
     return out;
   }
 
@@ -264,17 +334,16 @@ function render({ model, el }) {
   async function fetchStrip(token, dir) {
     const k = stripKey(token, dir);
     if (stripFailed.has(k)) return;
-    const n = nTokens();
     const layer = model.get("layer");
     const head = model.get("head");
     const payload =
       dir === "from"
-        ? { layer, head, r0: token, r1: token + 1, c0: 0, c1: n }
-        : { layer, head, r0: 0, r1: n, c0: token, c1: token + 1 };
+        ? { layer, head, r0: token, r1: token + 1, c0: 0, c1: nKeys() }
+        : { layer, head, r0: 0, r1: nTokens(), c0: token, c1: token + 1 };
     try {
       const { msg, buffers } = await fetchOnce(`strip|${k}`, "get_tile", payload);
       strips.set(k, decode(msg, buffers[0]).data);
-      if (stripKey(model.get("token"), model.get("direction")) === k) draw();
+      if (stripKey(axis().subject, model.get("direction")) === k) draw();
     } catch (err) {
       stripFailed.add(k);
       fetchError = `could not load the strip for token ${token}: ${err.message}`;
@@ -282,28 +351,35 @@ function render({ model, el }) {
     }
   }
 
-  function labelWidth(ctx, tokens, font) {
-    if (labelMemo.tokens !== tokens || labelMemo.font !== font) {
+  function labelWidth(ctx, tokens, font, keys = false) {
+    let memo = keys ? keyLabelMemo : labelMemo;
+    if (memo.tokens !== tokens || memo.font !== font) {
       let w = 0;
       // Measure at most ~2000 labels: beyond that the widest is within a hair of the max.
       const stride = Math.max(1, Math.floor(tokens.length / 2000));
       for (let i = 0; i < tokens.length; i += stride) w = Math.max(w, ctx.measureText(truncate(printable(tokens[i]), 14)).width);
-      labelMemo = { tokens, font, width: w };
+      memo = { tokens, font, width: w };
+      if (keys) keyLabelMemo = memo;
+      else labelMemo = memo;
     }
-    return labelMemo.width;
+    return memo.width;
   }
 
   function draw() {
     const th = theme(panel);
     const tokens = model.get("tokens");
     const n = tokens.length;
+    const cross = isCross();
+    const keys = keyLabels();
+    const nk = keys.length;
+    const keyTok = cross ? model.get("key_token") : null;
     const layer = model.get("layer");
     const head = model.get("head");
     const token = model.get("token");
     const dir = model.get("direction");
     const headText = typeof head === "number" ? `head ${head}` : `${head} of heads`;
     const view = currentView();
-    const full = isFull(view, n, n);
+    const full = isFull(view, n, nk);
     const zoomText = full ? "" : ` \u00b7 queries ${view.r0}\u2013${view.r1 - 1} \u00d7 keys ${view.c0}\u2013${view.c1 - 1}`;
     title.textContent = `layer ${layer} \u00b7 ${headText}${zoomText}`;
     btnFrom.setAttribute("aria-pressed", String(dir === "from"));
@@ -320,8 +396,13 @@ function render({ model, el }) {
     const left = Math.ceil(Math.min(110, labelW) + 8);
     const avail = (panel.clientWidth || el.clientWidth || 720) - left - 12;
     lastWidth = panel.clientWidth;
-    const size = model.get("size") || Math.max(120, Math.min(avail, 640, n * 36));
-    lay = viewLayout({ view, size, left, top: left });
+    const size = model.get("size") || Math.max(120, Math.min(avail, 640, Math.max(n, nk) * 36));
+    // Cross-attention: key labels on top get their own height, and cells stay square.
+    const top = cross ? Math.ceil(Math.min(110, labelWidth(ctx0, keys, ctx0.font, true)) + 8) : left;
+    const box = cross ? mapBox(view.r1 - view.r0, view.c1 - view.c0, size) : { w: size, h: size };
+    lay = viewLayout({ view, size, left, top, boxW: box.w, boxH: box.h });
+    const bw = lay.sizeW;
+    const bh = lay.sizeH;
     const ctx = sizeCanvas(canvas, lay.width, lay.height);
     ctx.fillStyle = th.background;
     ctx.fillRect(0, 0, lay.width, lay.height);
@@ -332,7 +413,7 @@ function render({ model, el }) {
       ctx.drawImage(
         mapImage(current, th.background),
         src.sx, src.sy, src.sw, src.sh,
-        lay.left + d.x * size, lay.top + d.y * size, d.w * size, d.h * size,
+        lay.left + d.x * bw, lay.top + d.y * bh, d.w * bw, d.h * bh,
       );
     }
     const step = current.step || 1;
@@ -344,16 +425,31 @@ function render({ model, el }) {
         : "loading the zoomed region\u2026";
 
     // Selected token: its row (dir "from") or column (dir "to"); hover: a crosshair.
+    // Cross-attention: the subject is the query `token` ("from") or the key `key_token` ("to").
     const cw = lay.cellW;
     const ch = lay.cellH;
-    if (token !== null && token !== undefined && token < n) {
+    const ax = axis(dir);
+    const subj = ax.subject;
+    if (subj !== null && subj !== undefined && subj < (dir === "from" ? n : nk)) {
       ctx.strokeStyle = th.warn;
       ctx.lineWidth = 2;
-      if (dir === "from" && token >= view.r0 && token < view.r1) {
-        ctx.strokeRect(lay.left, lay.top + (token - view.r0) * ch, size, Math.max(ch, 1));
-      } else if (dir === "to" && token >= view.c0 && token < view.c1) {
-        ctx.strokeRect(lay.left + (token - view.c0) * cw, lay.top, Math.max(cw, 1), size);
+      if (dir === "from" && subj >= view.r0 && subj < view.r1) {
+        ctx.strokeRect(lay.left, lay.top + (subj - view.r0) * ch, bw, Math.max(ch, 1));
+      } else if (dir === "to" && subj >= view.c0 && subj < view.c1) {
+        ctx.strokeRect(lay.left + (subj - view.c0) * cw, lay.top, Math.max(cw, 1), bh);
       }
+    }
+    const other = cross ? ax.selected : null; // cross: the other axis' selection, dashed
+    if (other !== null && other !== undefined) {
+      ctx.strokeStyle = th.warn;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([3, 2]);
+      if (dir === "from" && other >= view.c0 && other < view.c1) {
+        ctx.strokeRect(lay.left + (other - view.c0) * cw, lay.top, Math.max(cw, 1), bh);
+      } else if (dir === "to" && other >= view.r0 && other < view.r1) {
+        ctx.strokeRect(lay.left, lay.top + (other - view.r0) * ch, bw, Math.max(ch, 1));
+      }
+      ctx.setLineDash([]);
     }
     if (hover && hover.kind === "cell") {
       ctx.strokeStyle = th.accent;
@@ -364,22 +460,28 @@ function render({ model, el }) {
     }
 
     // Labels, thinned so they never overlap; selection and hover always labelled.
-    const always = [token, hover && hover.row, hover && hover.col].filter((x) => x !== null && x !== undefined);
+    const given = (x) => x !== null && x !== undefined;
+    const always = [token, hover && hover.row, hover && hover.col].filter(given);
     ctx.font = `${font}px ${th.code}`;
     ctx.textBaseline = "middle";
     const strong = (i) => i === token || (hover && (i === hover.row || i === hover.col));
-    for (const i of rangeLabels(view.r0, view.r1, ch, font, always)) {
-      ctx.fillStyle = strong(i) ? th.foreground : th.muted;
+    // Cross-attention: rows and columns are different tokens, each axis with its own selection.
+    const rowAlways = cross ? [token, hover && hover.row].filter(given) : always;
+    const colAlways = cross ? [keyTok, hover && hover.col].filter(given) : always;
+    const strongRow = cross ? (i) => i === token || (hover && i === hover.row) : strong;
+    const strongCol = cross ? (i) => i === keyTok || (hover && i === hover.col) : strong;
+    for (const i of rangeLabels(view.r0, view.r1, ch, font, rowAlways)) {
+      ctx.fillStyle = strongRow(i) ? th.foreground : th.muted;
       ctx.textAlign = "right";
       ctx.fillText(truncate(printable(tokens[i]), 14), lay.left - 4, lay.top + (i - view.r0 + 0.5) * ch);
     }
-    for (const i of rangeLabels(view.c0, view.c1, cw, font, always)) {
-      ctx.fillStyle = strong(i) ? th.foreground : th.muted;
+    for (const i of rangeLabels(view.c0, view.c1, cw, font, colAlways)) {
+      ctx.fillStyle = strongCol(i) ? th.foreground : th.muted;
       ctx.save();
       ctx.translate(lay.left + (i - view.c0 + 0.5) * cw, lay.top - 4);
       ctx.rotate(-Math.PI / 2);
       ctx.textAlign = "left";
-      ctx.fillText(truncate(printable(tokens[i]), 14), 0, 0);
+      ctx.fillText(truncate(printable(keys[i]), 14), 0, 0);
       ctx.restore();
     }
     ctx.fillStyle = th.muted;
@@ -393,6 +495,12 @@ function render({ model, el }) {
     canvas.dataset.left = String(lay.left);
     canvas.dataset.top = String(lay.top);
     canvas.dataset.size = String(size);
+    canvas.dataset.width = String(bw); // the map's box: size x size unless cross-attention
+    canvas.dataset.height = String(bh);
+    panel.dataset.cross = cross ? "1" : "0";
+    panel.dataset.keys = String(nk);
+    panel.dataset.keyToken = given(keyTok) ? String(keyTok) : "";
+    panel.dataset.stripAxis = ax.axis;
     panel.dataset.shown = current.map;
     panel.dataset.zoom = formatView(view);
     panel.dataset.step = String(exact ? 1 : step);
@@ -402,16 +510,22 @@ function render({ model, el }) {
     panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);
   }
 
-  function drawStrip(th, token, dir) {
-    if (spans.length !== model.get("tokens").length) buildStrip();
+  function drawStrip(th, _token, dir) {
+    // Self-attention: the subject `token` over the tokens. Cross-attention: "from" lists the
+    // keys coloured by the query `token`'s row, "to" the queries by the `key_token`'s column.
+    const ax = axis(dir);
+    if (stripLabels !== ax.labels || spans.length !== ax.labels.length) buildStrip(ax.labels, ax.axis);
     const lut = themeLut(th.background);
-    const has = token !== null && token !== undefined && token < nTokens();
-    const vals = has ? stripValues(token, dir) : null;
-    if (has && !vals) fetchStrip(token, dir);
+    const subj = ax.subject;
+    const has = subj !== null && subj !== undefined && subj < (dir === "from" ? nTokens() : nKeys());
+    const vals = has ? stripValues(subj, dir) : null;
+    if (has && !vals) fetchStrip(subj, dir);
     const vmax = vals ? maxOf(vals) : 0;
+    const sel = ax.selected;
+    drawVision(th, lut, vals, has ? subj : null, dir);
     spans.forEach((s, i) => {
-      s.classList.toggle("aw-selected", i === token);
-      s.setAttribute("aria-selected", String(i === token));
+      s.classList.toggle("aw-selected", i === sel);
+      s.setAttribute("aria-selected", String(i === sel));
       if (vals) {
         const idx = lutIndex(vals[i], vmax);
         s.style.background = lutCss(lut, idx);
@@ -431,6 +545,157 @@ function render({ model, el }) {
     setTraits(model, { token: i });
     draw();
   }
+
+  /**
+   * Cross-attention clicks. A query (row label, or a query in the strip) becomes `token` and
+   * the strip shows its row ("from"); a key (column label, or a key in the strip) becomes
+   * `key_token` and the strip shows its column ("to"); a cell sets both, keeping the direction.
+   */
+  function selectCross(kind, i, j) {
+    if (kind === "cell") setTraits(model, { token: i, key_token: j });
+    else if (kind === "row") setTraits(model, { token: i, direction: "from" });
+    else setTraits(model, { key_token: i, direction: "to" });
+    draw();
+  }
+
+  // -- vision traces: the image, the overlay over its patches, the special tokens as chips --
+  function decodeVision() {
+    visionImg = null;
+    vgrid = patchGrid(model.get("patch_grid"), model.get("patch_offset"), nTokens());
+    const img = model.get("image");
+    if (!vgrid || !img || !img.data) return;
+    const d = decode(img); // uint8 [H, W, 3]
+    const [ih, iw] = d.shape;
+    const c = document.createElement("canvas");
+    c.width = iw;
+    c.height = ih;
+    const id = new ImageData(iw, ih);
+    for (let p = 0, q = 0; p < iw * ih; p++, q += 3) {
+      id.data[p * 4] = d.data[q];
+      id.data[p * 4 + 1] = d.data[q + 1];
+      id.data[p * 4 + 2] = d.data[q + 2];
+      id.data[p * 4 + 3] = 255;
+    }
+    c.getContext("2d").putImageData(id, 0, 0);
+    visionImg = { canvas: c, w: iw, h: ih };
+    chipSpans = [];
+  }
+
+  function buildChips() {
+    const tokens = model.get("tokens");
+    chips.replaceChildren();
+    chipSpans = [];
+    for (let i = 0; i < vgrid.offset; i++) {
+      const s = h("span", "aw-tok aw-special aw-chip", tokens[i]);
+      s.dataset.index = String(i);
+      chips.appendChild(s);
+      chipSpans.push(s);
+    }
+  }
+
+  function drawVision(th, lut, vals, subj, dir) {
+    if (!visionImg || !vgrid) {
+      vision.style.display = "none";
+      strip.style.display = "";
+      delete panel.dataset.overlay;
+      delete panel.dataset.patchGrid;
+      return;
+    }
+    vision.style.display = "flex";
+    strip.style.display = showStrip ? "" : "none";
+    btnStrip.setAttribute("aria-pressed", String(showStrip));
+    btnStrip.textContent = showStrip ? "hide token strip" : "token strip";
+    const maxW = Math.max(120, Math.min(360, (panel.clientWidth || el.clientWidth || 720) - 200));
+    visionLay = imageLayout({ imgW: visionImg.w, imgH: visionImg.h, rows: vgrid.rows, cols: vgrid.cols, maxW, maxH: 360 });
+    const vl = visionLay;
+    const ctx = sizeCanvas(visionCanvas, vl.width, vl.height);
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(visionImg.canvas, 0, 0, vl.width, vl.height);
+    let pmax = 0;
+    if (vals) {
+      const pv = patchValues(vals, vgrid);
+      pmax = pv.max;
+      const ov = document.createElement("canvas");
+      ov.width = vgrid.cols;
+      ov.height = vgrid.rows;
+      const id = new ImageData(vgrid.cols, vgrid.rows);
+      paintOverlay(pv.data, pv.max, lut, id.data);
+      ov.getContext("2d").putImageData(id, 0, 0);
+      ctx.imageSmoothingEnabled = false;
+      ctx.drawImage(ov, 0, 0, vl.width, vl.height);
+    }
+    const at = subj === null || subj === undefined ? null : tokenPatch(subj, vgrid);
+    if (at) {
+      ctx.strokeStyle = th.warn;
+      ctx.lineWidth = 2;
+      ctx.strokeRect(at.col * vl.cellW + 1, at.row * vl.cellH + 1, Math.max(1, vl.cellW - 2), Math.max(1, vl.cellH - 2));
+    }
+    if (visionHover) {
+      ctx.strokeStyle = th.accent;
+      ctx.lineWidth = 1;
+      ctx.strokeRect(visionHover.col * vl.cellW + 0.5, visionHover.row * vl.cellH + 0.5, vl.cellW - 1, vl.cellH - 1);
+    }
+    // Special tokens ([CLS], ...) have no patch: chips coloured on the scale of all tokens.
+    if (chipSpans.length !== vgrid.offset) buildChips();
+    const vmax = vals ? maxOf(vals) : 0;
+    chipSpans.forEach((c, i) => {
+      c.classList.toggle("aw-selected", i === subj);
+      if (vals) {
+        const idx = lutIndex(vals[i], vmax);
+        c.style.background = lutCss(lut, idx);
+        c.style.color = textOn(lut, idx);
+        c.dataset.value = vals[i].toFixed(4);
+        c.title = `${vals[i].toFixed(4)}`;
+      } else {
+        c.style.background = "";
+        c.style.color = "";
+        delete c.dataset.value;
+        c.title = "click to select this token";
+      }
+    });
+    const tokens = model.get("tokens");
+    visionNote.textContent = vals
+      ? `${dir === "from" ? "attention from" : "attention to"} ${printable(tokens[subj])} [${subj}] ` +
+        `over the ${vgrid.rows}×${vgrid.cols} patches (opacity: 0 … max ${pmax.toFixed(3)}); click a patch`
+      : "click a patch or a token to see its attention over the image";
+    visionCanvas.dataset.rows = String(vgrid.rows);
+    visionCanvas.dataset.cols = String(vgrid.cols);
+    visionCanvas.dataset.width = String(vl.width);
+    visionCanvas.dataset.height = String(vl.height);
+    panel.dataset.overlay = vals ? "1" : "0";
+    panel.dataset.patchGrid = `${vgrid.rows}x${vgrid.cols}`;
+    panel.dataset.overlayMax = vals ? pmax.toFixed(4) : "";
+  }
+
+  const onVisionMove = (ev) => {
+    if (!visionLay || !vgrid) return;
+    const p = localPoint(visionCanvas, ev);
+    const hit = hitPatch(visionLay, p.x, p.y);
+    const changed = JSON.stringify(hit) !== JSON.stringify(visionHover);
+    visionHover = hit;
+    if (changed) draw();
+    if (hit) {
+      const i = patchToken(hit.row, hit.col, vgrid);
+      const v = spans[i] && spans[i].dataset.value;
+      const where = localPoint(panel, ev);
+      tip.show(`${printable(model.get("tokens")[i])} [${i}]${v === undefined ? "" : `\n${v}`}`, where.x, where.y);
+    } else tip.hide();
+  };
+  const onVisionLeave = () => {
+    visionHover = null;
+    tip.hide();
+    draw();
+  };
+  const onVisionClick = (ev) => {
+    if (!visionLay || !vgrid) return;
+    const p = localPoint(visionCanvas, ev);
+    const hit = hitPatch(visionLay, p.x, p.y);
+    if (hit) selectToken(patchToken(hit.row, hit.col, vgrid));
+  };
+  const onChipClick = (ev) => {
+    const span = ev.target.closest ? ev.target.closest(".aw-tok") : null;
+    if (span && span.dataset.index !== undefined) selectToken(Number(span.dataset.index));
+  };
 
   const onMove = (ev) => {
     if (!lay || !current) return;
@@ -453,19 +718,22 @@ function render({ model, el }) {
     hover = hit;
     if (JSON.stringify(prev) !== JSON.stringify(hit)) draw();
     const tokens = model.get("tokens");
+    const keys = keyLabels();
     const where = localPoint(panel, ev);
     if (hit && hit.kind === "cell") {
       const v = valueAt(current, hit.row, hit.col);
       const step = current.step || 1;
       const what = Number.isNaN(v) ? "loading\u2026" : step > 1 ? `${v.toFixed(4)} (max of ${step}\u00d7${step})` : v.toFixed(4);
       tip.show(
-        `${printable(tokens[hit.row])} [${hit.row}] \u2192 ${printable(tokens[hit.col])} [${hit.col}]\n${what}`,
+        `${printable(tokens[hit.row])} [${hit.row}] \u2192 ${printable(keys[hit.col])} [${hit.col}]\n${what}`,
         where.x,
         where.y,
       );
     } else if (hit) {
       const i = hit.kind === "row" ? hit.row : hit.col;
-      tip.show(`${printable(tokens[i])} [${i}]`, where.x, where.y);
+      const label = hit.kind === "row" ? tokens[i] : keys[i];
+      const what = isCross() ? (hit.kind === "row" ? " (query)" : " (key)") : "";
+      tip.show(`${printable(label)} [${i}]${what}`, where.x, where.y);
     } else tip.hide();
   };
   const onLeave = () => {
@@ -482,7 +750,8 @@ function render({ model, el }) {
     const p = localPoint(canvas, ev);
     const hit = hitView(lay, p.x, p.y);
     if (!hit) return;
-    selectToken(hit.kind === "col" ? hit.col : hit.row);
+    if (isCross()) selectCross(hit.kind, hit.kind === "col" ? hit.col : hit.row, hit.col);
+    else selectToken(hit.kind === "col" ? hit.col : hit.row);
   };
   // Drag a rectangle on the map to zoom into it.
   const onDown = (ev) => {
@@ -503,18 +772,27 @@ function render({ model, el }) {
     }
   };
   const zoomStep = (factor) => {
-    const n = nTokens();
     const tok = model.get("token");
-    const at = tok === null || tok === undefined ? {} : { row: tok, col: tok };
-    setView(zoomBy(currentView(), factor, { nRows: n, nCols: n, ...at }));
+    const key = isCross() ? model.get("key_token") : tok;
+    const at = {};
+    if (tok !== null && tok !== undefined) at.row = tok;
+    if (key !== null && key !== undefined) at.col = key;
+    setView(zoomBy(currentView(), factor, { nRows: nTokens(), nCols: nKeys(), ...at }));
   };
   const onStripClick = (ev) => {
     const span = ev.target.closest ? ev.target.closest(".aw-tok") : null;
-    if (span && span.dataset.index !== undefined) selectToken(Number(span.dataset.index));
+    if (!span || span.dataset.index === undefined) return;
+    const i = Number(span.dataset.index);
+    const listed = strip.dataset.axis;
+    if (listed === "keys") selectCross("col", i);
+    else if (listed === "queries") selectCross("row", i);
+    else selectToken(i);
   };
   const onKey = (ev) => {
-    const n = model.get("tokens").length;
-    const tok = model.get("token");
+    // Arrows move the strip's subject: the key `key_token` for cross-attention "to".
+    const crossTo = isCross() && model.get("direction") === "to";
+    const n = crossTo ? nKeys() : nTokens();
+    const tok = crossTo ? model.get("key_token") : model.get("token");
     let next = tok === null || tok === undefined ? 0 : tok;
     if (ev.key === "ArrowDown" || ev.key === "ArrowRight") next = Math.min(n - 1, next + 1);
     else if (ev.key === "ArrowUp" || ev.key === "ArrowLeft") next = Math.max(0, next - 1);
@@ -533,7 +811,10 @@ function render({ model, el }) {
       return;
     } else return;
     ev.preventDefault();
-    selectToken(next);
+    if (crossTo) {
+      setTraits(model, { key_token: next });
+      draw();
+    } else selectToken(next);
   };
   canvas.addEventListener("mousemove", onMove);
   canvas.addEventListener("mouseleave", onLeave);
@@ -542,6 +823,14 @@ function render({ model, el }) {
   canvas.addEventListener("click", onClick);
   canvas.addEventListener("keydown", onKey);
   strip.addEventListener("click", onStripClick);
+  visionCanvas.addEventListener("mousemove", onVisionMove);
+  visionCanvas.addEventListener("mouseleave", onVisionLeave);
+  visionCanvas.addEventListener("click", onVisionClick);
+  chips.addEventListener("click", onChipClick);
+  btnStrip.onclick = () => {
+    showStrip = !showStrip;
+    draw();
+  };
   btnFrom.onclick = () => setTraits(model, { direction: "from" });
   btnTo.onclick = () => setTraits(model, { direction: "to" });
   const aggregate = (agg) => () => {
@@ -563,15 +852,26 @@ function render({ model, el }) {
     strips.map.clear();
     stripFailed.clear();
     labelMemo = { tokens: null, font: "", width: 0 };
+    keyLabelMemo = { tokens: null, font: "", width: 0 };
     current = null;
+    decodeVision();
     buildStrip();
     preload();
     ensureMap();
+  };
+  const onVision = () => {
+    decodeVision();
+    draw();
   };
   model.on("change:layer", onSelection);
   model.on("change:head", onSelection);
   model.on("change:zoom", onSelection);
   model.on("change:token", draw);
+  model.on("change:key_token", draw);
+  model.on("change:key_tokens", onTokens);
+  model.on("change:image", onVision);
+  model.on("change:patch_grid", onVision);
+  model.on("change:patch_offset", onVision);
   model.on("change:direction", draw);
   model.on("change:error", draw);
   model.on("change:size", draw);
@@ -585,6 +885,7 @@ function render({ model, el }) {
   if (ro) ro.observe(panel);
 
   try {
+    decodeVision();
     buildStrip();
     preload();
     ensureMap();
@@ -595,11 +896,17 @@ function render({ model, el }) {
   return () => {
     if (ro) ro.disconnect();
     client.dispose();
+    stopExport();
     window.removeEventListener("mouseup", onUp);
     model.off("change:layer", onSelection);
     model.off("change:head", onSelection);
     model.off("change:zoom", onSelection);
     model.off("change:token", draw);
+    model.off("change:key_token", draw);
+    model.off("change:key_tokens", onTokens);
+    model.off("change:image", onVision);
+    model.off("change:patch_grid", onVision);
+    model.off("change:patch_offset", onVision);
     model.off("change:direction", draw);
     model.off("change:error", draw);
     model.off("change:size", draw);

@@ -3,6 +3,7 @@ import { decode } from "./lib/codec.js";
 import { paint, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
+import { attachExport } from "./lib/exportbar.js";
 import { createClient } from "./lib/requests.js";
 
 function render({ model, el }) {
@@ -15,7 +16,8 @@ function render({ model, el }) {
   canvas.tabIndex = 0;
   canvas.setAttribute("role", "grid");
   canvas.setAttribute("aria-label", "attention heads: layers by heads; arrow keys move, Enter selects");
-  panel.append(title, note, error, canvas);
+  const controls = h("div", "aw-controls"); // image export buttons
+  panel.append(title, controls, note, error, canvas);
   el.appendChild(panel);
   const tip = tooltip(panel);
 
@@ -31,6 +33,15 @@ function render({ model, el }) {
   let previewNote = "";
   const exactLayers = new Set(); // layers received as chunks: a later snapshot never undoes them
   const client = createClient(model);
+  const stopExport = attachExport({
+    model,
+    panel,
+    controls,
+    kind: "matrix",
+    canvases: () => [canvas],
+    redraw: () => draw(),
+    selection: () => ({ layer: model.get("layer"), head: model.get("head") }),
+  });
 
   function decodeThumbs() {
     const t = model.get("thumbs");
@@ -54,19 +65,20 @@ function render({ model, el }) {
   /** Copy layers l0..l1 (uint8 maps, float32 scales) in and repaint their cells. */
   function applyLayers(l0, l1, maps, sc) {
     if (!thumbs) return;
-    const [, H, s] = thumbs.shape;
-    const per = H * s * s;
+    const [, H, s, sk] = thumbs.shape;
+    const per = H * s * (sk ?? s);
     thumbs.data.set(maps.subarray(0, (l1 - l0) * per), l0 * per);
     if (scales) scales.set(sc.subarray(0, (l1 - l0) * H), l0 * H);
     if (pending) pending.fill(0, l0 * H, l1 * H);
     if (tiles) {
       const lut = themeLut(lutKey);
-      const vals = new Float32Array(s * s);
+      const w = sk ?? s;
+      const vals = new Float32Array(s * w);
       for (let l = l0; l < l1; l++) {
         for (let hd = 0; hd < H; hd++) {
-          const off = (l * H + hd) * s * s;
-          for (let i = 0; i < s * s; i++) vals[i] = thumbs.data[off + i];
-          const img = new ImageData(s, s);
+          const off = (l * H + hd) * s * w;
+          for (let i = 0; i < s * w; i++) vals[i] = thumbs.data[off + i];
+          const img = new ImageData(w, s);
           paint(vals, 255, lut, img.data);
           tiles[l * H + hd] = img;
         }
@@ -93,7 +105,7 @@ function render({ model, el }) {
       const maps = decode({ dtype: "uint8", shape: msg.shape }, buffers[0]).data;
       const sc = decode({ dtype: "float32", shape: [L, H] }, buffers[1]).data;
       const pend = decode({ dtype: "uint8", shape: [L, H] }, buffers[2]).data;
-      const per = H * s * s;
+      const per = H * s * (msg.shape[3] ?? s);
       for (let l = 0; l < L; l++) {
         if (exactLayers.has(l)) continue; // a chunk already brought this layer
         if (pend[l * H] === 0) exactLayers.add(l);
@@ -111,14 +123,16 @@ function render({ model, el }) {
 
   function paintTiles(bg) {
     const lut = themeLut(bg);
-    const [L, H, s] = thumbs.shape;
+    // Cross-attention thumbnails are sq x sk (queries x keys), each axis pooled on its own.
+    const [L, H, s, sk] = thumbs.shape;
+    const w = sk ?? s;
     const out = [];
-    const vals = new Float32Array(s * s);
+    const vals = new Float32Array(s * w);
     for (let l = 0; l < L; l++) {
       for (let hd = 0; hd < H; hd++) {
-        const off = (l * H + hd) * s * s;
-        for (let i = 0; i < s * s; i++) vals[i] = thumbs.data[off + i];
-        const img = new ImageData(s, s);
+        const off = (l * H + hd) * s * w;
+        for (let i = 0; i < s * w; i++) vals[i] = thumbs.data[off + i];
+        const img = new ImageData(w, s);
         paint(vals, 255, lut, img.data);
         out.push(img);
       }
@@ -134,10 +148,14 @@ function render({ model, el }) {
     error.textContent = model.get("error") || "";
     if (!thumbs) return;
     const nPending = pendingCount();
+    const nk = (model.get("key_tokens") || []).length;
     note.textContent = nPending
       ? `${previewNote || "preview thumbnails"} \u2014 exact: ${L * H - nPending} of ${L * H} heads; ` +
         "\u25e5 marks a cell still approximate"
-      : "";
+      : nk
+        ? `cross-attention: each cell is a ${model.get("tokens").length} \u00d7 ${nk} map ` +
+          "(query rows \u00d7 key columns), stretched to a square"
+        : "";
     const avail = panel.clientWidth || el.clientWidth || 720;
     const cell = model.get("cell_size") || fitCell(avail - 8, H, { left: 30, min: 12, max: 56 });
     lay = matrixLayout({ nLayers: L, nHeads: H, cell, left: 30, top: 16 });
@@ -151,7 +169,7 @@ function render({ model, el }) {
     ctx.fillRect(0, 0, lay.width, lay.height);
     const s = thumbs.shape[2];
     const scratch = document.createElement("canvas");
-    scratch.width = s;
+    scratch.width = thumbs.shape[3] ?? s;
     scratch.height = s;
     const sctx = scratch.getContext("2d");
     ctx.imageSmoothingEnabled = false;
@@ -216,6 +234,7 @@ function render({ model, el }) {
     panel.dataset.head = String(head);
     panel.dataset.pending = String(nPending);
     panel.dataset.thumbs = nPending ? "preview" : "exact";
+    panel.dataset.thumbShape = `${s}x${thumbs.shape[3] ?? s}`;
     panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);
   }
 
@@ -302,6 +321,7 @@ function render({ model, el }) {
   return () => {
     if (ro) ro.disconnect();
     client.dispose();
+    stopExport();
     model.off("msg:custom", onChunk);
     model.off("change:thumbs", onThumbs);
     model.off("change:layer", draw);

@@ -62,7 +62,8 @@ export async function mount(doc, root = document) {
   for (const panel of doc.panels) {
     const el = root.getElementById(panel.id);
     const extras = revive(panel.extras || {});
-    const model = createStaticModel(revive(panel.state), {
+    // `_static`: no kernel behind this model (the SVG button says so instead of asking one).
+    const model = createStaticModel({ ...revive(panel.state), _static: true }, {
       onSend: (msg, m) => answer(doc, panel, extras, msg, m),
     });
     if (panel.kind === "flow") hookFlow(doc, model, extras);

@@ -47,6 +47,9 @@ class AttnWidget(anywidget.AnyWidget):
 
     # -- synced, static per trace -----------------------------------------------------
     tokens = t.List(t.Unicode()).tag(sync=True)
+    #: Cross-attention only: the key (column) token strings, e.g. the source sentence seen by
+    #: decoder queries; ``tokens`` are then the queries (rows). ``[]`` for self-attention.
+    key_tokens = t.List(t.Unicode()).tag(sync=True)
     special = t.List(t.Bool()).tag(sync=True)
     n_layers = t.Int(0).tag(sync=True)
     n_heads = t.Int(0).tag(sync=True)
@@ -73,6 +76,7 @@ class AttnWidget(anywidget.AnyWidget):
         self._trace = trace
         super().__init__(
             tokens=list(trace.tokens),
+            key_tokens=list(getattr(trace, "key_tokens", None) or ()),
             special=[bool(x) for x in trace.special_mask],
             n_layers=trace.n_layers,
             n_heads=trace.n_heads,
@@ -80,7 +84,7 @@ class AttnWidget(anywidget.AnyWidget):
             causal=trace.causal,
             **kwargs,
         )
-        self._handlers = {}
+        self._handlers = {"get_svg": self._handle_get_svg}
         self.on_msg(self._on_custom_msg)
 
     #: Synced traits the kernel computes; not constructor arguments.
@@ -88,7 +92,7 @@ class AttnWidget(anywidget.AnyWidget):
 
     @classmethod
     def _settable(cls) -> list[str]:
-        fixed = {"tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"}
+        fixed = {"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"}
         own = [n for klass in cls.__mro__[:-1] if issubclass(klass, AttnWidget) and klass is not AttnWidget
                for n in klass.class_own_traits(sync=True)]
         return [n for n in own if not n.startswith("_") and n not in cls._computed] + [
@@ -116,7 +120,9 @@ class AttnWidget(anywidget.AnyWidget):
         elif name == "token":
             n = len(self.tokens) or self._trace.n_tokens
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n):
-                raise t.TraitError(f"token: expected None or 0 <= token < {n}, received {v!r}")
+                # Cross-attention: `token` is always a query (row) index, as in `tokens`.
+                what = " (a query token: a row)" if getattr(self._trace, "is_cross", False) else ""
+                raise t.TraitError(f"token: expected None or 0 <= token < {n}{what}, received {v!r}")
         return v
 
     @t.validate("layer", "head", "token")
@@ -124,6 +130,9 @@ class AttnWidget(anywidget.AnyWidget):
         return self._check(proposal["trait"].name, proposal["value"])
 
     # -- selection as one value ---------------------------------------------------------
+    #: What :meth:`select` accepts (the heatmap adds ``key_token`` for cross-attention).
+    _select_fields: tuple[str, ...] = ("layer", "head", "token")
+
     @property
     def selection(self) -> dict:
         """The current ``{"layer", "head", "token"}``."""
@@ -134,9 +143,10 @@ class AttnWidget(anywidget.AnyWidget):
 
         Every value is validated before any is set, so a bad call changes nothing.
         """
-        bad = sorted(set(kwargs) - {"layer", "head", "token"})
+        fields = self._select_fields
+        bad = sorted(set(kwargs) - set(fields))
         if bad:
-            raise TypeError(f"select: unknown field(s) {bad}; expected layer, head, token")
+            raise TypeError(f"select: unknown field(s) {bad}; expected {', '.join(fields)}")
         for name, value in kwargs.items():
             self._check(name, value)
         with self.hold_trait_notifications():
@@ -185,6 +195,16 @@ class AttnWidget(anywidget.AnyWidget):
         p = pathlib.Path(path)
         p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))
         return p
+
+    def _handle_get_svg(self, content: dict) -> tuple[dict, list]:
+        """The panel's SVG button: :meth:`to_svg` as UTF-8 bytes in one buffer."""
+        data = self.to_svg().encode("utf-8")
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"the SVG is {len(data) / 1e6:.1f} MB, over the {MAX_MESSAGE_BYTES / 1e6:.1f} MB message cap; "
+                "write it from Python with save_svg(path)"
+            )
+        return {"type": "svg", "bytes": len(data)}, [data]
 
     # -- request / response -------------------------------------------------------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:

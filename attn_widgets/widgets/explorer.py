@@ -57,6 +57,13 @@ class Explorer(widgets.VBox):
         for name, tr in targets.items():
             if not isinstance(tr, AttentionTrace):
                 raise TypeError(f"trace[{name!r}]: expected an AttentionTrace, received {type(tr).__name__}")
+            if tr.is_cross:
+                raise ValueError(
+                    f"trace[{name!r}]: the Explorer needs a self-attention trace (its Flow and HeadSummary "
+                    f"panels need square maps); this is cross-attention ({tr.n_tokens} query x {tr.n_keys} "
+                    "key tokens). Show it with AttentionHeatmap and AttentionMatrix (aw.link them), and "
+                    "explore s2s.encoder / s2s.decoder of a Seq2SeqTrace with the Explorer."
+                )
         first = next(iter(targets.values()))
         for name, tr in targets.items():
             if tr.shape != first.shape or list(tr.tokens) != list(first.tokens):

@@ -93,6 +93,14 @@ class AttentionFlow(AttnWidget):
         labels: tuple[str, str] | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        for what, tr in (("trace", trace), ("compare", compare)):
+            if getattr(tr, "is_cross", False):
+                raise ValueError(
+                    f"{what}: AttentionFlow needs square self-attention maps (tokens flowing through "
+                    f"the layers of one stack); this is a cross-attention trace ({tr.n_tokens} query x "
+                    f"{tr.n_keys} key tokens). Show it with AttentionHeatmap or AttentionMatrix, or pass "
+                    "the encoder / decoder trace of a Seq2SeqTrace (s2s.encoder, s2s.decoder) to AttentionFlow."
+                )
         if compare is not None:
             if not isinstance(compare, AttentionTrace):
                 raise TypeError(f"compare: expected an AttentionTrace, received {type(compare).__name__}")

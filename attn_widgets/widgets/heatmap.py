@@ -36,12 +36,39 @@ class AttentionHeatmap(AttnWidget):
     region from the kernel (``get_tile``) at full resolution, max-pooled only when the
     region is itself larger than ``overview_size``. Works with an
     :class:`~attn_widgets.AttentionTrace` and a :class:`~attn_widgets.LazyTrace`.
+
+    **Cross-attention** (a trace with ``key_tokens``, e.g. ``Seq2SeqTrace.cross``): the map
+    is ``Tq x Tk``, rows are the query tokens (``tokens``, labelled on the left), columns
+    the key tokens (``key_tokens``, labelled on top), drawn with square cells. ``token`` is
+    always a *query* index (a row), so it links with panels of the decoder's own trace;
+    ``key_token`` is a *key* index (a column). ``direction="from"`` shows ``token``'s row:
+    the strip lists the key tokens. ``direction="to"`` shows ``key_token``'s column: the
+    strip lists the query tokens. On the panel, clicking a query (row label, or a query in
+    the strip) sets ``token`` and ``direction="from"``; clicking a key (column label, or a
+    key in the strip) sets ``key_token`` and ``direction="to"``; clicking a cell sets both
+    and keeps the direction. For self-attention ``key_token`` stays ``None`` and ``token``
+    serves both directions, as before.
+
+    **Vision transformers** (``trace.meta`` has ``"patch_grid"`` and ``"image"``, as
+    :func:`attn_widgets.trace_image` records): the strip area shows the image with the
+    strip's values over the patch tokens laid on it as a translucent overlay, and the
+    special tokens (``[CLS]``, ...) as chips beside it; clicking a patch selects its token.
+    The token strip is still one toggle away. The image is sent once, as uint8 bytes.
     """
 
     _esm = _esm("heatmap")
-    _computed = frozenset({"initial_map", "preloaded"})
+    _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset"})
+    _select_fields = ("layer", "head", "token", "key_token")
 
     direction = t.Enum(["from", "to"], default_value="from").tag(sync=True)
+    #: Cross-attention only: the selected key (column) index, shown by ``direction="to"``.
+    key_token = t.Int(None, allow_none=True).tag(sync=True)
+    #: Vision traces: the image as packed uint8 ``[H, W, 3]`` (sent once); ``{}`` otherwise.
+    image = t.Dict().tag(sync=True)
+    #: Vision traces: ``[rows, cols]`` of the patch grid over ``image``; ``[]`` otherwise.
+    patch_grid = t.List(t.Int(), default_value=[]).tag(sync=True)
+    #: Vision traces: index of the first patch token (the number of special tokens before).
+    patch_offset = t.Int(0).tag(sync=True)
     #: Packed float16 map of the selection at construction time (no round trip on first draw).
     initial_map = t.Dict().tag(sync=True)
     #: Maps embedded for use without a kernel ("layer:head" -> packed), e.g. in HTML export.
@@ -57,6 +84,9 @@ class AttentionHeatmap(AttnWidget):
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1536:
             raise ValueError(f"overview_size: expected an int with 16 <= overview_size <= 1536, received {size!r}")
         super().__init__(trace, **kwargs)
+        vision = _vision_state(trace)
+        if vision is not None:
+            self.image, self.patch_grid, self.patch_offset = vision
         self._cache: OrderedDict[tuple[int, Any], np.ndarray] = OrderedDict()
         self._handlers["get_map"] = self._handle_get_map
         self._handlers["get_tile"] = self._handle_get_tile
@@ -83,6 +113,30 @@ class AttentionHeatmap(AttnWidget):
 
     def _n_keys(self) -> int:
         return int(getattr(self._trace, "n_keys", self._trace.n_tokens))
+
+    @property
+    def is_cross(self) -> bool:
+        """True for a cross-attention trace (``Tq x Tk`` maps, ``key_tokens`` given)."""
+        return bool(getattr(self._trace, "is_cross", False))
+
+    def _check(self, name: str, v: Any) -> Any:
+        if name != "key_token":
+            return super()._check(name, v)
+        if v is None:
+            return v
+        if not self.is_cross:
+            raise t.TraitError(
+                f"key_token: only for cross-attention traces (with key_tokens), received {v!r}; "
+                "for self-attention `token` selects the row (direction='from') and the column ('to')"
+            )
+        n = self._n_keys()
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
+            raise t.TraitError(f"key_token: expected None or 0 <= key_token < {n} (a key token: a column), received {v!r}")
+        return v
+
+    @t.validate("key_token")
+    def _validate_key_token(self, proposal):
+        return self._check("key_token", proposal["value"])
 
     def _check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
         vals = []
@@ -138,7 +192,7 @@ class AttentionHeatmap(AttnWidget):
 
         kwargs.setdefault("region", list(self.zoom) or None)
         kwargs.setdefault("overview_size", self.overview_size)
-        return heatmap_svg(self._trace, self.layer, self.head, self.token, self.direction,
+        return heatmap_svg(self._trace, self.layer, self.head, self.strip_subject(), self.direction,
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
@@ -148,16 +202,28 @@ class AttentionHeatmap(AttnWidget):
                               overview_size=self.overview_size)
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:
-        """The ``[T, T]`` map shown for ``(layer, head)`` (default: the current selection)."""
+        """The ``[T, T]`` map (``[Tq, Tk]`` for cross-attention) shown for ``(layer, head)``
+        (default: the current selection)."""
         layer = self.layer if layer is None else layer
         head = self.head if head is None else head
         return self._trace.head_map(layer, head)
 
+    def strip_subject(self) -> int | None:
+        """The index whose row (``"from"``) or column (``"to"``) the strip shows: ``token``,
+        except ``key_token`` for a cross-attention trace with ``direction="to"``."""
+        if self.direction == "to" and self.is_cross:
+            return self.key_token
+        return self.token
+
     def strip_values(self) -> np.ndarray | None:
-        """What the sentence strip shows for the current selection (None if no token)."""
-        if self.token is None:
+        """What the sentence strip shows for the current selection (None if nothing selected).
+
+        ``"from"``: ``token``'s row, over the keys (``Tk`` values). ``"to"``: the column of
+        :meth:`strip_subject`, over the queries (``Tq`` values).
+        """
+        tok = self.strip_subject()
+        if tok is None:
             return None
-        tok = self.token
         if self.direction == "from":
             return self.tile(tok, tok + 1, 0, self._n_keys())[0]
         return self.tile(0, self._trace.n_tokens, tok, tok + 1)[:, 0]
@@ -165,8 +231,8 @@ class AttentionHeatmap(AttnWidget):
     def map_step(self) -> int:
         """1 when whole maps are sent, else the max-pool factor of the overview."""
         t_q, t_k = self._trace.n_tokens, self._n_keys()
-        if t_q != t_k:  # cross-attention maps are sent whole
-            return 1
+        if t_q != t_k:  # cross-attention: whole while at most overview_size ** 2 cells (as tiles)
+            return self.tile_step(0, t_q, 0, t_k)
         return pool_step(t_q, self.overview_size)
 
     def _map_for_wire(self, layer: int, head: Any) -> tuple[np.ndarray, int]:
@@ -204,6 +270,56 @@ class AttentionHeatmap(AttnWidget):
         return self._packed_reply(
             "tile", arr, "float16", layer=layer, head=head, r0=r0, r1=r1, c0=c0, c1=c1, step=step
         )
+
+
+#: Longest side of the image sent to a vision heatmap; larger images are subsampled.
+MAX_IMAGE_SIDE = 1024
+
+
+def _vision_state(trace: Any) -> tuple[dict, list[int], int] | None:
+    """``(packed image, [rows, cols], first patch index)`` of a vision trace, else None.
+
+    A trace is a vision trace when ``meta`` has both ``"patch_grid"`` and an ``"image"``
+    (as :func:`attn_widgets.trace_image` records); the patch tokens are the last
+    ``rows * cols`` tokens, row-major, after ``meta["n_special"]`` special tokens.
+    """
+    meta = getattr(trace, "meta", None) or {}
+    grid, img = meta.get("patch_grid"), meta.get("image")
+    if grid is None or img is None or getattr(trace, "is_cross", False):
+        return None
+    try:
+        rows, cols = (int(x) for x in grid)
+    except (TypeError, ValueError):
+        raise ValueError(f"meta['patch_grid']: expected (rows, cols), received {grid!r}") from None
+    n = int(trace.n_tokens)
+    n_special = int(meta.get("n_special", n - rows * cols))
+    if rows < 1 or cols < 1 or n_special < 0 or n_special + rows * cols != n:
+        raise ValueError(
+            f"meta['patch_grid']: a {rows}x{cols} grid after {n_special} special token(s) does not "
+            f"match the trace's {n} tokens"
+        )
+    arr = np.asarray(img)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
+        raise ValueError(f"meta['image']: expected an H x W x 3 image, received shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and 0 <= arr.min() and arr.max() <= 1:
+            arr = arr * 255.0 + 0.5
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    # The model saw only the whole patches: crop the remainder it never attended to.
+    ps = meta.get("patch_size")
+    if ps is not None:
+        ph, pw = (int(ps), int(ps)) if np.ndim(ps) == 0 else (int(ps[0]), int(ps[1]))
+        if ph > 0 and pw > 0 and arr.shape[0] // ph == rows and arr.shape[1] // pw == cols:
+            arr = arr[: rows * ph, : cols * pw]
+    k = math.ceil(max(arr.shape[:2]) / MAX_IMAGE_SIDE)
+    if k > 1:
+        arr = arr[::k, ::k]
+    return pack(np.ascontiguousarray(arr), "uint8"), [rows, cols], n_special
 
 
 def _json_int(v: Any) -> Any:

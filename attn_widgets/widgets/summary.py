@@ -40,6 +40,13 @@ class HeadSummary(widgets.VBox):
     def __init__(self, trace: AttentionTrace, metric: str = "entropy", **kwargs: Any) -> None:
         if not isinstance(trace, AttentionTrace):
             raise TypeError(f"trace: expected an AttentionTrace, received {type(trace).__name__}")
+        if trace.is_cross:
+            raise ValueError(
+                f"trace: HeadSummary needs a self-attention trace; this is cross-attention "
+                f"({trace.n_tokens} query x {trace.n_keys} key tokens), where distance and special-token "
+                "share are not defined. Use AttentionMatrix / AttentionHeatmap for it, or the "
+                "encoder / decoder trace of a Seq2SeqTrace."
+            )
         allowed = {"layer", "head", "token", "layout"}
         unknown = sorted(set(kwargs) - allowed)
         if unknown:

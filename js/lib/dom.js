@@ -29,9 +29,27 @@ export function theme(el) {
   };
 }
 
+let ratioOverride = 0; // > 0 while an image export re-renders at a higher resolution
+
+/** Device px per CSS px that canvases are sized at now. */
+export function pixelRatio() {
+  return ratioOverride || (typeof window !== "undefined" && window.devicePixelRatio) || 1;
+}
+
+/** Run `fn` with canvases sized at `ratio` device px per CSS px (image export), then restore. */
+export function withPixelRatio(ratio, fn) {
+  const prev = ratioOverride;
+  ratioOverride = ratio > 0 ? ratio : 0;
+  try {
+    return fn();
+  } finally {
+    ratioOverride = prev;
+  }
+}
+
 /** Size a canvas for CSS px (w, h) at the device pixel ratio; returns a 2d context in CSS px. */
 export function sizeCanvas(canvas, w, h) {
-  const dpr = (typeof window !== "undefined" && window.devicePixelRatio) || 1;
+  const dpr = pixelRatio();
   canvas.width = Math.max(1, Math.round(w * dpr));
   canvas.height = Math.max(1, Math.round(h * dpr));
   canvas.style.width = `${w}px`;
@@ -84,6 +102,11 @@ export function ensureStyles() {
   background: var(--jp-layout-color1, #fff); color: inherit;
   border: 1px solid var(--jp-border-color1, #bdbdbd); border-radius: 3px; }
 .aw-controls button[aria-pressed="true"] { background: var(--jp-brand-color1, #1976d2); color: #fff; }
+.aw-export { display: inline-flex; gap: 4px; align-items: center; margin-left: auto; }
+.aw-controls .aw-export button { padding: 0 6px; font-size: 11px; }
+.aw-controls .aw-export button.aw-export-unavailable { opacity: 0.5; cursor: help; }
+.aw-export-msg { color: var(--jp-ui-font-color2, #616161); font-size: 11px; }
+.aw-export-msg.aw-export-failed { color: var(--jp-error-color1, #d32f2f); }
 .aw-strip { display: flex; flex-wrap: wrap; gap: 2px; margin-top: 6px; line-height: 1.6;
   font-family: var(--jp-code-font-family, monospace); max-height: 240px; overflow: auto; }
 .aw-tok { padding: 0 3px; border-radius: 2px; cursor: pointer; white-space: pre; unicode-bidi: isolate;

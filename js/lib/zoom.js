@@ -43,8 +43,11 @@ export function formatView(view) {
   return `${view.r0}:${view.r1}:${view.c0}:${view.c1}`;
 }
 
-/** Layout of a view drawn into a size x size square at (left, top); cells may be non-square. */
-export function viewLayout({ view, size, left, top }) {
+/**
+ * Layout of a view drawn into a size x size square at (left, top); cells may be non-square.
+ * `boxW` / `boxH` (default `size`) draw it into a rectangle instead (cross-attention maps).
+ */
+export function viewLayout({ view, size, left, top, boxW = size, boxH = size }) {
   const rows = view.r1 - view.r0;
   const cols = view.c1 - view.c0;
   return {
@@ -52,13 +55,25 @@ export function viewLayout({ view, size, left, top }) {
     rows,
     cols,
     size,
+    sizeW: boxW,
+    sizeH: boxH,
     left,
     top,
-    cellW: size / cols,
-    cellH: size / rows,
-    width: left + size,
-    height: top + size,
+    cellW: boxW / cols,
+    cellH: boxH / rows,
+    width: left + boxW,
+    height: top + boxH,
   };
+}
+
+/**
+ * The box a rows x cols map is drawn in, its longer side `size` and cells square, but
+ * no side under `minSide` px (a one-row map stays clickable): {w, h}. Cross-attention.
+ */
+export function mapBox(rows, cols, size, minSide = 48) {
+  const m = Math.max(rows, cols, 1);
+  const lo = Math.min(size, minSide);
+  return { w: Math.max(lo, (size * cols) / m), h: Math.max(lo, (size * rows) / m) };
 }
 
 /**
@@ -66,8 +81,8 @@ export function viewLayout({ view, size, left, top }) {
  * row} on a left label, {kind: "col", col} on a top label, or null.
  */
 export function hitView(lay, x, y) {
-  const inX = x >= lay.left && x < lay.left + lay.size;
-  const inY = y >= lay.top && y < lay.top + lay.size;
+  const inX = x >= lay.left && x < lay.left + (lay.sizeW ?? lay.size);
+  const inY = y >= lay.top && y < lay.top + (lay.sizeH ?? lay.size);
   const col = lay.c0 + Math.min(lay.cols - 1, Math.floor((x - lay.left) / lay.cellW));
   const row = lay.r0 + Math.min(lay.rows - 1, Math.floor((y - lay.top) / lay.cellH));
   if (inX && inY) return { kind: "cell", row, col };
