@@ -2,7 +2,7 @@
 // flow method. Click a token to trace its paths; click a column header to pick a layer.
 import { decode } from "./lib/codec.js";
 import { lutCss, lutIndex, textOn, themeLut } from "./lib/colormap.js";
-import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { bucketEdges, bucketStyle, colX, fitRow, flowLayout, hitFlow, layerOffsets, rowY } from "./lib/flowlayout.js";
 import { attachExport } from "./lib/exportbar.js";
 import { labelStride, printable, truncate, visibleLabels } from "./lib/layout.js";
@@ -64,7 +64,6 @@ function render({ model, el }) {
   let nodes = null; // {data, shape:[G, L+1, T]}
   let scores = null; // {data, shape:[G, T]}
   let hover = null;
-  let lastWidth = 0;
   const stopExport = attachExport({
     model,
     panel,
@@ -322,7 +321,6 @@ function render({ model, el }) {
     prog.value = model.get("progress");
     status.textContent = computing ? `computing max-flow\u2026 ${Math.round(100 * model.get("progress"))}%` : "";
     error.textContent = model.get("error") || "";
-    lastWidth = panel.clientWidth;
     ensureCanvases();
     let drawn = 0;
     let traced = 0;
@@ -444,13 +442,7 @@ function render({ model, el }) {
     "change:compare_mode": draw,
   };
   for (const [name, fn] of Object.entries(events)) model.on(name, fn);
-  const ro =
-    typeof ResizeObserver !== "undefined"
-      ? new ResizeObserver(() => {
-          if (panel.clientWidth !== lastWidth) draw();
-        })
-      : null;
-  if (ro) ro.observe(panel);
+  const stopWatching = onWidthChange(panel, draw);
 
   try {
     decodeGraphs();
@@ -461,7 +453,7 @@ function render({ model, el }) {
   }
 
   return () => {
-    if (ro) ro.disconnect();
+    stopWatching();
     for (const [name, fn] of Object.entries(events)) model.off(name, fn);
     stopExport();
   };

@@ -2,7 +2,7 @@
 // labels, and a sentence strip coloured by the selected token's row or column.
 import { decode, maxOf } from "./lib/codec.js";
 import { lutCss, lutIndex, paint, textOn, themeLut } from "./lib/colormap.js";
-import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { printable, truncate } from "./lib/layout.js";
 import { attachExport } from "./lib/exportbar.js";
 import { createClient, Lru, mapKey } from "./lib/requests.js";
@@ -116,7 +116,6 @@ function render({ model, el }) {
   let hover = null;
   let spans = [];
   let wanted = "";
-  let lastWidth = 0;
   const strips = new Lru(64); // exact strip values fetched for pooled maps: "layer:head|dir|token"
   const stripFailed = new Set();
   let drag = null; // {x, y} where a drag on the map started
@@ -395,7 +394,6 @@ function render({ model, el }) {
     const labelW = labelWidth(ctx0, tokens, ctx0.font);
     const left = Math.ceil(Math.min(110, labelW) + 8);
     const avail = (panel.clientWidth || el.clientWidth || 720) - left - 12;
-    lastWidth = panel.clientWidth;
     const size = model.get("size") || Math.max(120, Math.min(avail, 640, Math.max(n, nk) * 36));
     // Cross-attention: key labels on top get their own height, and cells stay square.
     const top = cross ? Math.ceil(Math.min(110, labelWidth(ctx0, keys, ctx0.font, true)) + 8) : left;
@@ -876,13 +874,7 @@ function render({ model, el }) {
   model.on("change:error", draw);
   model.on("change:size", draw);
   model.on("change:tokens", onTokens);
-  const ro =
-    typeof ResizeObserver !== "undefined"
-      ? new ResizeObserver(() => {
-          if (panel.clientWidth !== lastWidth) draw();
-        })
-      : null;
-  if (ro) ro.observe(panel);
+  const stopWatching = onWidthChange(panel, draw);
 
   try {
     decodeVision();
@@ -894,7 +886,7 @@ function render({ model, el }) {
   }
 
   return () => {
-    if (ro) ro.disconnect();
+    stopWatching();
     client.dispose();
     stopExport();
     window.removeEventListener("mouseup", onUp);

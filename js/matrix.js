@@ -1,7 +1,7 @@
 // AttentionMatrix view: layers x heads grid of max-pooled thumbnails on one canvas.
 import { decode } from "./lib/codec.js";
 import { paint, themeLut } from "./lib/colormap.js";
-import { ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 import { attachExport } from "./lib/exportbar.js";
 import { createClient } from "./lib/requests.js";
@@ -298,17 +298,7 @@ function render({ model, el }) {
   model.on("change:head", draw);
   model.on("change:error", draw);
   model.on("change:cell_size", draw);
-  let lastW = 0;
-  const ro =
-    typeof ResizeObserver !== "undefined"
-      ? new ResizeObserver(() => {
-          if (panel.clientWidth !== lastW) {
-            lastW = panel.clientWidth;
-            draw();
-          }
-        })
-      : null;
-  if (ro) ro.observe(panel);
+  const stopWatching = onWidthChange(panel, draw);
 
   try {
     decodeThumbs();
@@ -319,7 +309,7 @@ function render({ model, el }) {
   }
 
   return () => {
-    if (ro) ro.disconnect();
+    stopWatching();
     client.dispose();
     stopExport();
     model.off("msg:custom", onChunk);

@@ -37,6 +37,25 @@ def _esm(name: str) -> pathlib.Path | str:
     return path
 
 
+class TraceRanges:
+    """For composite panels (VBox-based) holding ``self._trace``: the selection's ranges,
+    so :func:`attn_widgets.link` can refuse to link panels that disagree."""
+
+    _trace: Any
+
+    @property
+    def n_layers(self) -> int:
+        return self._trace.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self._trace.n_heads
+
+    @property
+    def tokens(self) -> list[str]:
+        return list(self._trace.tokens)
+
+
 class AttnWidget(anywidget.AnyWidget):
     """Base class: a trace, a synced selection (layer, head, token) and data requests."""
 

@@ -9,7 +9,7 @@ import traitlets as t
 
 from ..flows.paths import METHODS
 from ..trace import AttentionTrace
-from ._base import HEAD_AGGREGATES
+from ._base import HEAD_AGGREGATES, TraceRanges
 from .flow import AttentionFlow
 from .heatmap import AttentionHeatmap
 from .link import SelectionLink, link
@@ -19,7 +19,7 @@ from .summary import HeadSummary
 __all__ = ["Explorer"]
 
 
-class Explorer(widgets.VBox):
+class Explorer(TraceRanges, widgets.VBox):
     """The linked workspace: every panel of one trace, sharing one selection.
 
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
@@ -117,19 +117,6 @@ class Explorer(widgets.VBox):
     @property
     def panels(self) -> list:
         return [self.matrix, self.heatmap, self.flow, self.summary]
-
-    # Ranges of the selection, so attn_widgets.link can refuse panels that disagree.
-    @property
-    def n_layers(self) -> int:
-        return self._trace.n_layers
-
-    @property
-    def n_heads(self) -> int:
-        return self._trace.n_heads
-
-    @property
-    def tokens(self) -> list[str]:
-        return list(self._trace.tokens)
 
     def _relink(self) -> None:
         if self._link is not None:

@@ -10,7 +10,7 @@ import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
 
 from ..trace import AttentionTrace
-from ._base import HEAD_AGGREGATES
+from ._base import HEAD_AGGREGATES, TraceRanges
 
 __all__ = ["HeadSummary", "METRICS"]
 
@@ -22,7 +22,7 @@ METRICS = {
 }
 
 
-class HeadSummary(widgets.VBox):
+class HeadSummary(TraceRanges, widgets.VBox):
     """Per-head statistics of a trace as a layers x heads bqplot ``GridHeatMap``.
 
     A metric selector switches between entropy, mean attention distance, special-token
@@ -104,19 +104,6 @@ class HeadSummary(widgets.VBox):
     @property
     def trace(self) -> AttentionTrace:
         return self._trace
-
-    # Ranges of the selection, so attn_widgets.link can refuse panels that disagree.
-    @property
-    def n_layers(self) -> int:
-        return self._trace.n_layers
-
-    @property
-    def n_heads(self) -> int:
-        return self._trace.n_heads
-
-    @property
-    def tokens(self) -> list[str]:
-        return list(self._trace.tokens)
 
     def _title(self, metric: str) -> str:
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"

@@ -74,8 +74,11 @@ export function textOn(lut, idx) {
   return luminance([lut[i], lut[i + 1], lut[i + 2]]) > TEXT_SWITCH ? "#000" : "#fff";
 }
 
-/** Fill RGBA pixels for `values` (length n) scaled to `max`. */
-export function paint(values, max, lut, out, gamma = 1) {
+/**
+ * Fill RGBA pixels for `values` (length n) scaled to `max`. Opaque by default; with
+ * `alpha` (0..1) each pixel's opacity grows with its value up to `alpha` (overlays).
+ */
+export function paint(values, max, lut, out, gamma = 1, alpha = null) {
   const n = values.length;
   const px = out || new Uint8ClampedArray(n * 4);
   const inv = max > 0 ? 1 / max : 0;
@@ -88,7 +91,7 @@ export function paint(values, max, lut, out, gamma = 1) {
     px[o] = lut[j];
     px[o + 1] = lut[j + 1];
     px[o + 2] = lut[j + 2];
-    px[o + 3] = 255;
+    px[o + 3] = alpha === null ? 255 : Math.round(x * alpha * 255);
   }
   return px;
 }

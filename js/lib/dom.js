@@ -134,3 +134,20 @@ export function tooltip(panel) {
     el: tip,
   };
 }
+
+/**
+ * Call `redraw` when `panel` changes width (not on every layout pass). Returns a function
+ * that stops watching. A no-op where ResizeObserver does not exist.
+ */
+export function onWidthChange(panel, redraw) {
+  if (typeof ResizeObserver === "undefined") return () => {};
+  let last = panel.clientWidth;
+  const ro = new ResizeObserver(() => {
+    if (panel.clientWidth !== last) {
+      last = panel.clientWidth;
+      redraw();
+    }
+  });
+  ro.observe(panel);
+  return () => ro.disconnect();
+}

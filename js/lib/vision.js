@@ -1,6 +1,7 @@
 // Vision transformer heatmaps: the patch grid laid over the image, which token a patch
 // is, the translucent attention overlay, and which axis a cross-attention strip lists.
 // Pure functions of numbers, so drawing, clicking and the unit tests share them.
+import { paint } from "./colormap.js";
 
 /**
  * The patch grid of a vision trace: {rows, cols, offset} when `grid` is [rows, cols] and
@@ -65,21 +66,7 @@ export function patchValues(values, grid) {
  * the value, from fully transparent at 0 to `alpha` at `max`; the image shows through.
  */
 export function paintOverlay(values, max, lut, out, { alpha = 0.7, gamma = 1 } = {}) {
-  const n = values.length;
-  const px = out || new Uint8ClampedArray(n * 4);
-  const inv = max > 0 ? 1 / max : 0;
-  for (let i = 0; i < n; i++) {
-    let x = values[i] * inv;
-    x = x > 1 ? 1 : x > 0 ? x : 0;
-    if (gamma !== 1) x = x ** gamma;
-    const j = Math.round(x * 255) * 4;
-    const o = i * 4;
-    px[o] = lut[j];
-    px[o + 1] = lut[j + 1];
-    px[o + 2] = lut[j + 2];
-    px[o + 3] = Math.round(x * alpha * 255);
-  }
-  return px;
+  return paint(values, max, lut, out, gamma, alpha);
 }
 
 /**

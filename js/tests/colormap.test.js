@@ -191,3 +191,14 @@ describe("paint", () => {
     vals.forEach((v, i) => expect(Math.abs(px[4 * i] - lutIndex(v, max))).toBeLessThanOrEqual(1));
   });
 });
+
+describe("paint with alpha (overlays)", () => {
+  it("keeps colours and makes opacity grow with the value up to alpha", () => {
+    const lut = themeLut("#ffffff");
+    const opaque = paint(new Float32Array([0, 0.5, 1]), 1, lut);
+    const over = paint(new Float32Array([0, 0.5, 1]), 1, lut, undefined, 1, 0.5);
+    for (let i = 0; i < 3; i++) for (let c = 0; c < 3; c++) expect(over[i * 4 + c]).toBe(opaque[i * 4 + c]);
+    expect([over[3], over[7], over[11]]).toEqual([0, 64, 128]);
+    expect(opaque[3]).toBe(255);
+  });
+});

@@ -184,3 +184,44 @@ describe("localPoint", () => {
     expect(localPoint(el, { clientX: 130, clientY: 45.5 })).toEqual({ x: 30, y: 5.5 });
   });
 });
+
+describe("onWidthChange", () => {
+  it("redraws only when the width really changes, and stops when asked", async () => {
+    const { onWidthChange } = await import("../lib/dom.js");
+    let fire = null;
+    let disconnected = false;
+    globalThis.ResizeObserver = class {
+      constructor(cb) {
+        fire = cb;
+      }
+      observe() {}
+      disconnect() {
+        disconnected = true;
+      }
+    };
+    try {
+      const panel = { clientWidth: 300 };
+      let draws = 0;
+      const stop = onWidthChange(panel, () => draws++);
+      fire();
+      expect(draws).toBe(0);
+      panel.clientWidth = 420;
+      fire();
+      fire();
+      expect(draws).toBe(1);
+      stop();
+      expect(disconnected).toBe(true);
+    } finally {
+      delete globalThis.ResizeObserver;
+    }
+  });
+
+  it("is a no-op without ResizeObserver", async () => {
+    const { onWidthChange } = await import("../lib/dom.js");
+    const stop = onWidthChange({ clientWidth: 1 }, () => {
+      throw new Error("should not draw");
+    });
+    expect(typeof stop).toBe("function");
+    stop();
+  });
+});
