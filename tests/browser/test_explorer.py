@@ -21,12 +21,16 @@ trace = aw.trace(model, tokenizer, "The cat sat on the mat because it was warm."
 explorer = aw.Explorer(trace, method="rollout", threshold=0.1)
 explorer.select(layer=2, head=7, token=3)
 explorer"""
+HOSTILE = ['<img src=x onerror="window.__pwned=1">', "</script><script>window.__pwned=2</script>", "&amp; \u202eevil"]
+HOSTILE_CELL = f"""import numpy as np
+hostile = aw.AttentionHeatmap(aw.AttentionTrace.from_tensors(np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32), {HOSTILE!r}), token=0)
+hostile"""
 SEL = "import json; print(json.dumps([explorer.selection, explorer.flow.token, explorer.flow.threshold, explorer.flow.drawn_edges]))"
 
 
 @pytest.fixture(scope="module")
 def explorer_page(browser, jupyter_server):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SOURCE)])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SOURCE), nbformat.v4.new_code_cell(HOSTILE_CELL)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, jupyter_server.root / NB)
     page = H.NotebookPage(browser, jupyter_server, NB, viewport=(1500, 1400)).open()
@@ -123,3 +127,13 @@ def test_dark_theme_changes_panel_background(explorer_page):
     finally:
         page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     assert not H.our_errors(p.log), H.our_errors(p.log)
+
+
+def test_hostile_tokens_render_as_text_in_jupyterlab(explorer_page):
+    """Token strings are untrusted: in the live notebook they show as text and run nothing."""
+    page = explorer_page.page
+    strip = page.locator(".aw-panel.aw-heatmap").nth(1).locator(".aw-tok")
+    strip.first.wait_for(timeout=30000)
+    assert strip.all_text_contents() == HOSTILE
+    assert page.evaluate("() => window.__pwned") is None
+    assert page.locator(".jp-OutputArea img, .jp-OutputArea script").count() == 0
