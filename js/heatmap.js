@@ -146,6 +146,17 @@ function render({ model, el }) {
     return rec;
   }
 
+  // Maps the kernel pushes with a selection change (ahead of the state update).
+  const onPushed = (msg, buffers) => {
+    if (!msg || msg.type !== "map" || !msg.push || !buffers || !buffers.length) return;
+    try {
+      store(msg.layer, msg.head, msg, buffers[0]);
+    } catch (err) {
+      fetchError = `could not read a map sent by the kernel: ${err.message}`;
+    }
+  };
+  model.on("msg:custom", onPushed);
+
   function storeTile(msg, data) {
     const view = { r0: msg.r0, r1: msg.r1, c0: msg.c0, c1: msg.c1 };
     const rec = record(tileKey(msg.layer, msg.head, view), mapKey(msg.layer, msg.head), msg, data, {
@@ -887,6 +898,7 @@ function render({ model, el }) {
 
   return () => {
     stopWatching();
+    model.off("msg:custom", onPushed);
     client.dispose();
     stopExport();
     window.removeEventListener("mouseup", onUp);

@@ -78,6 +78,9 @@ class AttentionHeatmap(AttnWidget):
     overview_size = t.Int(1024).tag(sync=True)
     #: Zoomed region ``[r0, r1, c0, c1]`` (half-open token ranges), ``[]`` for the whole map.
     zoom = t.List(t.Int(), default_value=[]).tag(sync=True)
+    #: Send the newly selected head's map to the views with the selection change itself
+    #: (one message, no request round trip). Only whole maps (``map_step() == 1``) are pushed.
+    push_maps = t.Bool(True).tag(sync=True)
 
     def __init__(self, trace: AttentionTrace | LazyTrace, **kwargs: Any) -> None:
         size = kwargs.get("overview_size", 1024)
@@ -91,6 +94,9 @@ class AttentionHeatmap(AttnWidget):
         self._handlers["get_map"] = self._handle_get_map
         self._handlers["get_tile"] = self._handle_get_tile
         self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
+        self._pushed: OrderedDict[tuple[int, Any], None] = OrderedDict()
+        self._pushed[(self.layer, self.head)] = None
+        self.observe(self._push_map, ["layer", "head"])
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -247,6 +253,32 @@ class AttentionHeatmap(AttnWidget):
         arr, step = self._map_for_wire(layer, head)
         packed = pack(arr.astype(np.float16), "float16")
         return {**packed, "step": step} if step > 1 else packed  # no "step": a whole map
+
+    def _push_map(self, _change: dict) -> None:
+        """Send the selected head's map ahead of the selection update.
+
+        Linked panels and ``select()`` change ``layer`` and ``head`` inside
+        ``hold_sync()``, so this message leaves before the state update and the view finds
+        the map in its cache when the update arrives: a head click costs one kernel round
+        trip instead of two. Maps sent recently are not sent again (the view keeps the last
+        48; this remembers fewer).
+        """
+        key = (self.layer, self.head)
+        if not self.push_maps or key in self._pushed or self.map_step() != 1 or self.comm is None:
+            return
+        if {"layer", "head"} & set(self._property_lock):
+            return  # the change came from this panel's own view, which fetches what it needs
+        try:
+            reply, buffers = self._packed_reply(
+                "map", self._trace.head_map(self.layer, self.head).astype(np.float16), "float16",
+                layer=self.layer, head=self.head, push=True,
+            )
+        except ValueError:  # over the message cap: the view will ask for it as usual
+            return
+        self._pushed[key] = None
+        while len(self._pushed) > 32:
+            self._pushed.popitem(last=False)
+        self.send({**reply, "id": None}, buffers=buffers)
 
     def _handle_get_map(self, content: dict) -> tuple[dict, list]:
         layer = self._trace.check_layer(int(content["layer"]))

@@ -73,7 +73,9 @@ class _Group:
                 if not todo:
                     continue
                 hold = other.hold_sync() if hasattr(other, "hold_sync") else contextlib.nullcontext()
-                with hold:
+                # Observers of `other` see the whole new selection at once (e.g. the heatmap
+                # pushes one map for the new layer *and* head, not one for the layer alone).
+                with hold, other.hold_trait_notifications():
                     for n, v in todo.items():
                         setattr(other, n, v)
         finally:

@@ -219,3 +219,32 @@ def test_click_reaches_linked_views_as_one_update(minilm_trace, monkeypatch):
     updates = [msg["state"] for msg in sent if msg.get("method") == "update"]
     assert (h.layer, h.head) == (4, 5)
     assert updates == [{"layer": 4, "head": 5}]
+
+
+def test_linked_head_click_pushes_the_map_before_the_update(minilm_trace, monkeypatch):
+    """The heatmap sends the newly selected map ahead of the selection update, once, so its
+    view draws without a request round trip; its own view's clicks push nothing."""
+    import numpy as np
+
+    from attn_widgets import AttentionHeatmap, AttentionMatrix, link
+    from attn_widgets._wire import unpack
+
+    m, h = AttentionMatrix(minilm_trace), AttentionHeatmap(minilm_trace)
+    link(m, h)
+    sent = []
+    monkeypatch.setattr(h, "_send", lambda msg, buffers=None: sent.append((msg, buffers)))
+    m.set_state({"layer": 3, "head": 2})
+    kinds = [msg.get("method") for msg, _ in sent]
+    assert kinds == ["custom", "update"]
+    pushed, buffers = sent[0]
+    content = pushed["content"]
+    assert content["type"] == "map" and content["push"] and (content["layer"], content["head"]) == (3, 2)
+    got = unpack({"dtype": content["dtype"], "shape": content["shape"], "data": bytes(buffers[0])})
+    np.testing.assert_allclose(got, minilm_trace.attentions[3, 2], atol=1e-3)
+    sent.clear()
+    m.set_state({"layer": 1, "head": 1})  # new: pushed
+    m.set_state({"layer": 3, "head": 2})  # pushed recently: not sent again
+    assert sum(1 for msg, _ in sent if msg.get("method") == "custom") == 1
+    sent.clear()
+    h.set_state({"head": 5})  # a click in the heatmap's own view: it fetches what it needs
+    assert [msg.get("method") for msg, _ in sent if msg.get("method") != "echo_update"] == []
