@@ -261,7 +261,6 @@ def trace(
 
 def _forward(model: Any, inputs: dict, need_grad: bool):
     """Forward with attention weights; make sure they are in the autograd graph."""
-    torch = _torch()
     outputs = model(**inputs, output_attentions=True, return_dict=True)
     attentions = getattr(outputs, "attentions", None)
     _check_attentions(model, attentions)

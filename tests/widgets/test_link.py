@@ -112,7 +112,7 @@ def test_unlink_stops_propagation(base, tuned):
 def test_two_independent_links(base):
     a, b = AttentionHeatmap(base), AttentionMatrix(base)
     c, d = AttentionHeatmap(base), AttentionMatrix(base)
-    ab, cd = aw.link(a, b), aw.link(c, d)
+    ab, _cd = aw.link(a, b), aw.link(c, d)
     a.layer = 2
     assert (b.layer, c.layer, d.layer) == (2, 0, 0)
     ab.unlink()
