@@ -18,7 +18,14 @@ __all__ = ["save_html", "DEFAULT_MAX_BYTES"]
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 _SKIP = {"layout", "tabbable", "tooltip", "keys", "comm", "log"}
-_KINDS = {"AttentionMatrix": "matrix", "AttentionHeatmap": "heatmap", "AttentionFlow": "flow"}
+_KINDS = {
+    "AttentionMatrix": "matrix",
+    "AttentionHeatmap": "heatmap",
+    "AttentionFlow": "flow",
+    "HeadSummary": "summary",
+}
+#: View module per kind (the head summary has a canvas view for pages without bqplot).
+_ESM = {"matrix": "matrix", "heatmap": "heatmap", "flow": "flow", "summary": "summary_static"}
 
 
 def _jsonable(value: Any) -> Any:
@@ -33,7 +40,22 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _state(w: AttnWidget) -> dict:
+def _summary_state(w: Any) -> dict:
+    from .summary import METRICS
+
+    tr = w.trace
+    return _jsonable({
+        "layer": w.layer, "head": w.head, "token": w.token,
+        "n_layers": tr.n_layers, "n_heads": tr.n_heads, "tokens": list(tr.tokens),
+        "model_name": tr.model_name, "metric": w.metric, "metrics": list(w.available),
+        "descriptions": {m: METRICS[m] for m in w.available},
+        "stats": {m: pack(w.value(m).astype(np.float32), "float32") for m in w.available},
+    })
+
+
+def _state(w: Any) -> dict:
+    if _KINDS.get(type(w).__name__) == "summary":
+        return _summary_state(w)
     names = [n for n in w.trait_names(sync=True) if not n.startswith("_") and n not in _SKIP]
     return _jsonable({n: getattr(w, n) for n in names})
 
@@ -97,11 +119,8 @@ def _panels_of(items: Iterable[Any]) -> tuple[list[AttnWidget], list[str]]:
     out, notes = [], []
     for it in items:
         if isinstance(it, Explorer):
-            out += [it.matrix, it.heatmap, it.flow]
-            notes.append("the head summary is a bqplot chart and is not part of the static export")
-        elif isinstance(it, HeadSummary):
-            notes.append("HeadSummary (bqplot) is not part of the static export; it was skipped")
-        elif isinstance(it, AttnWidget) and type(it).__name__ in _KINDS:
+            out += [it.matrix, it.heatmap, it.flow, it.summary]
+        elif isinstance(it, HeadSummary) or (isinstance(it, AttnWidget) and type(it).__name__ in _KINDS):
             out.append(it)
         else:
             raise TypeError(f"save_html: cannot export a {type(it).__name__}; expected attn_widgets panels or an Explorer")
@@ -132,7 +151,7 @@ def save_html(
     esm = {}
     for w in widgets:
         kind = _KINDS[type(w).__name__]
-        src = STATIC / f"{kind}.js"
+        src = STATIC / f"{_ESM[kind]}.js"
         if not src.exists():
             raise FileNotFoundError(f"{src} is missing: build the views first (npm run build)")
         esm[kind] = src.read_text(encoding="utf-8")

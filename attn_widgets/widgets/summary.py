@@ -178,6 +178,13 @@ class HeadSummary(TraceRanges, widgets.VBox):
             with self.hold_trait_notifications():
                 self.layer, self.head = layer, head
 
+    def save_html(self, path: Any, **kwargs: Any):
+        """Write this chart to a self-contained HTML file (a canvas version of the same
+        statistics, clickable; see :func:`attn_widgets.save_html`)."""
+        from .export import save_html
+
+        return save_html(path, self, **kwargs)
+
     def value(self, metric: str | None = None) -> np.ndarray:
         """The ``[L, H]`` statistic shown (default: the current metric)."""
         return self.stats[metric or self.metric].copy()

@@ -50,7 +50,7 @@ def test_export_draws_and_links_without_kernel_or_network(browser, exported):
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
     ctx, page, log, blocked = _open_offline(browser, path)
     try:
-        for sel in (H.MATRIX, H.HEATMAP, ".aw-panel.aw-flow"):
+        for sel in (H.MATRIX, H.HEATMAP, ".aw-panel.aw-flow", ".aw-panel.aw-summary"):
             assert int(page.eval_on_selector(sel, "e => e.dataset.draws || 0")) >= 1, sel
         assert page.eval_on_selector(H.HEATMAP, "e => e.dataset.shown") == "0:0"
         x, y = H.matrix_cell_point(page, 4, 9)
@@ -64,6 +64,14 @@ def test_export_draws_and_links_without_kernel_or_network(browser, exported):
         values = page.eval_on_selector_all(".aw-flow-strip .aw-tok", "es => es.map(e => Number(e.dataset.value))")
         expected = tr.rollout()[-1, 3]
         assert max(abs(a - b) for a, b in zip(values, expected)) < 1e-3
+        # The head summary (a canvas view in exported pages): click a cell, every panel follows.
+        summary = page.locator(".aw-panel.aw-summary canvas.aw-canvas")
+        g = summary.evaluate("c => ({l: +c.dataset.left, t: +c.dataset.top, p: +c.dataset.pitch, c: +c.dataset.cell})")
+        summary.click(position={"x": g["l"] + 6 * g["p"] + g["c"] / 2, "y": g["t"] + 1 * g["p"] + g["c"] / 2})
+        H.wait_dataset(page, H.HEATMAP, {"shown": "1:6"})
+        H.wait_dataset(page, H.MATRIX, {"layer": "1", "head": "6"})
+        page.locator(".aw-panel.aw-summary button.aw-metric").nth(1).click()
+        assert page.get_attribute(".aw-panel.aw-summary", "data-metric") == "distance"
         assert blocked == [] and not log.errors(), (blocked, log.errors())
     except Exception:
         H.save_artifacts(page, log, "export")

@@ -63,3 +63,17 @@ def test_script_breakout_is_escaped(tmp_path):
     assert "</script><script>alert(1)" not in text
     assert text.count("</script>") == 3  # data, host, boot: nothing from the tokens
     assert _doc(out)["panels"][0]["state"]["tokens"] == toks
+
+
+def test_head_summary_exports_its_statistics(tmp_path, minilm_trace):
+    s = aw.HeadSummary(minilm_trace, metric="distance", layer=2, head=3)
+    out = s.save_html(tmp_path / "summary.html")
+    panel = _doc(out)["panels"][0]
+    assert panel["kind"] == "summary"
+    st = panel["state"]
+    assert (st["layer"], st["head"], st["metric"]) == (2, 3, "distance")
+    assert st["metrics"] == s.available
+    import base64
+
+    got = np.frombuffer(base64.b64decode(st["stats"]["distance"]["data"]["$b64"]), dtype="<f4").reshape(6, 12)
+    np.testing.assert_allclose(got, minilm_trace.head_stats()["distance"], rtol=1e-6)

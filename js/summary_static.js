@@ -1,0 +1,115 @@
+// The head summary in exported HTML pages (no kernel, no bqplot): the same per-head
+// statistics as HeadSummary, as a clickable layers x heads grid on canvas.
+import { decode } from "./lib/codec.js";
+import { lutCss, themeLut } from "./lib/colormap.js";
+import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
+
+function render({ model, el }) {
+  ensureStyles();
+  const panel = h("div", "aw-panel aw-summary");
+  const title = h("div", "aw-title");
+  const controls = h("div", "aw-controls");
+  const canvas = h("canvas", "aw-canvas");
+  panel.append(title, controls, canvas);
+  el.appendChild(panel);
+  const tip = tooltip(panel);
+  const stats = {};
+  for (const [name, packed] of Object.entries(model.get("stats") || {})) stats[name] = decode(packed).data;
+  const buttons = (model.get("metrics") || []).map((name) => {
+    const b = h("button", "aw-metric", name.replace("_", " "));
+    b.title = (model.get("descriptions") || {})[name] || "";
+    b.onclick = () => {
+      model.set("metric", name);
+      draw();
+    };
+    controls.appendChild(b);
+    return b;
+  });
+  let lay = null;
+
+  function range(values) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const v of values) if (Number.isFinite(v)) [lo, hi] = [Math.min(lo, v), Math.max(hi, v)];
+    return lo <= hi ? [lo, hi] : [0, 0];
+  }
+
+  function draw() {
+    const L = model.get("n_layers");
+    const H = model.get("n_heads");
+    const metric = model.get("metric");
+    const values = stats[metric] || new Float32Array(L * H);
+    const th = theme(panel);
+    const lut = themeLut(th.background);
+    const [lo, hi] = range(values);
+    title.textContent = `${model.get("model_name") || "heads"}: ${metric.replace("_", " ")} (${lo.toPrecision(3)} \u2013 ${hi.toPrecision(3)})`;
+    buttons.forEach((b, i) => b.setAttribute("aria-pressed", String(model.get("metrics")[i] === metric)));
+    const cell = fitCell((panel.clientWidth || 480) - 8, H, { left: 30, min: 12, max: 40 });
+    lay = matrixLayout({ nLayers: L, nHeads: H, cell, left: 30, top: 16 });
+    const ctx = sizeCanvas(canvas, lay.width, lay.height);
+    ctx.fillStyle = th.background;
+    ctx.fillRect(0, 0, lay.width, lay.height);
+    for (let l = 0; l < L; l++) {
+      for (let hd = 0; hd < H; hd++) {
+        const o = cellOrigin(lay, l, hd);
+        // Min-max scale; the smallest head stays visible against the background.
+        const x = hi > lo ? (values[l * H + hd] - lo) / (hi - lo) : 0;
+        ctx.fillStyle = lutCss(lut, Number.isFinite(x) ? Math.round(40 + 215 * x) : 0);
+        ctx.fillRect(o.x, o.y, cell, cell);
+      }
+    }
+    ctx.fillStyle = th.muted;
+    ctx.font = `10px ${th.font}`;
+    ctx.textAlign = "center";
+    ctx.textBaseline = "bottom";
+    for (let hd = 0; hd < H; hd++) ctx.fillText(String(hd), cellOrigin(lay, 0, hd).x + cell / 2, lay.top - 3);
+    ctx.textAlign = "right";
+    ctx.textBaseline = "middle";
+    for (let l = 0; l < L; l++) ctx.fillText(`L${l}`, lay.left - 4, cellOrigin(lay, l, 0).y + cell / 2);
+    const layer = model.get("layer");
+    const head = model.get("head");
+    ctx.strokeStyle = th.warn;
+    ctx.lineWidth = 2;
+    const o = cellOrigin(lay, layer, typeof head === "number" ? head : 0);
+    const w = typeof head === "number" ? cell : H * lay.pitch - lay.gap;
+    ctx.strokeRect(o.x - 1, o.y - 1, w + 2, cell + 2);
+    canvas.dataset.left = String(lay.left);
+    canvas.dataset.top = String(lay.top);
+    canvas.dataset.cell = String(lay.cell);
+    canvas.dataset.pitch = String(lay.pitch);
+    panel.dataset.layer = String(layer);
+    panel.dataset.head = String(head);
+    panel.dataset.metric = metric;
+    panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);
+  }
+
+  canvas.addEventListener("click", (ev) => {
+    if (!lay) return;
+    const p = localPoint(canvas, ev);
+    const hit = hitMatrix(lay, p.x, p.y);
+    if (hit) {
+      setTraits(model, { layer: hit.layer, head: hit.head });
+      draw();
+    }
+  });
+  canvas.addEventListener("mousemove", (ev) => {
+    const hit = lay && hitMatrix(lay, localPoint(canvas, ev).x, localPoint(canvas, ev).y);
+    if (!hit) return tip.hide();
+    const v = (stats[model.get("metric")] || [])[hit.layer * model.get("n_heads") + hit.head];
+    const where = localPoint(panel, ev);
+    tip.show(`layer ${hit.layer} \u00b7 head ${hit.head}\n${model.get("metric")}: ${Number(v).toPrecision(4)}`, where.x, where.y);
+  });
+  canvas.addEventListener("mouseleave", () => tip.hide());
+  model.on("change:layer", draw);
+  model.on("change:head", draw);
+  const stopWatching = onWidthChange(panel, draw);
+  draw();
+  return () => {
+    stopWatching();
+    model.off("change:layer", draw);
+    model.off("change:head", draw);
+  };
+}
+
+export default { render };
