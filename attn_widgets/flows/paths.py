@@ -37,6 +37,7 @@ __all__ = [
     "sparse_edges",
     "trace_token",
     "token_scores",
+    "score_matrix",
     "check_method",
 ]
 
@@ -160,6 +161,43 @@ def trace_token(edges: np.ndarray, token: int) -> np.ndarray:
     return r.astype(np.float32)
 
 
+def score_matrix(
+    attentions: np.ndarray,
+    method: str,
+    gradients: np.ndarray | None = None,
+    *,
+    residual: float = 0.5,
+    signed: bool = False,
+    edges: np.ndarray | None = None,
+) -> np.ndarray:
+    """Every output token's scores over the input tokens, ``[T, T]`` (row ``i`` = token ``i``).
+
+    One matrix serves every click: the rollout's last layer, the gradient rollout's
+    ``R - I`` normalised per row, or for ``attention``/``attn_grad`` the row-normalised
+    product of the layers' ``|E|`` (what :func:`trace_token` walks, for all tokens at once;
+    pass ``edges`` from :func:`layer_edges` if you have them). Exact max-flow is per row
+    and expensive: use :func:`attention_flow`.
+    """
+    check_method(method, gradients is not None)
+    if method == "flow":
+        raise ValueError("method='flow': exact max-flow is computed per row; use attention_flow(rows=...)")
+    if method == "rollout":
+        from . import rollout
+
+        return np.asarray(rollout(attentions, residual=residual)[-1], dtype=np.float32)
+    if method == "grad_rollout":
+        from . import grad_rollout, relevance_view
+
+        return relevance_view(grad_rollout(attentions, gradients)).astype(np.float32)
+    if edges is None:
+        edges = layer_edges(attentions, method, gradients, residual=residual, signed=signed)
+    e = np.abs(np.asarray(edges, dtype=np.float64))
+    prod = e[-1]
+    for layer in range(len(e) - 2, -1, -1):
+        prod = prod @ e[layer]
+    return _rownorm(prod).astype(np.float32)
+
+
 def token_scores(
     attentions: np.ndarray,
     method: str,
@@ -171,24 +209,15 @@ def token_scores(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """What the method says output token ``token`` draws from each input token: ``[T]``."""
-    check_method(method, gradients is not None)
-    if method == "rollout":
-        from . import rollout
+    """What the method says output token ``token`` draws from each input token: ``[T]``.
 
-        return np.asarray(rollout(attentions, residual=residual)[-1][token], dtype=np.float32)
+    For one token; for many, take rows of :func:`score_matrix` (or, for ``flow``,
+    :func:`attention_flow` with ``rows=``) instead of calling this in a loop.
+    """
+    check_method(method, gradients is not None)
     if method == "flow":
         from . import attention_flow
 
         row = attention_flow(attentions, rows=[token], residual=residual, progress=progress, cancel=cancel)
         return np.asarray(row[0], dtype=np.float32)
-    if method == "grad_rollout":
-        from . import grad_rollout
-
-        r = np.asarray(grad_rollout(attentions, gradients), dtype=np.float64)[token].copy()
-        r[token] -= 1.0  # show R - I: what the layers added on top of the identity
-        r = np.maximum(r, 0.0)
-        s = r.sum()
-        return (r / s if s > 0 else r).astype(np.float32)
-    edges = layer_edges(attentions, method, gradients, residual=residual, signed=signed)
-    return trace_token(edges, token)[0]
+    return score_matrix(attentions, method, gradients, residual=residual, signed=signed)[token]

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from .._wire import pack
-from ..flows.paths import token_scores, trace_token
+from ..flows import attention_flow
+from ..flows.paths import trace_token
 from ._base import STATIC, AttnWidget
 
 __all__ = ["save_html", "DEFAULT_MAX_BYTES"]
@@ -95,10 +96,13 @@ def _flow_extras(w: Any, budget: int) -> tuple[dict, list[str]]:
     table, used, left_out = {}, 0, 0
     if w.method == "flow" and n > 128:
         return {"tokens": {}}, [f"flow: exact max-flow rows are not precomputed for {n} > 128 tokens"]
+    if w.method == "flow":  # every row at once, not one max-flow call per token
+        matrices = [attention_flow(tr.attentions, residual=w.residual) for tr in tr_list]
+    else:
+        matrices = w._score_matrices()
     for i in order:
         nodes = [trace_token(e, i) for e in per]
-        scores = [token_scores(tr.attentions, w.method, i, tr.gradients, residual=w.residual, signed=w.signed)
-                  for tr in tr_list]
+        scores = [m[i] for m in matrices]
         if diff:
             nodes, scores = [nodes[0] - nodes[1]], [scores[0] - scores[1]]
         entry = _jsonable({"nodes": pack(np.stack(nodes), "float32"), "scores": pack(np.stack(scores), "float32")})

@@ -11,7 +11,7 @@ import traitlets as t
 
 from .._jobs import Worker
 from .._wire import pack
-from ..flows.paths import METHODS, check_method, layer_edges, sparse_edges, token_scores, trace_token
+from ..flows.paths import METHODS, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
 from ..trace import AttentionTrace
 from ._base import AttnWidget, _esm
 
@@ -212,18 +212,33 @@ class AttentionFlow(AttnWidget):
         return unpack(self.scores).astype(np.float32)
 
     # -- computation (math lives in attn_widgets.flows) --------------------------------
-    def _dense_edges(self) -> list[np.ndarray]:
-        key = (self.method, round(self.residual, 6), self.signed)
+    def _cached(self, what: str, build) -> list[np.ndarray]:
+        """Per-trace matrices of the current method (``what``: "edges" or "scores"), built
+        once per (method, residual, signed) and reused by every threshold change and click."""
+        key = (what, self.method, round(self.residual, 6), self.signed)
         cached = self._edges_cache.get(key)
         if cached is None:
-            cached = [
-                layer_edges(tr.attentions, self.method, tr.gradients, residual=self.residual, signed=self.signed)
-                for tr in self._traces
-            ]
-            if len(self._edges_cache) > 8:
+            cached = [build(k, tr) for k, tr in enumerate(self._traces)]
+            if len(self._edges_cache) > 16:
                 self._edges_cache.clear()
             self._edges_cache[key] = cached
         return cached
+
+    def _dense_edges(self) -> list[np.ndarray]:
+        return self._cached(
+            "edges",
+            lambda _k, tr: layer_edges(tr.attentions, self.method, tr.gradients, residual=self.residual,
+                                       signed=self.signed),
+        )
+
+    def _score_matrices(self) -> list[np.ndarray]:
+        """``[T, T]`` scores per trace (not for ``method="flow"``, which is per row)."""
+        edges = self._dense_edges()
+        return self._cached(
+            "scores",
+            lambda k, tr: score_matrix(tr.attentions, self.method, tr.gradients, residual=self.residual,
+                                       signed=self.signed, edges=edges[k]),
+        )
 
     def _graph_payload(self, edges: np.ndarray, label: str) -> dict:
         sp = sparse_edges(edges, self.threshold, self.top_k, self.max_edges)
@@ -283,6 +298,8 @@ class AttentionFlow(AttnWidget):
         key = (self.method, token, round(self.residual, 6), self.signed)
 
         def compute(job=None) -> np.ndarray:
+            if self.method != "flow":
+                return np.stack([m[token] for m in self._score_matrices()])
             out = []
             n = len(self._traces)
             for k, tr in enumerate(self._traces):

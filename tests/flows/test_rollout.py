@@ -82,3 +82,23 @@ def test_identity_attention_gives_identity(n_layers, n_heads, t, residual):
 @given(attention_stacks(max_layers=3, max_heads=2, max_tokens=5), st.floats(0, 1))
 def test_random_matches_reference(a, residual):
     assert np.abs(rollout(a, residual=residual) - rollout_ref(a, residual)).max() <= 1e-9
+
+
+def test_score_matrix_rows_match_single_token_views(minilm_trace):
+    """One [T, T] matrix serves every click: its rows equal the per-token definitions."""
+    from attn_widgets.flows import relevance_view
+    from attn_widgets.flows.paths import layer_edges, score_matrix, trace_token
+
+    tr = minilm_trace
+    np.testing.assert_allclose(score_matrix(tr.attentions, "rollout"), tr.rollout()[-1], atol=1e-6)
+    np.testing.assert_allclose(
+        score_matrix(tr.attentions, "grad_rollout", tr.gradients), relevance_view(tr.grad_rollout()), atol=1e-6
+    )
+    for method in ("attention", "attn_grad"):
+        grads = tr.gradients if method == "attn_grad" else None
+        m = score_matrix(tr.attentions, method, grads)
+        edges = layer_edges(tr.attentions, method, grads)
+        for token in (0, 4, tr.n_tokens - 1):
+            np.testing.assert_allclose(m[token], trace_token(edges, token)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="per row"):
+        score_matrix(tr.attentions, "flow")
