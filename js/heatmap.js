@@ -34,6 +34,22 @@ import {
   tokenPatch,
 } from "./lib/vision.js";
 
+/** Colour a token chip by its value on the 0..vmax scale (null: uncoloured, clickable). */
+function colourToken(el, value, vmax, lut) {
+  if (value === null || value === undefined) {
+    el.style.background = "";
+    el.style.color = "";
+    delete el.dataset.value;
+    el.title = "click to select this token";
+    return;
+  }
+  const idx = lutIndex(value, vmax);
+  el.style.background = lutCss(lut, idx);
+  el.style.color = textOn(lut, idx);
+  el.dataset.value = value.toFixed(4);
+  el.title = value.toFixed(4);
+}
+
 function render({ model, el }) {
   ensureStyles();
   const panel = h("div", "aw-panel aw-heatmap");
@@ -535,18 +551,7 @@ function render({ model, el }) {
     spans.forEach((s, i) => {
       s.classList.toggle("aw-selected", i === sel);
       s.setAttribute("aria-selected", String(i === sel));
-      if (vals) {
-        const idx = lutIndex(vals[i], vmax);
-        s.style.background = lutCss(lut, idx);
-        s.style.color = textOn(lut, idx);
-        s.dataset.value = vals[i].toFixed(4);
-        s.title = `${vals[i].toFixed(4)}`;
-      } else {
-        s.style.background = "";
-        s.style.color = "";
-        delete s.dataset.value;
-        s.title = "click to select this token";
-      }
+      colourToken(s, vals ? vals[i] : null, vmax, lut);
     });
   }
 
@@ -649,18 +654,7 @@ function render({ model, el }) {
     const vmax = vals ? maxOf(vals) : 0;
     chipSpans.forEach((c, i) => {
       c.classList.toggle("aw-selected", i === subj);
-      if (vals) {
-        const idx = lutIndex(vals[i], vmax);
-        c.style.background = lutCss(lut, idx);
-        c.style.color = textOn(lut, idx);
-        c.dataset.value = vals[i].toFixed(4);
-        c.title = `${vals[i].toFixed(4)}`;
-      } else {
-        c.style.background = "";
-        c.style.color = "";
-        delete c.dataset.value;
-        c.title = "click to select this token";
-      }
+      colourToken(c, vals ? vals[i] : null, vmax, lut);
     });
     const tokens = model.get("tokens");
     visionNote.textContent = vals

@@ -2,6 +2,7 @@
 import { decode } from "./lib/codec.js";
 import { paint, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { drawGridFrame, publishGrid } from "./lib/grid.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 import { attachExport } from "./lib/exportbar.js";
 import { createClient } from "./lib/requests.js";
@@ -197,39 +198,16 @@ function render({ model, el }) {
       }
       ctx.fill();
     }
-    // Labels: head numbers on top, layer numbers on the left (thinned when cells are small).
-    ctx.fillStyle = th.muted;
-    ctx.font = `10px ${th.font}`;
-    ctx.textAlign = "center";
-    ctx.textBaseline = "bottom";
-    const stride = cell < 14 ? Math.ceil(14 / cell) : 1;
-    for (let hd = 0; hd < H; hd += stride) ctx.fillText(String(hd), cellOrigin(lay, 0, hd).x + cell / 2, lay.top - 3);
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (let l = 0; l < L; l += stride) ctx.fillText(`L${l}`, lay.left - 4, cellOrigin(lay, l, 0).y + cell / 2);
-    // Selection: a cell, or a whole layer row when the head is an aggregate ("mean"/"max").
     const layer = model.get("layer");
     const head = model.get("head");
-    ctx.lineWidth = 2;
-    ctx.strokeStyle = th.warn;
-    if (typeof head === "number") {
-      const o = cellOrigin(lay, layer, head);
-      ctx.strokeRect(o.x - 1, o.y - 1, cell + 2, cell + 2);
-    } else {
-      const o = cellOrigin(lay, layer, 0);
-      ctx.strokeRect(o.x - 1, o.y - 1, H * lay.pitch - lay.gap + 2, cell + 2);
-    }
+    drawGridFrame(ctx, lay, th, layer, head);
     if (hover) {
       const o = cellOrigin(lay, hover.layer, hover.head);
       ctx.lineWidth = 1;
       ctx.strokeStyle = th.accent;
       ctx.strokeRect(o.x - 0.5, o.y - 0.5, cell + 1, cell + 1);
     }
-    // Grid geometry in canvas CSS px, for tests and tools that click a cell.
-    canvas.dataset.left = String(lay.left);
-    canvas.dataset.top = String(lay.top);
-    canvas.dataset.cell = String(lay.cell);
-    canvas.dataset.pitch = String(lay.pitch);
+    publishGrid(canvas, lay);
     panel.dataset.layer = String(layer);
     panel.dataset.head = String(head);
     panel.dataset.pending = String(nPending);

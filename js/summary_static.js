@@ -3,6 +3,7 @@
 import { decode } from "./lib/codec.js";
 import { lutCss, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { drawGridFrame, publishGrid } from "./lib/grid.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 
 function render({ model, el }) {
@@ -59,25 +60,10 @@ function render({ model, el }) {
         ctx.fillRect(o.x, o.y, cell, cell);
       }
     }
-    ctx.fillStyle = th.muted;
-    ctx.font = `10px ${th.font}`;
-    ctx.textAlign = "center";
-    ctx.textBaseline = "bottom";
-    for (let hd = 0; hd < H; hd++) ctx.fillText(String(hd), cellOrigin(lay, 0, hd).x + cell / 2, lay.top - 3);
-    ctx.textAlign = "right";
-    ctx.textBaseline = "middle";
-    for (let l = 0; l < L; l++) ctx.fillText(`L${l}`, lay.left - 4, cellOrigin(lay, l, 0).y + cell / 2);
     const layer = model.get("layer");
     const head = model.get("head");
-    ctx.strokeStyle = th.warn;
-    ctx.lineWidth = 2;
-    const o = cellOrigin(lay, layer, typeof head === "number" ? head : 0);
-    const w = typeof head === "number" ? cell : H * lay.pitch - lay.gap;
-    ctx.strokeRect(o.x - 1, o.y - 1, w + 2, cell + 2);
-    canvas.dataset.left = String(lay.left);
-    canvas.dataset.top = String(lay.top);
-    canvas.dataset.cell = String(lay.cell);
-    canvas.dataset.pitch = String(lay.pitch);
+    drawGridFrame(ctx, lay, th, layer, head);
+    publishGrid(canvas, lay);
     panel.dataset.layer = String(layer);
     panel.dataset.head = String(head);
     panel.dataset.metric = metric;
