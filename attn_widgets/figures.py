@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from .trace import _check_tile_range
+
 __all__ = [
     "DARK_STOPS",
     "LIGHT_STOPS",
@@ -600,12 +602,10 @@ def _region(trace: Any, region: Any) -> tuple[int, int, int, int]:
         return 0, t_q, 0, t_k
     if len(region) != 4:
         raise ValueError(f"region: expected None or (r0, r1, c0, c1), received {region!r}")
-    r0, r1, c0, c1 = (int(v) for v in region)
-    if not 0 <= r0 < r1 <= t_q:
-        raise ValueError(f"region rows: expected 0 <= r0 < r1 <= {t_q}, received r0={r0}, r1={r1}")
-    if not 0 <= c0 < c1 <= t_k:
-        raise ValueError(f"region cols: expected 0 <= c0 < c1 <= {t_k}, received c0={c0}, c1={c1}")
-    return r0, r1, c0, c1
+    try:
+        return _check_tile_range(*region, t_q, t_k)
+    except ValueError as exc:
+        raise ValueError(f"region {exc}") from None
 
 
 def heatmap_region(

@@ -47,6 +47,7 @@ from .trace import (
     _check_layer,
     _check_special_mask,
     _check_strings,
+    _check_tile_range,
     _check_token_ids,
 )
 
@@ -633,18 +634,7 @@ class LazyTrace:
 
     def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
         """Validate a tile range (half-open, ``0 <= r0 < r1 <= T``); returns plain ints."""
-        out = []
-        for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name}: expected an int, received {v!r}")
-            out.append(int(v))
-        r0, r1, c0, c1 = out
-        t = self.n_tokens
-        if not 0 <= r0 < r1 <= t:
-            raise ValueError(f"rows: expected 0 <= r0 < r1 <= {t}, received r0={r0}, r1={r1}")
-        if not 0 <= c0 < c1 <= t:
-            raise ValueError(f"cols: expected 0 <= c0 < c1 <= {t}, received c0={c0}, c1={c1}")
-        return r0, r1, c0, c1
+        return _check_tile_range(r0, r1, c0, c1, self.n_tokens, self.n_tokens)
 
     # -- thumbnails -----------------------------------------------------------------------------
     def thumbnails(self, size: int = 48, layers: Sequence[int] | None = None) -> np.ndarray:

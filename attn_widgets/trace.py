@@ -105,6 +105,21 @@ def _check_token_ids(ids: Any, t: int) -> tuple[int, ...] | None:
     return ids
 
 
+def _check_tile_range(r0: Any, r1: Any, c0: Any, c1: Any, n_rows: int, n_cols: int) -> tuple[int, int, int, int]:
+    """A half-open tile ``[r0, r1) x [c0, c1)`` of an ``n_rows x n_cols`` map, as plain ints."""
+    out = []
+    for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"{name}: expected an int, received {v!r}")
+        out.append(int(v))
+    r0, r1, c0, c1 = out
+    if not 0 <= r0 < r1 <= n_rows:
+        raise ValueError(f"rows: expected 0 <= r0 < r1 <= {n_rows}, received r0={r0}, r1={r1}")
+    if not 0 <= c0 < c1 <= n_cols:
+        raise ValueError(f"cols: expected 0 <= c0 < c1 <= {n_cols}, received c0={c0}, c1={c1}")
+    return r0, r1, c0, c1
+
+
 def _check_layer(layer: Any, n_layers: int) -> int:
     if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
         raise TypeError(f"layer: expected an int, received {layer!r}")

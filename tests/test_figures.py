@@ -433,3 +433,13 @@ def test_flow_widget_png(minilm_trace, tmp_path):
     warn = np.array(F._parse_rgb(F.THEMES["light"]["warn"]))
     assert np.any(np.all(img == warn, axis=-1))  # traced nodes at full opacity
 
+
+
+def test_bad_region_names_the_axis(minilm_trace):
+    n = minilm_trace.n_tokens
+    with pytest.raises(ValueError, match=f"region rows: expected 0 <= r0 < r1 <= {n}"):
+        F.heatmap_svg(minilm_trace, 0, 0, region=(3, 3, 0, 4))
+    with pytest.raises(ValueError, match="region cols"):
+        F.heatmap_svg(minilm_trace, 0, 0, region=(0, 4, 5, n + 1))
+    with pytest.raises(TypeError, match="r0: expected an int"):
+        F.heatmap_svg(minilm_trace, 0, 0, region=(0.5, 4, 0, 4))

@@ -11,7 +11,7 @@ import traitlets as t
 
 from .._wire import pack
 from ..lazy import LazyTrace, pool_blocks, pool_step
-from ..trace import AttentionTrace
+from ..trace import AttentionTrace, _check_tile_range
 from ._base import AttnWidget, _esm
 
 __all__ = ["AttentionHeatmap"]
@@ -145,18 +145,7 @@ class AttentionHeatmap(AttnWidget):
         return self._check("key_token", proposal["value"])
 
     def _check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
-        vals = []
-        for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise TypeError(f"{name}: expected an int, received {v!r}")
-            vals.append(int(v))
-        r0, r1, c0, c1 = vals
-        t_q, t_k = self._trace.n_tokens, self._n_keys()
-        if not 0 <= r0 < r1 <= t_q:
-            raise ValueError(f"rows: expected 0 <= r0 < r1 <= {t_q}, received r0={r0}, r1={r1}")
-        if not 0 <= c0 < c1 <= t_k:
-            raise ValueError(f"cols: expected 0 <= c0 < c1 <= {t_k}, received c0={c0}, c1={c1}")
-        return r0, r1, c0, c1
+        return _check_tile_range(r0, r1, c0, c1, self._trace.n_tokens, self._n_keys())
 
     def tile(
         self,
