@@ -5,7 +5,8 @@ import { lutCss, lutIndex, paint, textOn, themeLut } from "./lib/colormap.js";
 import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { printable, truncate } from "./lib/layout.js";
 import { attachExport } from "./lib/exportbar.js";
-import { createClient, Lru, mapKey } from "./lib/requests.js";
+import { createClient, mapKey } from "./lib/protocol.js";
+import { Lru } from "./lib/lru.js";
 import {
   covers,
   formatView,

@@ -5,7 +5,7 @@ import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, them
 import { drawGridFrame, publishGrid } from "./lib/grid.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 import { attachExport } from "./lib/exportbar.js";
-import { createClient } from "./lib/requests.js";
+import { createClient } from "./lib/protocol.js";
 
 function render({ model, el }) {
   ensureStyles();

@@ -41,26 +41,6 @@ export function hitMatrix(lay, x, y) {
   return { layer, head };
 }
 
-/** Layout of the token x token heatmap: labels on the left (queries) and top (keys). */
-export function heatLayout({ n, size, left, top }) {
-  return { n, size, left, top, cell: size / n, width: left + size, height: top + size };
-}
-
-/**
- * What is under (x, y): {kind: "cell", row, col}, {kind: "row", row} on a left label,
- * {kind: "col", col} on a top label, or null.
- */
-export function hitHeat(lay, x, y) {
-  const inX = x >= lay.left && x < lay.left + lay.size;
-  const inY = y >= lay.top && y < lay.top + lay.size;
-  const col = Math.min(lay.n - 1, Math.floor((x - lay.left) / lay.cell));
-  const row = Math.min(lay.n - 1, Math.floor((y - lay.top) / lay.cell));
-  if (inX && inY) return { kind: "cell", row, col };
-  if (inY && x >= 0 && x < lay.left) return { kind: "row", row };
-  if (inX && y >= 0 && y < lay.top) return { kind: "col", col };
-  return null;
-}
-
 /** Draw every k-th label so labels `fontPx` tall never overlap on cells `cellPx` apart. */
 export function labelStride(cellPx, fontPx) {
   if (!(cellPx > 0)) return Infinity;

@@ -11,7 +11,6 @@ import {
   pngSize,
   safePart,
   sideBySide,
-  toBytes,
 } from "../lib/exportbar.js";
 import { pixelRatio, withPixelRatio } from "../lib/dom.js";
 
@@ -66,18 +65,6 @@ describe("file names", () => {
 });
 
 describe("buffers", () => {
-  it("toBytes views DataViews, ArrayBuffers and typed arrays without copying", () => {
-    const ab = new ArrayBuffer(8);
-    const dv = new DataView(ab, 2, 4);
-    const b = toBytes(dv);
-    expect(b.length).toBe(4);
-    expect(b.buffer).toBe(ab);
-    expect(b.byteOffset).toBe(2);
-    expect(toBytes(ab).length).toBe(8);
-    expect(toBytes(new Float32Array(2)).length).toBe(8);
-    expect(() => toBytes("svg")).toThrow(/binary buffer/);
-    expect(() => toBytes(null)).toThrow(/null/);
-  });
   it("dataUrlToBytes decodes base64 and plain data URLs", () => {
     const url = `data:image/png;base64,${Buffer.from(PNG_HEAD).toString("base64")}`;
     const { type, bytes } = dataUrlToBytes(url);
