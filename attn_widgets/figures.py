@@ -60,148 +60,28 @@ __all__ = [
     "xml_escape",
 ]
 
-# -- colours (mirrors js/lib/colormap.js and the fallbacks of js/lib/dom.js theme()) -----
+# -- colours and labels: the one style spec (attn_widgets/style.json) -------------------
 
-LIGHT_STOPS = ((198, 219, 239), (66, 146, 198), (8, 48, 107))
-DARK_STOPS = ((37, 52, 148), (65, 182, 196), (255, 255, 204))
-
-#: Panel colours: the JupyterLab light theme (the panels' fallbacks) and a dark one.
-THEMES: dict[str, dict[str, Any]] = {
-    "light": {
-        "background": (255, 255, 255),
-        "foreground": "#1f1f1f",
-        "muted": "#616161",
-        "border": "#e0e0e0",
-        "accent": "#1976d2",
-        "warn": "#f57c00",
-        "font": "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
-        "code": "'DejaVu Sans Mono', Menlo, Consolas, monospace",
-    },
-    "dark": {
-        "background": (17, 17, 17),
-        "foreground": "#dedede",
-        "muted": "#9e9e9e",
-        "border": "#424242",
-        "accent": "#42a5f5",
-        "warn": "#ffa726",
-        "font": "system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif",
-        "code": "'DejaVu Sans Mono', Menlo, Consolas, monospace",
-    },
-}
-
-# Luminance at which black and white text have the same contrast (colormap.js TEXT_SWITCH).
-_TEXT_SWITCH = math.sqrt(1.05 * 0.05) - 0.05
-
-
-def _round_half_up(x: np.ndarray) -> np.ndarray:
-    """``Math.round`` of JS (halves go up), not numpy's round-half-to-even."""
-    return np.floor(np.asarray(x, dtype=np.float64) + 0.5)
-
-
-def make_lut(stops: Sequence[Sequence[float]]) -> np.ndarray:
-    """256-entry RGB table through evenly spaced colour stops: ``uint8 [256, 3]``.
-
-    Bit-for-bit the table of ``makeLut`` in ``js/lib/colormap.js``.
-    """
-    s = np.asarray(stops, dtype=np.float64)
-    if s.ndim != 2 or s.shape[0] < 2 or s.shape[1] < 3:
-        raise ValueError(f"stops: expected at least two [r, g, b] colours, received shape {list(s.shape)}")
-    s = s[:, :3]
-    segs = len(s) - 1
-    x = (np.arange(256) / 255) * segs
-    k = np.minimum(np.floor(x), segs - 1).astype(int)
-    f = (x - k)[:, None]
-    a, b = s[k], s[k + 1]
-    return np.clip(_round_half_up(a + (b - a) * f), 0, 255).astype(np.uint8)
-
-
-def _theme(theme: str | dict) -> dict:
-    if isinstance(theme, dict):
-        merged = {**THEMES["light"], **theme}
-        merged["background"] = _parse_rgb(merged["background"])
-        return merged
-    if theme not in THEMES:
-        raise ValueError(f"theme: expected one of {sorted(THEMES)} or a dict, received {theme!r}")
-    return THEMES[theme]
-
-
-def _parse_rgb(c: Any) -> tuple[int, int, int]:
-    if isinstance(c, str):
-        m = re.fullmatch(r"#([0-9a-fA-F]{6})", c.strip())
-        if m:
-            h = m.group(1)
-            return tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))  # type: ignore[return-value]
-        m = re.fullmatch(r"#([0-9a-fA-F]{3})", c.strip())
-        if m:
-            return tuple(int(ch * 2, 16) for ch in m.group(1))  # type: ignore[return-value]
-        raise ValueError(f"colour: expected '#rrggbb' or '#rgb', received {c!r}")
-    r, g, b = (int(v) for v in list(c)[:3])
-    return (r, g, b)
-
-
-def _luminance(rgb: Sequence[float]) -> float:
-    def lin(c: float) -> float:
-        x = c / 255
-        return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
-
-    r, g, b = rgb[:3]
-    return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
-
-
-def _stops_for(theme: str | dict) -> list:
-    th = _theme(theme)
-    bg = th["background"]
-    dark = _luminance(bg) < 0.4
-    return [bg, *(DARK_STOPS if dark else LIGHT_STOPS)]
-
-
-def colormap_lut(colormap: Any = "light") -> np.ndarray:
-    """The panels' attention colour map as ``uint8 [256, 3]``.
-
-    ``colormap``: ``"light"`` / ``"dark"`` (``themeLut`` of the theme's background), a
-    theme dict, a list of colour stops, or a ready ``[256, 3]`` table.
-    """
-    if isinstance(colormap, (str, dict)):
-        return make_lut(_stops_for(colormap))
-    arr = np.asarray(colormap)
-    if arr.shape == (256, 3) and arr.dtype == np.uint8:
-        return arr
-    return make_lut(arr)
-
-
-def _paint_index(values: np.ndarray, vmax: float) -> np.ndarray:
-    """LUT index of each value on ``0..vmax``, as ``paint`` in colormap.js."""
-    v = np.asarray(values, dtype=np.float64)
-    inv = 1.0 / vmax if vmax > 0 else 0.0
-    x = v * inv
-    x = np.where(x > 1, 1.0, np.where(x > 0, x, 0.0))  # NaN -> 0
-    return _round_half_up(x * 255).astype(np.intp)
-
-
-def _lut_index(value: float, vmax: float) -> int:
-    """``lutIndex`` of colormap.js (the strips)."""
-    if not (vmax > 0) or not (value > 0):
-        return 0
-    return int(_round_half_up(min(value / vmax, 1.0) * 255))
-
-
-def colorize(values: Any, vmax: float | None = None, colormap: Any = "light") -> np.ndarray:
-    """Colour a 2-D array of weights on ``0..vmax`` (default: its max): ``uint8 [H, W, 3]``."""
-    v = np.asarray(values, dtype=np.float32)
-    if v.ndim != 2:
-        raise ValueError(f"values: expected a 2-D array, received shape {list(v.shape)}")
-    if vmax is None:
-        finite = v[np.isfinite(v)]
-        vmax = float(finite.max()) if finite.size else 0.0
-    return colormap_lut(colormap)[_paint_index(v, float(vmax))]
-
-
-def _text_on(rgb: Sequence[int]) -> str:
-    return "#000" if _luminance(rgb) > _TEXT_SWITCH else "#fff"
-
-
-def _css(rgb: Sequence[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*tuple(int(c) for c in rgb[:3]))
+from .render import style as _style  # noqa: E402
+from .render.style import (  # noqa: E402  (re-exported: public names of this module)
+    DARK_STOPS,
+    LIGHT_STOPS,
+    THEMES,
+    colorize,
+    colormap_lut,
+    make_lut,
+    printable,
+    truncate,
+)
+from .render.style import css as _css  # noqa: E402
+from .render.style import label_stride as _label_stride  # noqa: E402
+from .render.style import lut_index as _lut_index  # noqa: E402
+from .render.style import parse_rgb as _parse_rgb  # noqa: E402
+from .render.style import range_labels as _range_labels  # noqa: E402
+from .render.style import resolve_theme as _theme  # noqa: E402
+from .render.style import text_on as _text_on  # noqa: E402
+from .render.style import theme_stops as _stops_for  # noqa: E402
+from .render.style import visible_labels as _visible_labels  # noqa: E402
 
 
 # -- PNG ------------------------------------------------------------------------------
@@ -266,25 +146,6 @@ def _data_uri(img: np.ndarray) -> str:
 
 # -- text -------------------------------------------------------------------------------
 
-# As ``printable`` in js/lib/layout.js, plus what XML 1.0 cannot hold (surrogates, U+FFFE/F).
-_UNPRINTABLE = re.compile("[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
-
-
-def printable(token: Any) -> str:
-    """A token as shown on the panels: newlines and tabs as ``\\n`` / ``\\t``, other control
-    and bidi-override characters (and characters XML cannot hold) as U+FFFD."""
-    s = str(token).replace("\n", "\\n").replace("\t", "\\t")
-    return _UNPRINTABLE.sub("\ufffd", s)
-
-
-def truncate(label: str, max_chars: int) -> str:
-    """At most ``max_chars`` characters, with an ellipsis (as ``truncate`` in layout.js)."""
-    s = str(label)
-    if len(s) <= max_chars:
-        return s
-    return s[: max(0, max_chars - 1)] + "\u2026"
-
-
 def xml_escape(s: Any) -> str:
     """Text safe in XML character data and in quoted attributes (also made printable)."""
     return (
@@ -305,30 +166,6 @@ def _text_width(s: str, font_px: float) -> float:
             continue
         w += 1.0 if unicodedata.east_asian_width(ch) in ("W", "F") else 0.6
     return w * font_px
-
-
-def _label_stride(cell_px: float, font_px: float) -> int | float:
-    if not cell_px > 0:
-        return math.inf
-    return max(1, math.ceil((font_px * 1.15) / cell_px - 1e-9))
-
-
-def _visible_labels(n: int, stride: float, always: Sequence[Any] = ()) -> list[int]:
-    """As ``visibleLabels`` in layout.js: every ``stride``-th plus the always-shown ones."""
-    keep = sorted({int(i) for i in always if isinstance(i, (int, np.integer)) and not isinstance(i, bool) and 0 <= i < n})
-    out = set(keep)
-    if math.isfinite(stride):
-        s = int(stride)
-        for i in range(0, n, s):
-            if not any(abs(a - i) < s for a in keep):
-                out.add(i)
-    return sorted(out)
-
-
-def _range_labels(a: int, b: int, cell_px: float, font_px: float, always: Sequence[Any] = ()) -> list[int]:
-    stride = _label_stride(cell_px, font_px)
-    inside = [i - a for i in always if i is not None and a <= i < b]
-    return [i + a for i in _visible_labels(b - a, stride, inside)]
 
 
 def _num(x: float) -> str:
@@ -573,13 +410,6 @@ def matrix_raster(
 # -- heatmap ----------------------------------------------------------------------------
 
 
-def _tile_step(rows: int, cols: int, side: int) -> int:
-    """As ``AttentionHeatmap.tile_step``: 1 while the region has <= side**2 cells."""
-    if rows * cols <= side * side:
-        return 1
-    return max(1, math.ceil(max(rows, cols) / side))
-
-
 def _tile(trace: Any, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
     from .lazy import LazyTrace, pool_blocks
 
@@ -620,7 +450,7 @@ def heatmap_region(
     if head not in ("mean", "max"):
         head = trace.check_head(head)
     r0, r1, c0, c1 = _region(trace, region)
-    step = _tile_step(r1 - r0, c1 - c0, int(overview_size))
+    step = _style.tile_step(r1 - r0, c1 - c0, int(overview_size))
     return _tile(trace, layer, head, r0, r1, c0, c1, step), step, (r0, r1, c0, c1)
 
 
@@ -738,7 +568,7 @@ def heatmap_svg(
             raise ValueError(f"token: expected None or 0 <= token < {n_sel}, received {token!r}")
         token = int(token)
     if size is None or size == 0:
-        size = max(120, min(640, max(rows, cols) * 36))
+        size = _style.heatmap_size(max(rows, cols))
     size = float(size)
     th = _theme(theme)
     lut = colormap_lut(theme)
@@ -872,25 +702,10 @@ def heatmap_raster(
 
 # -- flow -------------------------------------------------------------------------------
 
-_BUCKETS = 8
-
-
-def _bucket_edges(weights: np.ndarray, peak: float, n: int = _BUCKETS) -> np.ndarray:
-    w = np.asarray(weights, dtype=np.float64)
-    inv = 1.0 / peak if peak > 0 else 0.0
-    x = np.minimum(1.0, np.abs(w) * inv)
-    b = np.minimum(n - 1, np.floor(x * n)).astype(np.int32)
-    b = np.where(w < 0, b + n, b)
-    return np.where((w != 0) & np.isfinite(w), b, -1)
-
-
-def _bucket_style(b: int, n: int = _BUCKETS) -> tuple[float, float]:
-    x = ((b % n) + 1) / n
-    return 0.4 + 2.6 * x, 0.12 + 0.78 * x
-
-
-def _fit_row(n: int, max_height: float = 640, lo: float = 1, hi: float = 18) -> float:
-    return hi if n <= 0 else max(lo, min(hi, max_height / n))
+_BUCKETS = _style.N_BUCKETS
+_bucket_edges = _style.bucket_edges
+_bucket_style = _style.bucket_style
+_fit_row = _style.fit_row
 
 
 class _FlowGraph:
