@@ -153,12 +153,13 @@ export function onWidthChange(panel, redraw) {
 }
 
 /**
- * Attach a table of listeners, `{event: fn, ...}`, to a DOM target (addEventListener) or
- * to an anywidget model (on / off), and return one function that detaches them all
+ * Attach a table of listeners, `{event: fn, ...}`, to an anywidget model (on / off) or a
+ * DOM target (addEventListener), and return one function that detaches them all
  * (safe to call twice). Entries whose fn is falsy are skipped.
  */
 export function listen(target, table) {
-  const dom = typeof target.addEventListener === "function";
+  // A model (on / off) first: anything with `on` is not a plain DOM target.
+  const dom = typeof target.on !== "function";
   const pairs = Object.entries(table).filter(([, fn]) => typeof fn === "function");
   for (const [ev, fn] of pairs) {
     if (dom) target.addEventListener(ev, fn);
