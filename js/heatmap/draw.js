@@ -4,12 +4,13 @@ import { paint, themeLut } from "../lib/colormap.js";
 import { sizeCanvas, theme } from "../lib/dom.js";
 import { printable, truncate } from "../lib/layout.js";
 import { covers, formatView, isFull, mapBox, rangeLabels, sourceRect, viewLayout } from "../lib/zoom.js";
+import { LABELS, SIZES } from "../lib/style.js";
 import { drawStrip } from "./strip.js";
 import { drawVision } from "./vision.js";
 
-const FONT = 11;
-const MAX_CHARS = 14;
-const MAX_LABEL_PX = 110;
+const FONT = LABELS.font_px;
+const MAX_CHARS = LABELS.max_chars.heatmap;
+const MAX_LABEL_PX = LABELS.max_label_px.heatmap;
 
 const given = (x) => x !== null && x !== undefined;
 
@@ -28,9 +29,11 @@ export function overviewNote(exact, step) {
     : "loading the zoomed region\u2026";
 }
 
-/** Side of the square map (CSS px): the `size` trait, else fit to the panel, 36 px a token. */
+/** Side of the square map (CSS px): the `size` trait, else fit to the panel at style.json
+ * `sizes.heatmap` (per_token px a token, between min and max). */
 export function mapSize(sizeTrait, avail, n, nk) {
-  return sizeTrait || Math.max(120, Math.min(avail, 640, Math.max(n, nk) * 36));
+  const { per_token: per, min, max } = SIZES.heatmap;
+  return sizeTrait || Math.max(min, Math.min(avail, max, Math.max(n, nk) * per));
 }
 
 /**

@@ -1,5 +1,6 @@
 // Geometry and hit-testing for the panels. Pure functions of numbers, so the same
-// maths serves drawing, clicking and the unit tests.
+// maths serves drawing, clicking and the unit tests. Label rules: style.json `labels`.
+import { LABELS } from "./style.js";
 
 /** Cell size (CSS px) that fits `nHeads` columns into `available` px. */
 export function fitCell(available, nHeads, { min = 10, max = 64, gap = 2, left = 0 } = {}) {
@@ -44,7 +45,7 @@ export function hitMatrix(lay, x, y) {
 /** Draw every k-th label so labels `fontPx` tall never overlap on cells `cellPx` apart. */
 export function labelStride(cellPx, fontPx) {
   if (!(cellPx > 0)) return Infinity;
-  return Math.max(1, Math.ceil((fontPx * 1.15) / cellPx));
+  return Math.max(1, Math.ceil((fontPx * LABELS.line_height) / cellPx));
 }
 
 /**
