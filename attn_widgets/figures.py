@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import re
 import struct
 import unicodedata
 import zlib
@@ -36,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from .trace import _check_tile_range
+from ._checks import _check_tile_range, check_head_selector, check_layer
+from .interface import Trace
 
 __all__ = [
     "DARK_STOPS",
@@ -213,39 +213,15 @@ def _uid(*parts: Any) -> str:
     return "aw" + hashlib.sha1(repr(parts).encode("utf-8", "replace")).hexdigest()[:10]
 
 
-def _head_text(head: Any) -> str:
-    return f"head {head}" if not isinstance(head, str) else f"{head} of heads"
-
-
 # -- matrix -----------------------------------------------------------------------------
-
-
-def _check_head_sel(head: Any, n_heads: int) -> int | str:
-    if isinstance(head, str):
-        if head not in ("mean", "max"):
-            raise ValueError(f"head: expected an int, 'mean' or 'max', received {head!r}")
-        return head
-    if isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < n_heads:
-        raise ValueError(f"head: expected 0 <= head < {n_heads}, 'mean' or 'max', received {head!r}")
-    return int(head)
-
-
-def _check_layer_sel(layer: Any, n_layers: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n_layers:
-        raise ValueError(f"layer: expected 0 <= layer < {n_layers}, received {layer!r}")
-    return int(layer)
 
 
 def matrix_maps(trace: Any, thumb_size: int = 48) -> np.ndarray:
     """The matrix panel's thumbnails of a trace: max-pooled to ``thumb_size`` and
     quantised per head to ``uint8 [L, H, s, s]`` (value / head max x 255)."""
-    from ._wire import maxpool_axes, quantize_u8
+    from ._wire import quantize_u8
 
-    if hasattr(trace, "thumbnails") and callable(trace.thumbnails):  # LazyTrace
-        maps = trace.thumbnails(thumb_size)
-    else:
-        maps = maxpool_axes(np.asarray(trace.attentions), thumb_size)
-    return quantize_u8(maps)[0]
+    return quantize_u8(trace.thumbnails(thumb_size))[0]
 
 
 def _square_thumbs(q: np.ndarray) -> np.ndarray:
@@ -309,8 +285,8 @@ def matrix_svg(
     """
     q = _matrix_input(trace, thumb_size, maps)
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
-    layer = _check_layer_sel(layer, n_layers)
-    head = _check_head_sel(head, n_heads)
+    layer = check_layer(layer, n_layers)
+    head = check_head_selector(head, n_heads)
     cell = int(cell)
     if not 4 <= cell <= 1024:
         raise ValueError(f"cell: expected 4 <= cell <= 1024, received {cell}")
@@ -383,8 +359,8 @@ def matrix_raster(
     """
     q = _square_thumbs(_matrix_input(trace, thumb_size, maps))
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
-    layer = _check_layer_sel(layer, n_layers)
-    head = _check_head_sel(head, n_heads)
+    layer = check_layer(layer, n_layers)
+    head = check_head_selector(head, n_heads)
     k = _check_scale(scale) if scale is not None else max(1, math.ceil(40 / s))
     th = _theme(theme)
     lut = colormap_lut(theme)
@@ -410,24 +386,12 @@ def matrix_raster(
 # -- heatmap ----------------------------------------------------------------------------
 
 
-def _tile(trace: Any, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
-    from .lazy import LazyTrace, pool_blocks
-
-    if isinstance(trace, LazyTrace):
-        return np.asarray(trace.tile(layer, head, r0, r1, c0, c1, step=step), dtype=np.float32)
-    return np.asarray(pool_blocks(trace.head_map(layer, head)[r0:r1, c0:c1], step), dtype=np.float32)
-
-
-def _n_keys(trace: Any) -> int:
-    return int(getattr(trace, "n_keys", trace.n_tokens))
-
-
-def _key_labels(trace: Any) -> Sequence[str]:
-    return getattr(trace, "key_labels", None) or trace.tokens
+def _tile(trace: Trace, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+    return np.asarray(trace.tile(layer, head, r0, r1, c0, c1, step=step), dtype=np.float32)
 
 
 def _region(trace: Any, region: Any) -> tuple[int, int, int, int]:
-    t_q, t_k = int(trace.n_tokens), _n_keys(trace)
+    t_q, t_k = int(trace.n_tokens), trace.n_keys
     if region is None or len(region) == 0:
         return 0, t_q, 0, t_k
     if len(region) != 4:
@@ -447,8 +411,7 @@ def heatmap_region(
     blocks when the region has more than ``overview_size ** 2`` cells (as the panel does).
     """
     layer = trace.check_layer(layer)
-    if head not in ("mean", "max"):
-        head = trace.check_head(head)
+    head = trace.check_selector(head)
     r0, r1, c0, c1 = _region(trace, region)
     step = _style.tile_step(r1 - r0, c1 - c0, int(overview_size))
     return _tile(trace, layer, head, r0, r1, c0, c1, step), step, (r0, r1, c0, c1)
@@ -560,8 +523,8 @@ def heatmap_svg(
     arr, step, (r0, r1, c0, c1) = heatmap_region(trace, layer, head, region, overview_size)
     layer = int(layer)
     rows, cols = r1 - r0, c1 - c0
-    t_q, t_k = int(trace.n_tokens), _n_keys(trace)
-    cross = bool(getattr(trace, "is_cross", False)) or t_q != t_k
+    t_q, t_k = int(trace.n_tokens), trace.n_keys
+    cross = trace.is_cross or t_q != t_k
     if token is not None:
         n_sel = t_k if cross and direction == "to" else t_q
         if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n_sel:
@@ -574,7 +537,7 @@ def heatmap_svg(
     lut = colormap_lut(theme)
     font = 11
     row_tokens = [truncate(printable(trace.tokens[i]), 14) for i in range(r0, r1)]
-    key_tokens = _key_labels(trace)
+    key_tokens = trace.key_labels
     col_tokens = [truncate(printable(key_tokens[i]), 14) for i in range(c0, c1)]
     title_h = 20 if title else 0
     left = math.ceil(min(110, max((_text_width(s, font) for s in row_tokens), default=0)) + 8)
@@ -677,9 +640,8 @@ def heatmap_svg(
     return _svg(width, height, body, th, title=title)
 
 
-def trace_special(trace: Any) -> list[bool] | None:
-    mask = getattr(trace, "special_mask", None)
-    return None if mask is None else [bool(x) for x in np.asarray(mask)]
+def trace_special(trace: Trace) -> list[bool]:
+    return [bool(x) for x in np.asarray(trace.special_mask)]
 
 
 def heatmap_raster(

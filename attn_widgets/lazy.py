@@ -36,12 +36,11 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .trace import (
-    AttentionTrace,
+from ._checks import (
     _as_numpy,
     _check_head,
     _check_layer,
@@ -49,45 +48,21 @@ from .trace import (
     _check_strings,
     _check_tile_range,
     _check_token_ids,
+    check_head_selector,
 )
+from ._wire import check_step as _check_step
+from ._wire import pool_blocks, pool_step
+from .interface import Trace
+from .trace import AttentionTrace
 
-__all__ = ["LazyTrace", "TraceLike", "is_trace", "pool_step", "pool_blocks"]
+__all__ = ["LazyTrace", "TraceLike", "pool_step", "pool_blocks"]
 
 #: About this many float32 scores are computed per row block (4 MiB of scratch).
 BLOCK_VALUES = 1 << 20
 
 
-@runtime_checkable
-class TraceLike(Protocol):
-    """What the widgets read from a trace: satisfied by AttentionTrace and LazyTrace."""
-
-    tokens: tuple[str, ...]
-    causal: bool
-    special_mask: np.ndarray
-    model_name: str
-
-    @property
-    def n_layers(self) -> int: ...
-
-    @property
-    def n_heads(self) -> int: ...
-
-    @property
-    def n_tokens(self) -> int: ...
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]: ...
-
-    def head_map(self, layer: int, head: int | str) -> np.ndarray: ...
-
-    def check_layer(self, layer: Any) -> int: ...
-
-    def check_head(self, head: Any) -> int: ...
-
-
-def is_trace(obj: Any) -> bool:
-    """True for the two trace kinds the panels accept."""
-    return isinstance(obj, (AttentionTrace, LazyTrace))
+#: Kept for older imports: the trace interface is :class:`attn_widgets.interface.Trace`.
+TraceLike = Trace
 
 
 # -- input conversion ---------------------------------------------------------------------
@@ -594,12 +569,19 @@ class LazyTrace:
     def check_head(self, head: Any) -> int:
         return _check_head(head, self.n_heads)
 
+    def check_selector(self, head: Any) -> int | str:
+        return check_head_selector(head, self.n_heads)
+
+    @property
+    def on_demand(self) -> bool:
+        """True: every map is recomputed from queries and keys when asked for."""
+        return True
+
     def _heads(self, head: Any) -> tuple[list[int], str | None]:
+        head = self.check_selector(head)
         if isinstance(head, str):
-            if head not in ("mean", "max"):
-                raise ValueError(f"head: expected an int, 'mean' or 'max', received {head!r}")
             return list(range(self.n_heads)), head
-        return [self.check_head(head)], None
+        return [head], None
 
     def __repr__(self) -> str:
         name = f"{self.model_name}: " if self.model_name else ""
@@ -935,30 +917,3 @@ def _executor(kind: str):
                 1, thread_name_prefix=f"{_THREAD_PREFIX}-{kind}", initializer=_init_compute_thread
             )
         return ex
-
-
-def pool_step(n: int, size: int) -> int:
-    """The max-pool factor ``k`` that brings ``n`` down to at most ``size`` (as ``_wire.maxpool2d``)."""
-    if size < 1:
-        raise ValueError(f"size: expected >= 1, received {size}")
-    return 1 if n <= size else math.ceil(n / size)
-
-
-def pool_blocks(arr: np.ndarray, step: int) -> np.ndarray:
-    """Max-pool a 2-D array in ``step x step`` blocks from its top-left corner (edge blocks
-    partial): ``[ceil(n/step), ceil(m/step)]``. For a square map and
-    ``step = pool_step(T, size)`` this equals ``_wire.maxpool2d(arr, size)``."""
-    step = _check_step(step)
-    a = np.asarray(arr)
-    if a.ndim != 2:
-        raise ValueError(f"arr: expected a 2-D array, received shape {a.shape}")
-    if step == 1:
-        return a
-    ops = _NumpyOps()
-    return ops.pool_cols(ops.pool_rows(a.astype(np.float32, copy=False), step), step)
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step: expected an int >= 1, received {step!r}")
-    return int(step)

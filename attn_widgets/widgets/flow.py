@@ -12,6 +12,7 @@ import traitlets as t
 from .._jobs import Worker
 from .._wire import pack
 from ..flows.paths import METHODS, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
+from ..interface import Trace
 from ..trace import AttentionTrace
 from ._base import AttnWidget, _esm
 
@@ -94,7 +95,7 @@ class AttentionFlow(AttnWidget):
         **kwargs: Any,
     ) -> None:
         for what, tr in (("trace", trace), ("compare", compare)):
-            if getattr(tr, "is_cross", False):
+            if isinstance(tr, Trace) and tr.is_cross:
                 raise ValueError(
                     f"{what}: AttentionFlow needs square self-attention maps (tokens flowing through "
                     f"the layers of one stack); this is a cross-attention trace ({tr.n_tokens} query x "
@@ -126,7 +127,6 @@ class AttentionFlow(AttnWidget):
         self._edges_cache: dict[tuple, list[np.ndarray]] = {}
         self._worker = Worker()
         self._last_progress = 0.0
-        self._lock = threading.RLock()
         self._has_grad = all(tr.has_gradients for tr in self._traces)
         check_method(kwargs.get("method", "rollout"), self._has_grad)
         super().__init__(trace, **kwargs)

@@ -132,6 +132,21 @@ def build_messages() -> dict:
                          note="the buffer here is a placeholder; the real one is the UTF-8 SVG, "
                               "content.bytes long"))
 
+    # The matrix of a LazyTrace: the same builders its handler and background thread use.
+    from attn_widgets._wire import quantize_u8
+    from attn_widgets.widgets import protocol
+
+    q, scales = quantize_u8(synthetic_attentions())
+    pending = np.array([[0, 1], [1, 1]], np.uint8)
+    content, bufs = protocol.thumbs_message(q, scales, pending, "preview")
+    msgs.append(_message("get_thumbs", {"type": "get_thumbs", "id": "r7"}, {**content, "id": "r7"}, bufs,
+                         {"buffers": [_values(q), _values(scales), _values(pending)]},
+                         note="only a matrix of a LazyTrace answers get_thumbs"))
+    content, bufs = protocol.thumbs_chunk(1, q[1], scales[1])
+    msgs.append(_message("thumbs_chunk", None, content, bufs,
+                         {"buffers": [_values(q[1:2]), _values(scales[1])]},
+                         note="pushed per layer by a LazyTrace matrix's background thread; it has no id field"))
+
     traits = {
         "heatmap.initial_map": {"value": _b64(hm.initial_map), "decoded": _values(unpack(hm.initial_map))},
         "matrix.thumbs.maps": {"value": _b64(mx.thumbs["maps"]), "decoded": _values(unpack(mx.thumbs["maps"]))},
