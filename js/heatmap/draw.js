@@ -139,8 +139,7 @@ export function draw(v) {
   v.title.textContent = mapTitle(layer, head, view, full);
   v.btnFrom.setAttribute("aria-pressed", String(dir === "from"));
   v.btnTo.setAttribute("aria-pressed", String(dir === "to"));
-  v.btnMean.setAttribute("aria-pressed", String(head === "mean"));
-  v.btnMax.setAttribute("aria-pressed", String(head === "max"));
+  for (const [agg, btn] of Object.entries(v.aggButtons)) btn.setAttribute("aria-pressed", String(head === agg));
   v.errors.show();
   const current = v.current;
   if (!current) return;

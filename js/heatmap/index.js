@@ -7,7 +7,7 @@
 import { disposer, ensureStyles, h, listen, onWidthChange, setTraits, tooltip } from "../lib/dom.js";
 import { attachExport } from "../lib/exportbar.js";
 import { Lru } from "../lib/lru.js";
-import { createClient, errorLine } from "../lib/protocol.js";
+import { AGGREGATES, createClient, errorLine } from "../lib/protocol.js";
 import { stripAxis } from "../lib/vision.js";
 import { viewFromZoom, zoomFromView } from "../lib/zoom.js";
 import { createMapCache, ensureMap, listenForPushes, preload } from "./cache.js";
@@ -26,8 +26,8 @@ function buildDom(el) {
   d.btnTo = h("button", "aw-dir-to", "to token");
   d.btnFrom.title = "strip: attention the selected token pays to each token (its row)";
   d.btnTo.title = "strip: attention each token pays to the selected token (its column)";
-  d.btnMean = h("button", "aw-agg-mean", "mean of heads");
-  d.btnMax = h("button", "aw-agg-max", "max of heads");
+  // One button per aggregate ("mean", "max"): a second click returns to the last head.
+  d.aggButtons = Object.fromEntries(AGGREGATES.map((agg) => [agg, h("button", `aw-agg-${agg}`, `${agg} of heads`)]));
   d.btnZoomIn = h("button", "aw-zoom-in", "zoom +");
   d.btnZoomOut = h("button", "aw-zoom-out", "zoom \u2212");
   d.btnZoomReset = h("button", "aw-zoom-reset", "whole map");
@@ -35,7 +35,7 @@ function buildDom(el) {
   d.btnZoomOut.title = "zoom out";
   d.btnZoomReset.title = "show the whole map";
   d.status = h("span", "aw-sub aw-status");
-  d.controls.append(d.btnFrom, d.btnTo, d.btnMean, d.btnMax, d.btnZoomIn, d.btnZoomOut, d.btnZoomReset, d.status);
+  d.controls.append(d.btnFrom, d.btnTo, ...Object.values(d.aggButtons), d.btnZoomIn, d.btnZoomOut, d.btnZoomReset, d.status);
   d.note = h("div", "aw-sub aw-note");
   d.error = h("div", "aw-error");
   d.canvas = h("canvas", "aw-canvas");
@@ -157,8 +157,7 @@ function render({ model, el }) {
     [v.btnStrip, () => ((v.showStrip = !v.showStrip), v.draw())],
     [v.btnFrom, () => setTraits(model, { direction: "from" })],
     [v.btnTo, () => setTraits(model, { direction: "to" })],
-    [v.btnMean, aggregate("mean")],
-    [v.btnMax, aggregate("max")],
+    ...AGGREGATES.map((agg) => [v.aggButtons[agg], aggregate(agg)]),
     [v.btnZoomIn, () => zoomStep(v, 2)],
     [v.btnZoomOut, () => zoomStep(v, 0.5)],
     [v.btnZoomReset, () => v.setView(null)],

@@ -63,16 +63,6 @@ export function dataUrlToBytes(url) {
   return { type: m[1] || "text/plain", bytes };
 }
 
-/** Width and height of PNG bytes (from the IHDR chunk), or null if they are not a PNG. */
-export function pngSize(bytes) {
-  const b = asBytes(bytes);
-  const sig = [137, 80, 78, 71, 13, 10, 26, 10];
-  if (b.length < 24 || sig.some((v, i) => b[i] !== v)) return null;
-  if (String.fromCharCode(b[12], b[13], b[14], b[15]) !== "IHDR") return null;
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return { width: dv.getUint32(16), height: dv.getUint32(20) };
-}
-
 /** A canvas as a PNG Blob: canvas.toBlob, or toDataURL where toBlob is missing or fails. */
 export function canvasToBlob(canvas) {
   const viaUrl = () => {
