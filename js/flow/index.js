@@ -3,9 +3,8 @@
 // Parts: graph.js (decoding, edge flows, styles from style.json), draw.js (canvases and
 // strips), input.js (mouse and keys).
 import { decode } from "../lib/codec.js";
-import { disposer, ensureStyles, h, listen, onWidthChange, setTraits, tooltip } from "../lib/dom.js";
-import { attachExport } from "../lib/exportbar.js";
-import { errorLine } from "../lib/protocol.js";
+import { disposer, ensureStyles, h, listen, onWidthChange, setTraits } from "../lib/dom.js";
+import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js";
 import { draw } from "./draw.js";
 import { decodeGraph } from "./graph.js";
 import { flowHandlers } from "./input.js";
@@ -57,19 +56,13 @@ function buildDom(el) {
 function render({ model, el }) {
   ensureStyles();
   const dom = buildDom(el);
-  const v = {
-    model,
-    el,
-    ...dom,
-    tip: tooltip(dom.panel),
-    errors: errorLine(dom.error, model),
+  const v = viewState(model, el, dom, {
     graphs: [], // see graph.decodeGraph
     canvases: [], // {wrap, cap, canvas, stop} per graph
     layouts: [],
     nodes: null, // {data, shape: [G, L+1, T]}
     scores: null, // {data, shape: [G, T]}
-    hover: null,
-  };
+  });
   v.draw = () => draw(v);
   const handlers = flowHandlers(v);
   v.ensureCanvases = () => {
@@ -91,14 +84,9 @@ function render({ model, el }) {
   };
   const stop = disposer();
   stop.add(
-    attachExport({
-      model,
-      panel: v.panel,
-      controls: v.controls,
-      kind: "flow",
+    attachViewExport(v, "flow", {
       canvases: () => v.canvases.map((c) => c.canvas),
       captions: () => (v.graphs.length > 1 ? v.graphs.map((g) => g.label) : null),
-      redraw: () => v.draw(),
       selection: () => ({ method: model.get("method"), token: model.get("token") }),
     }),
   );
@@ -138,28 +126,17 @@ function render({ model, el }) {
   stop.add(
     listen(model, {
       "change:graphs": onGraphs,
-      "change:nodes": onToken,
-      "change:scores": onToken,
-      "change:token": v.draw,
-      "change:layer": v.draw,
-      "change:status": v.draw,
-      "change:progress": v.draw,
-      "change:error": v.draw,
-      "change:method": v.draw,
-      "change:threshold": v.draw,
-      "change:top_k": v.draw,
-      "change:compare_mode": v.draw,
+      ...onTraits(["nodes", "scores"], onToken),
+      ...onTraits(["token", "layer", "status", "progress", "error", "method", "threshold", "top_k", "compare_mode"], v.draw),
     }),
     onWidthChange(v.panel, v.draw),
   );
 
-  try {
+  firstDraw(v, "flow", () => {
     decodeGraphs();
     decodeToken();
     v.draw();
-  } catch (err) {
-    v.errors.set("view", `could not draw the flow: ${err.message}`);
-  }
+  });
   return () => stop.dispose();
 }
 

@@ -1,6 +1,7 @@
 // Mouse and keyboard on the flow graphs and strips: tooltips, click a token to trace it,
 // click a column header to pick a layer, arrows to move the traced token.
 import { localPoint, setTraits } from "../lib/dom.js";
+import { clearHover } from "../lib/view.js";
 import { hitFlow } from "../lib/flowlayout.js";
 import { printable } from "../lib/layout.js";
 
@@ -51,11 +52,7 @@ export function flowHandlers(v) {
       } else v.tip.hide();
       if ((hit && hit.row) !== prevRow) v.draw();
     },
-    mouseleave: () => {
-      v.hover = null;
-      v.tip.hide();
-      v.draw();
-    },
+    mouseleave: clearHover(v),
     click: (ev) => {
       const hit = hitAt(ev);
       if (!hit) return;

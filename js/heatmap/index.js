@@ -4,10 +4,10 @@
 // One view state `v` (below) is shared by the parts: cache.js (maps and tiles, fetching),
 // draw.js (the canvas), strip.js (the sentence strip), vision.js (image overlay for vision
 // traces) and input.js (mouse and keys). Messages are those of lib/protocol.js.
-import { disposer, ensureStyles, h, listen, onWidthChange, setTraits, tooltip } from "../lib/dom.js";
-import { attachExport } from "../lib/exportbar.js";
+import { disposer, ensureStyles, h, listen, onWidthChange, setTraits } from "../lib/dom.js";
 import { Lru } from "../lib/lru.js";
-import { AGGREGATES, createClient, errorLine } from "../lib/protocol.js";
+import { AGGREGATES, createClient } from "../lib/protocol.js";
+import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js";
 import { stripAxis } from "../lib/vision.js";
 import { viewFromZoom, zoomFromView } from "../lib/zoom.js";
 import { createMapCache, ensureMap, listenForPushes, preload } from "./cache.js";
@@ -69,12 +69,7 @@ function buildDom(el) {
 
 /** The view state: elements, caches, what is shown, and the model's derived values. */
 function createState(model, el, dom) {
-  const v = {
-    model,
-    el,
-    ...dom,
-    tip: tooltip(dom.panel),
-    errors: errorLine(dom.error, model),
+  const v = viewState(model, el, dom, {
     client: createClient(model),
     maps: createMapCache(),
     inflight: new Map(), // key -> pending request
@@ -85,7 +80,6 @@ function createState(model, el, dom) {
     wanted: "", // the key of the record the selection asks for
     lastHead: 0, // the numeric head to return to after "mean"/"max"
     lay: null,
-    hover: null,
     spans: [],
     stripLabels: null, // the tokens the strip lists now (keys or queries for cross-attention)
     labelMemo: {}, // widest label per axis ("rows", "keys"), see draw.js
@@ -95,7 +89,7 @@ function createState(model, el, dom) {
     visionLay: null,
     visionHover: null,
     chipSpans: [],
-  };
+  });
   v.nTokens = () => model.get("tokens").length;
   /** Cross-attention: rows are the queries (`tokens`), columns the keys (`key_tokens`). */
   v.isCross = () => (model.get("key_tokens") || []).length > 0;
@@ -127,13 +121,8 @@ function render({ model, el }) {
   const stop = disposer();
   stop.add(() => v.client.dispose());
   stop.add(
-    attachExport({
-      model,
-      panel: v.panel,
-      controls: v.controls,
-      kind: "heatmap",
+    attachViewExport(v, "heatmap", {
       canvases: () => [v.canvas, v.visionCanvas], // the image overlay only when shown (vision traces)
-      redraw: () => v.draw(),
       selection: () => ({ layer: model.get("layer"), head: model.get("head"), token: model.get("token") }),
     }),
   );
@@ -183,31 +172,20 @@ function render({ model, el }) {
   };
   stop.add(
     listen(model, {
-      "change:layer": onSelection,
-      "change:head": onSelection,
-      "change:zoom": onSelection,
-      "change:token": v.draw,
-      "change:key_token": v.draw,
-      "change:key_tokens": onTokens,
-      "change:image": onVision,
-      "change:patch_grid": onVision,
-      "change:patch_offset": onVision,
-      "change:direction": v.draw,
-      "change:error": v.draw,
-      "change:size": v.draw,
-      "change:tokens": onTokens,
+      ...onTraits(["layer", "head", "zoom"], onSelection),
+      ...onTraits(["tokens", "key_tokens"], onTokens),
+      ...onTraits(["image", "patch_grid", "patch_offset"], onVision),
+      ...onTraits(["token", "key_token", "direction", "error", "size"], v.draw),
     }),
   );
   stop.add(onWidthChange(v.panel, v.draw));
 
-  try {
+  firstDraw(v, "heatmap", () => {
     decodeVision(v);
     buildStrip(v);
     preload(v);
     ensureMap(v);
-  } catch (err) {
-    v.errors.set("view", `could not draw the heatmap: ${err.message}`);
-  }
+  });
 
   return () => stop.dispose();
 }

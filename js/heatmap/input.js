@@ -1,6 +1,7 @@
 // Mouse and keyboard on the heatmap: hover tooltips, clicks that select tokens, drag a
 // rectangle to zoom, arrow keys, + - 0 for zoom, and the strip's clicks.
 import { localPoint, setTraits } from "../lib/dom.js";
+import { clearHover } from "../lib/view.js";
 import { printable } from "../lib/layout.js";
 import { hitView, rectToView, valueAt, zoomBy } from "../lib/zoom.js";
 
@@ -99,11 +100,7 @@ export function mapHandlers(v) {
       const text = hitText(hit, { tokens: model.get("tokens"), keys: v.keyLabels(), value, step: v.current.step || 1, cross: v.isCross() });
       v.tip.show(text, where.x, where.y);
     },
-    mouseleave: () => {
-      v.hover = null;
-      v.tip.hide();
-      v.draw();
-    },
+    mouseleave: clearHover(v),
     click: (ev) => {
       if (!v.lay) return;
       if (suppressClick) {

@@ -4,6 +4,7 @@ import { decode, maxOf } from "../lib/codec.js";
 import { h, localPoint, sizeCanvas } from "../lib/dom.js";
 import { printable } from "../lib/layout.js";
 import { hitPatch, imageLayout, paintOverlay, patchGrid, patchToken, patchValues, tokenPatch } from "../lib/vision.js";
+import { clearHover } from "../lib/view.js";
 import { colourToken } from "./strip.js";
 
 /** RGBA pixels of a uint8 [H, W, 3] image (the `image` trait). */
@@ -140,11 +141,7 @@ export function visionHandlers(v) {
           v.tip.show(`${printable(v.model.get("tokens")[i])} [${i}]${val === undefined ? "" : `\n${val}`}`, where.x, where.y);
         } else v.tip.hide();
       },
-      mouseleave: () => {
-        v.visionHover = null;
-        v.tip.hide();
-        v.draw();
-      },
+      mouseleave: clearHover(v, "visionHover"),
       click: (ev) => {
         const hit = patchAt(ev);
         if (hit) v.selectToken(patchToken(hit.row, hit.col, v.vgrid));

@@ -1,9 +1,9 @@
 // AttentionMatrix view: layers x heads grid of max-pooled thumbnails on one canvas.
 // Parts: thumbs.js (the thumbnail arrays, chunks and catch-up), draw.js (the canvas),
 // input.js (mouse and keys). Messages are those of lib/protocol.js.
-import { disposer, ensureStyles, h, listen, onWidthChange, tooltip } from "../lib/dom.js";
-import { attachExport } from "../lib/exportbar.js";
-import { createClient, errorLine, MSG, onPush } from "../lib/protocol.js";
+import { disposer, ensureStyles, h, listen, onWidthChange } from "../lib/dom.js";
+import { createClient, MSG, onPush } from "../lib/protocol.js";
+import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js";
 import { draw, paintTiles } from "./draw.js";
 import { matrixHandlers } from "./input.js";
 import { applyLayers, decodeChunk, decodeThumbsReply, mergeReply, pendingCount, thumbsFromTrait } from "./thumbs.js";
@@ -27,31 +27,20 @@ function buildDom(el) {
 function render({ model, el }) {
   ensureStyles();
   const dom = buildDom(el);
-  const v = {
-    model,
-    el,
-    ...dom,
-    tip: tooltip(dom.panel),
-    errors: errorLine(dom.error, model),
+  const v = viewState(model, el, dom, {
     client: createClient(model),
     thumbs: null, // see thumbs.thumbsFromTrait
     tiles: null, // pre-painted ImageData per cell
     lutKey: "",
     lay: null,
-    hover: null,
     exactLayers: new Set(), // layers received as chunks: a later snapshot never undoes them
-  };
+  });
   v.draw = () => draw(v);
   const stop = disposer();
   stop.add(() => v.client.dispose());
   stop.add(
-    attachExport({
-      model,
-      panel: v.panel,
-      controls: v.controls,
-      kind: "matrix",
+    attachViewExport(v, "matrix", {
       canvases: () => [v.canvas],
-      redraw: () => v.draw(),
       selection: () => ({ layer: model.get("layer"), head: model.get("head") }),
     }),
   );
@@ -92,21 +81,16 @@ function render({ model, el }) {
         decodeThumbs();
         v.draw();
       },
-      "change:layer": v.draw,
-      "change:head": v.draw,
-      "change:error": v.draw,
-      "change:cell_size": v.draw,
+      ...onTraits(["layer", "head", "error", "cell_size"], v.draw),
     }),
     onWidthChange(v.panel, v.draw),
   );
 
-  try {
+  firstDraw(v, "matrix", () => {
     decodeThumbs();
     v.draw();
     catchUp();
-  } catch (err) {
-    v.errors.set("view", `could not draw the matrix: ${err.message}`);
-  }
+  });
   return () => stop.dispose();
 }
 

@@ -1,5 +1,6 @@
 // Mouse and keyboard on the matrix: hover tooltip, click or arrows + Enter to select.
 import { localPoint, setTraits } from "../lib/dom.js";
+import { clearHover } from "../lib/view.js";
 import { hitMatrix } from "../lib/layout.js";
 
 /** The (layer, head) an arrow key moves to from (layer, head), or null (not an arrow). */
@@ -43,11 +44,7 @@ export function matrixHandlers(v) {
       const where = localPoint(panel, ev);
       v.tip.show(cellText(hit.layer, hit.head, scale, !!(t && t.pending && t.pending[i])), where.x, where.y);
     },
-    mouseleave: () => {
-      v.hover = null;
-      v.tip.hide();
-      v.draw();
-    },
+    mouseleave: clearHover(v),
     click: (ev) => {
       if (!v.lay) return;
       const hit = hitAt(ev);
