@@ -12,6 +12,8 @@ binary buffers, so no number is ever written as JSON text. The JS side decodes t
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,8 @@ __all__ = [
     "thumbnails",
     "quantize_u8",
     "payload_nbytes",
+    "to_jsonable",
+    "json_nbytes",
     "WIRE_DTYPES",
     "MAX_MESSAGE_BYTES",
 ]
@@ -102,6 +106,25 @@ def unpack(msg: dict) -> np.ndarray:
     if arr.size != math.prod(shape):
         raise ValueError(f"data: {arr.size} values do not fill shape {shape}")
     return arr.reshape(shape)
+
+
+def to_jsonable(value: Any) -> Any:
+    """A (nested) state as JSON-safe values: bytes as ``{"$b64": base64}`` (the HTML
+    export's encoding, revived by ``js/lib/staticmodel.js``), numpy scalars as Python ones."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_nbytes(obj: Any) -> int:
+    """Characters of ``obj`` as JSON (what it adds to an exported page)."""
+    return len(json.dumps(obj))
 
 
 def payload_nbytes(obj: Any) -> int:

@@ -6,34 +6,23 @@ selection as synced traits, and answer the view's data requests with packed arra
 
 from __future__ import annotations
 
-import logging
 import pathlib
-from typing import Any
+from typing import Any, ClassVar
 
 import anywidget
 import traitlets as t
 
-from . import protocol
-from .selection import SELECTION, SyncedSelection
 from .._checks import HEAD_AGGREGATES  # noqa: F401  (re-exported)
+from .._wire import to_jsonable
 from ..interface import Trace
+from . import protocol
+from ._assets import STATIC, _esm  # noqa: F401  (re-exported)
+from .selection import SELECTION, SyncedSelection
 
 __all__ = ["AttnWidget", "STATIC"]
 
-STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
-log = logging.getLogger("attn_widgets")
-
-
-def _esm(name: str) -> pathlib.Path | str:
-    path = STATIC / f"{name}.js"
-    if not path.exists():
-        # A source checkout without a JS build: say so in the notebook instead of a blank cell.
-        msg = (
-            f"attn_widgets: {path} is missing. Build the views with `npm install && npm run build` "
-            "(pip install does this automatically)."
-        )
-        return "export default { render({ el }) { el.textContent = " + repr(msg) + "; } }"
-    return path
+#: Synced traits of ipywidgets itself, not part of a panel's exported state.
+_EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
 
 
 class TraceRanges:
@@ -117,6 +106,24 @@ class AttnWidget(SyncedSelection, anywidget.AnyWidget):
         return self._trace
 
     # (the selection -- traits, validation, select() -- is declared in selection.py)
+
+    # -- HTML export: each panel exports its own static state --------------------------
+    #: The panel's kind in an exported page (``js/static_host.js``); None: not exportable.
+    export_kind: ClassVar[str | None] = None
+    #: The view module (``attn_widgets/static/<name>.js``) the page inlines for it.
+    export_view: ClassVar[str | None] = None
+    #: True when the panel can use leftover budget (preloaded maps, per-token traces).
+    export_grows: ClassVar[bool] = False
+
+    def export_state(self) -> dict:
+        """The panel's synced state, JSON-safe (bytes as ``$b64``), for the HTML export."""
+        names = [n for n in self.trait_names(sync=True) if not n.startswith("_") and n not in _EXPORT_SKIP]
+        return to_jsonable({n: getattr(self, n) for n in names})
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        """What an exported page needs beyond :meth:`export_state` to work without a kernel,
+        in at most ``budget`` characters of JSON: ``(state additions, extras, notes)``."""
+        return {}, {}, []
 
     def save_html(self, path: Any, **kwargs: Any):
         """Write this panel to a self-contained HTML file (see :func:`attn_widgets.save_html`)."""

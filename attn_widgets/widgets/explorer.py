@@ -146,6 +146,10 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
 
         self._header.value = "<b>" + html.escape(" \u00b7 ".join(bits)) + "</b>"
 
+    def export_panels(self) -> list:
+        """The panels an HTML export of the explorer holds, in page order."""
+        return [self.matrix, self.heatmap, self.flow, self.summary]
+
     def save_html(self, path: Any, **kwargs: Any):
         """Write Matrix, Heatmap and Flow to one self-contained, linked HTML file
         (see :func:`attn_widgets.save_html`)."""

@@ -10,11 +10,12 @@ import numpy as np
 import traitlets as t
 
 from .._checks import HEAD_AGGREGATES
-from .._wire import pack, pool_step
+from .._wire import json_nbytes, pack, pool_step, to_jsonable
 from ..interface import Trace
 from ..render.style import tile_step
 from . import protocol
-from ._base import AttnWidget, _esm
+from ._assets import _esm
+from ._base import AttnWidget
 
 __all__ = ["AttentionHeatmap"]
 
@@ -59,6 +60,8 @@ class AttentionHeatmap(AttnWidget):
     """
 
     _esm = _esm("heatmap")
+    export_kind = export_view = "heatmap"
+    export_grows = True
     _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset"})
     _select_fields = ("layer", "head", "token", "key_token")
 
@@ -236,6 +239,25 @@ class AttentionHeatmap(AttnWidget):
         arr, step = self._map_for_wire(layer, head)
         packed = pack(arr.astype(np.float16), "float16")
         return {**packed, "step": step} if step > 1 else packed  # no "step": a whole map
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        """Head maps to preload (their wire form: whole, or the overview of a long text),
+        float16, in order of interest (the selected layer first) until ``budget`` is spent."""
+        tr = self._trace
+        order: list[tuple[int, Any]] = []
+        for layer in [self.layer] + [x for x in range(tr.n_layers) if x != self.layer]:
+            order += [(layer, h) for h in range(tr.n_heads)] + [(layer, a) for a in HEAD_AGGREGATES]
+        maps, used, left_out = {}, 0, 0
+        for layer, head in order:
+            p = to_jsonable(self._packed_map(layer, head))
+            size = json_nbytes(p)
+            if used + size > budget:
+                left_out += 1
+                continue
+            maps[f"{layer}:{head}"] = p
+            used += size
+        notes = [f"heatmap: {left_out} of {len(order)} head maps left out (size cap)"] if left_out else []
+        return {"preloaded": maps}, {}, notes
 
     def _push_map(self, _change: dict) -> None:
         """Send the selected head's map ahead of the selection update.

@@ -12,7 +12,8 @@ import traitlets as t
 from .._wire import pack, pack_thumbnails, quantize_u8
 from ..interface import Trace
 from . import protocol
-from ._base import AttnWidget, _esm
+from ._assets import _esm
+from ._base import AttnWidget
 
 log = logging.getLogger("attn_widgets")
 
@@ -50,6 +51,7 @@ class AttentionMatrix(AttnWidget):
     """
 
     _esm = _esm("matrix")
+    export_kind = export_view = "matrix"
     _computed = frozenset({"thumbs"})
 
     thumb_size = t.Int(48).tag(sync=True)

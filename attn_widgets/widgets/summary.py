@@ -10,6 +10,7 @@ import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
 
 from ..trace import AttentionTrace
+from .._wire import pack, to_jsonable
 from ._base import TraceRanges
 from .selection import LocalSelection
 
@@ -146,6 +147,25 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
         if (layer, head) != (self.layer, self.head):
             with self.hold_trait_notifications():
                 self.layer, self.head = layer, head
+
+    # -- HTML export (the page draws it with a canvas view, no bqplot) -------------------------
+    export_kind = "summary"
+    export_view = "summary_static"
+    export_grows = False
+
+    def export_state(self) -> dict:
+        """The statistics and selection, JSON-safe, for the exported page's canvas view."""
+        tr = self.trace
+        return to_jsonable({
+            "layer": self.layer, "head": self.head, "token": self.token,
+            "n_layers": tr.n_layers, "n_heads": tr.n_heads, "tokens": list(tr.tokens),
+            "model_name": tr.model_name, "metric": self.metric, "metrics": list(self.available),
+            "descriptions": {m: METRICS[m] for m in self.available},
+            "stats": {m: pack(self.value(m).astype(np.float32), "float32") for m in self.available},
+        })
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        return {}, {}, []
 
     def save_html(self, path: Any, **kwargs: Any):
         """Write this chart to a self-contained HTML file (a canvas version of the same

@@ -7,7 +7,6 @@ committed files match. See ``tests/contract/README.md`` for the format.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import pathlib
@@ -26,16 +25,10 @@ TOKENS = ["[CLS]", "the", "cat", "sat", "\n", "[SEP]"]
 
 
 def _b64(value: Any) -> Any:
-    """bytes -> {"$b64": ...} (the HTML export's encoding), recursively; numpy scalars -> Python."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
-    if isinstance(value, dict):
-        return {str(k): _b64(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_b64(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    """bytes -> {"$b64": ...} (the HTML export's encoding), recursively."""
+    from attn_widgets._wire import to_jsonable
+
+    return to_jsonable(value)
 
 
 def _values(arr: np.ndarray) -> dict:
