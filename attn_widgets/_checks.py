@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "HEAD_AGGREGATES",
     "HeadSelector",
+    "TraceChecks",
     "MAX",
     "MEAN",
     "check_head_selector",
@@ -205,3 +206,29 @@ def check_head_selector(head: Any, n_heads: int) -> int | str:
 
 
 check_tile_range = _check_tile_range
+
+
+class TraceChecks:
+    """The validators of a trace, against its own sizes: shared by AttentionTrace and
+    LazyTrace (which provide ``n_layers``, ``n_heads``, ``n_tokens``, ``n_keys``)."""
+
+    n_layers: int
+    n_heads: int
+    n_tokens: int
+    n_keys: int
+
+    def check_layer(self, layer: Any) -> int:
+        """``0 <= layer < n_layers`` as a plain int."""
+        return _check_layer(layer, self.n_layers)
+
+    def check_head(self, head: Any) -> int:
+        """``0 <= head < n_heads`` as a plain int."""
+        return _check_head(head, self.n_heads)
+
+    def check_selector(self, head: Any) -> int | str:
+        """A head index or ``"mean"`` / ``"max"``, validated."""
+        return check_head_selector(head, self.n_heads)
+
+    def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
+        """A half-open tile range inside ``n_tokens x n_keys``, as plain ints."""
+        return _check_tile_range(r0, r1, c0, c1, self.n_tokens, self.n_keys)

@@ -42,13 +42,10 @@ import numpy as np
 
 from ._checks import (
     _as_numpy,
-    _check_head,
-    _check_layer,
     _check_special_mask,
     _check_strings,
-    _check_tile_range,
     _check_token_ids,
-    check_head_selector,
+    TraceChecks,
 )
 from ._wire import check_step as _check_step
 from ._wire import pool_blocks, pool_step
@@ -307,7 +304,7 @@ def _ops(prefer_numpy: bool = False):
     return _OPS[0]
 
 
-class LazyTrace:
+class LazyTrace(TraceChecks):
     """Queries and keys of one input through one model; attention maps on demand.
 
     Parameters
@@ -563,15 +560,6 @@ class LazyTrace:
         qk = sum(a.nbytes for a in self._q) + sum(a.nbytes for a in self._k)
         return int(qk + sum(masks.values()) + self.special_mask.nbytes)
 
-    def check_layer(self, layer: Any) -> int:
-        return _check_layer(layer, self.n_layers)
-
-    def check_head(self, head: Any) -> int:
-        return _check_head(head, self.n_heads)
-
-    def check_selector(self, head: Any) -> int | str:
-        return check_head_selector(head, self.n_heads)
-
     @property
     def on_demand(self) -> bool:
         """True: every map is recomputed from queries and keys when asked for."""
@@ -613,10 +601,6 @@ class LazyTrace:
         """The map max-pooled to at most ``size`` per side; equals ``_wire.maxpool2d(head_map, size)``."""
         t = self.n_tokens
         return self.tile(layer, head, 0, t, 0, t, step=pool_step(t, size))
-
-    def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
-        """Validate a tile range (half-open, ``0 <= r0 < r1 <= T``); returns plain ints."""
-        return _check_tile_range(r0, r1, c0, c1, self.n_tokens, self.n_tokens)
 
     # -- thumbnails -----------------------------------------------------------------------------
     def thumbnails(self, size: int = 48, layers: Sequence[int] | None = None) -> np.ndarray:

@@ -27,6 +27,7 @@ __all__ = ["AttentionTrace"]
 from ._checks import (  # noqa: F401  (re-exported for capture/ and lazy.py)
     ROW_SUM_ATOL,
     HeadSelector,
+    TraceChecks,
     _as_numpy,
     _check_head,
     _check_layer,
@@ -42,7 +43,7 @@ from ._checks import (  # noqa: F401  (re-exported for capture/ and lazy.py)
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionTrace:
+class AttentionTrace(TraceChecks):
     """Attention weights (and optionally their gradients) of one input through one model.
 
     Parameters
@@ -264,19 +265,6 @@ class AttentionTrace:
 
         return maxpool_axes(self.attentions, size)
 
-    def check_layer(self, layer: Any) -> int:
-        return _check_layer(layer, self.n_layers)
-
-    def check_head(self, head: Any) -> int:
-        return _check_head(head, self.n_heads)
-
-    def check_selector(self, head: Any) -> int | str:
-        """A head index or ``"mean"`` / ``"max"``, validated."""
-        return check_head_selector(head, self.n_heads)
-
-    def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
-        """A half-open tile range inside ``n_tokens x n_keys``, as plain ints."""
-        return _check_tile_range(r0, r1, c0, c1, self.n_tokens, self.n_keys)
 
     def __repr__(self) -> str:
         grad = f", gradients of {self.target!r}" if self.gradients is not None else ""

@@ -26,6 +26,10 @@ __all__ = [
     "bucket_edges",
     "bucket_style",
     "colorize",
+    "edge_width",
+    "graph_width",
+    "node_style",
+    "traced_style",
     "colormap_lut",
     "fit_row",
     "heatmap_size",
@@ -258,6 +262,38 @@ def bucket_style(b: int, n: int = N_BUCKETS) -> tuple[float, float]:
     w0, w1 = _EDGES["width"]
     a0, a1 = _EDGES["alpha"]
     return w0 + w1 * x, a0 + a1 * x
+
+
+#: Opacity factor of every edge while a token is traced (its paths are drawn on top).
+EDGE_DIM: float = float(_EDGES["dim"])
+
+
+def edge_width(width: float, row_h: float) -> float:
+    """A bucket's line width, capped so lines never get thicker than a token row."""
+    return min(width, max(float(_EDGES["min_width"]), row_h))
+
+
+def traced_style(x: float) -> tuple[float, float] | None:
+    """``(width, opacity)`` of a traced path with flow share ``x`` (0..1); None below the cut."""
+    tr = STYLE["traced"]
+    if not x >= tr["min_share"]:
+        return None
+    return tr["width"][0] + tr["width"][1] * x, tr["alpha"][0] + tr["alpha"][1] * x
+
+
+def node_style(v: float, row_h: float) -> tuple[float, float] | None:
+    """``(radius, opacity)`` of a node with share ``v`` (0..1) on rows ``row_h`` apart."""
+    nd = STYLE["nodes"]
+    if not v >= nd["min_share"]:
+        return None
+    rad = max(nd["radius_min"], min(nd["radius_max"], row_h * nd["radius_row"]))
+    return rad * (nd["radius_scale"][0] + nd["radius_scale"][1] * v), nd["alpha"][0] + nd["alpha"][1] * v
+
+
+def graph_width(n_graphs: int, width: float | None = None) -> float:
+    """Width of one flow graph: ``width``, else the spec's (narrower side by side)."""
+    f = STYLE["sizes"]["flow"]
+    return float(width) if width else float(f["width"] if n_graphs == 1 else f["width_compare"])
 
 
 def fit_row(n: int, max_height: float | None = None, lo: float | None = None, hi: float | None = None) -> float:

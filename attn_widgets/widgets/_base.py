@@ -161,7 +161,7 @@ class AttnWidget(SyncedSelection, anywidget.AnyWidget):
         ``scale`` is an integer pixel multiplier (default: the panel's own choice, about
         the on-screen size); ``dpi`` is written into the file for print software.
         """
-        from ..figures import encode_png
+        from ..render.png import encode_png
 
         p = pathlib.Path(path)
         p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))

@@ -410,7 +410,7 @@ class AttentionFlow(AttnWidget):
         (:attr:`drawn_edges` of them), token labels on both sides, the traced token's paths
         and, once its scores are ready (waits up to ``wait`` s for ``method="flow"``), its
         sentence strip. See :func:`attn_widgets.figures.flow_svg`."""
-        from ..figures import flow_svg
+        from ..render.flow import flow_svg
 
         args = self._figure_args(wait)
         edges = self.edges()
@@ -420,7 +420,7 @@ class AttentionFlow(AttnWidget):
         return flow_svg(edges, list(self.tokens), **{**args, **kwargs})
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import flow_raster
+        from ..render.flow import flow_raster
 
         args = self._figure_args(None)
         args.pop("scores")

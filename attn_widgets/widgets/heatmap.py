@@ -182,7 +182,7 @@ class AttentionHeatmap(AttnWidget):
         region if zoomed, max-pooled beyond ``overview_size`` as on the panel), vector token
         labels, the selected token outlined, a colour bar and the sentence strip.
         See :func:`attn_widgets.figures.heatmap_svg`."""
-        from ..figures import heatmap_svg
+        from ..render.heatmap import heatmap_svg
 
         kwargs.setdefault("region", list(self.zoom) or None)
         kwargs.setdefault("overview_size", self.overview_size)
@@ -190,7 +190,7 @@ class AttentionHeatmap(AttnWidget):
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import heatmap_raster
+        from ..render.heatmap import heatmap_raster
 
         return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
                               overview_size=self.overview_size)

@@ -98,14 +98,14 @@ class AttentionMatrix(AttnWidget):
     def to_svg(self, **kwargs: Any) -> str:
         """The grid as SVG: one embedded PNG per head (the thumbnails shown now), vector
         layer/head labels, the selection outlined. See :func:`attn_widgets.figures.matrix_svg`."""
-        from ..figures import matrix_svg
+        from ..render.matrix import matrix_svg
 
         maps, pending = self._current_thumbs()
         kwargs.setdefault("cell", self.cell_size or 40)
         return matrix_svg(self._trace, self.layer, self.head, self.thumb_size, maps=maps, pending=pending, **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import matrix_raster
+        from ..render.matrix import matrix_raster
 
         maps, _pending = self._current_thumbs()
         return matrix_raster(self._trace, self.layer, self.head, self.thumb_size, scale, maps=maps)

@@ -194,6 +194,10 @@ def build_style_cases() -> dict:
                "buckets": S.bucket_edges(np.array(weights), 1.0).tolist()}
     styles = [{"bucket": b, "width": S.bucket_style(b)[0], "alpha": S.bucket_style(b)[1]}
               for b in range(2 * S.N_BUCKETS)]
+    traced = [{"x": x, "style": None if st is None else {"width": st[0], "alpha": st[1]}}
+              for x in (0.0, 0.01, 0.02, 0.5, 1.0) for st in [S.traced_style(x)]]
+    nodes = [{"v": v, "row_h": rh, "style": None if st is None else {"radius": st[0], "alpha": st[1]}}
+             for v in (0.0, 0.019, 0.5, 1.0) for rh in (1.0, 4.0, 18.0) for st in [S.node_style(v, rh)]]
     text = [{"input": s, "printable": S.printable(s), "truncate_12": S.truncate(S.printable(s), 12),
              "truncate_14": S.truncate(S.printable(s), 14)}
             for s in ("the", "Ġcat", "a\nb\tc", "\u202eevil", "supercalifragilistic", "x\u0000y")]
@@ -206,7 +210,7 @@ def build_style_cases() -> dict:
                      "(tests/contract/generate.py); the JS views must compute the same.",
             "luts": luts, "lut_index": lut_index, "text_on": text_on, "label_stride": strides,
             "visible_labels": visible, "range_labels": ranges, "bucket_edges": buckets,
-            "bucket_style": styles, "text": text, "sizes": sizes}
+            "bucket_style": styles, "traced_style": traced, "node_style": nodes, "text": text, "sizes": sizes}
 
 
 def build() -> dict[str, Any]:
