@@ -87,3 +87,24 @@ def test_flows_take_arrays_and_never_import_traces_or_widgets():
 
 def test_the_cycle_check_can_fail():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
+
+
+def test_version_has_one_source_the_package_metadata():
+    import importlib.metadata
+    import re
+
+    import attn_widgets as aw
+
+    pyproject = (ROOT.parent / "pyproject.toml").read_text(encoding="utf-8")
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
+    assert aw.__version__ == importlib.metadata.version("attn_widgets") == declared
+    assert declared not in (ROOT / "__init__.py").read_text(encoding="utf-8")  # not hard-coded again
+
+
+def test_docs_and_docstrings_cite_only_files_in_this_repository():
+    outside = ("DESIGN.md", "FLOW-METHODS.md", "TESTING.md", "shared/")
+    files = [*ROOT.rglob("*.py"), ROOT.parent / "README.md", ROOT.parent / "ARCHITECTURE.md",
+             *(ROOT.parent / "tests").rglob("*.py")]
+    bad = [f"{p.name}: {word}" for p in files for word in outside
+           if p.name != "test_architecture.py" and word in p.read_text(encoding="utf-8")]
+    assert bad == []
