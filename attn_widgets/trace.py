@@ -26,6 +26,8 @@ __all__ = ["AttentionTrace"]
 
 from ._checks import (  # noqa: F401  (re-exported for capture/ and lazy.py)
     ROW_SUM_ATOL,
+    MAX,
+    MEAN,
     HeadSelector,
     TraceChecks,
     _as_numpy,
@@ -234,9 +236,9 @@ class AttentionTrace(TraceChecks):
     def head_map(self, layer: int, head: int | str) -> np.ndarray:
         """The ``[T, T]`` (``[Tq, Tk]`` for cross) map of one head, or ``"mean"`` / ``"max"``."""
         layer = self.check_layer(layer)
-        if head == "mean":
+        if head == MEAN:
             return self.attentions[layer].mean(axis=0)
-        if head == "max":
+        if head == MAX:
             return self.attentions[layer].max(axis=0)
         return self.attentions[layer, self.check_head(head)]
 

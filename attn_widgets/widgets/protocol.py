@@ -31,7 +31,7 @@ message                   direction  fields                               reply 
 ``error``                 k->view    id, message                          the reply to any request that failed
 ========================  =========  ===================================  ===========================================
 
-``head`` is a :data:`~attn_widgets.trace.HeadSelector`: a head index or ``"mean"`` /
+``head`` is a :data:`~attn_widgets.interface.HeadSelector`: a head index or ``"mean"`` /
 ``"max"``. Errors have one shape, :class:`ErrorReply`, for a failed request; failures
 outside a request (background thumbnails, flow scores) set the panel's ``error`` trait
 (``"<what>: <ExceptionType>: <message>"``, :func:`error_text`), and the flow panel's
