@@ -1,7 +1,8 @@
-"""Shared plumbing for the panels: selection traits, request/response messages.
+"""The base of the anywidget panels: a trace, the synced selection, figures, HTML export.
 
-Widgets stay thin: they hold an :class:`~attn_widgets.trace.AttentionTrace`, expose the
-selection as synced traits, and answer the view's data requests with packed arrays.
+Widgets stay thin: they hold a trace (:class:`~attn_widgets.interface.Trace`), expose the
+selection as synced traits (:mod:`.selection`), and answer the view's data requests with
+packed arrays through :func:`.protocol.dispatch` (every message: :mod:`.protocol`).
 """
 
 from __future__ import annotations
