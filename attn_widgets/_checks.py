@@ -20,7 +20,6 @@ __all__ = [
     "MEAN",
     "check_head_selector",
     "check_layer",
-    "check_tile_range",
 ]
 
 #: A head of a layer: its index, or an aggregate over the layer's heads.
@@ -204,8 +203,6 @@ def check_head_selector(head: Any, n_heads: int) -> int | str:
         return head
     return _check_head(head, n_heads)
 
-
-check_tile_range = _check_tile_range
 
 
 class TraceChecks:
