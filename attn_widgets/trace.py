@@ -22,26 +22,19 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["AttentionTrace"]
-
-from ._checks import (  # noqa: F401  (re-exported for capture/ and lazy.py)
-    ROW_SUM_ATOL,
+from ._checks import (
     MAX,
     MEAN,
-    HeadSelector,
     TraceChecks,
-    _as_numpy,
-    _check_head,
-    _check_layer,
     _check_special_mask,
     _check_strings,
-    _check_tile_range,
     _check_token_ids,
     _check_weights,
     _stack_layers,
     _to_numpy,
-    check_head_selector,
 )
+
+__all__ = ["AttentionTrace"]
 
 
 @dataclass(frozen=True, eq=False)
