@@ -8,6 +8,9 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
 from .capture import (
     Seq2SeqTrace,
     demo_model,
@@ -32,7 +35,10 @@ from .widgets import (
     save_html,
 )
 
-__version__ = "0.1.0"
+try:  # one source of truth: the version in pyproject.toml, as installed
+    __version__ = _version("attn_widgets")
+except PackageNotFoundError:  # a source tree on sys.path without an install
+    __version__ = "0+unknown"
 
 __all__ = [
     "AttentionTrace",

@@ -55,18 +55,9 @@ class Worker:
                 return self._cache[key]
         return None
 
-    def has(self, key: Hashable) -> bool:
-        with self._lock:
-            return key in self._cache
-
     def cancel(self) -> None:
         with self._lock:
             self._current = None
-
-    @property
-    def busy(self) -> bool:
-        job = self._current
-        return job is not None and not job.done.is_set()
 
     def submit(
         self,

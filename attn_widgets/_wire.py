@@ -1,25 +1,39 @@
 """Arrays <-> bytes for the widget wire, and the downsampling that keeps payloads small.
 
-Arrays cross as ``{"dtype": str, "shape": [...], "data": bytes}`` (little-endian, C
-order). ipywidgets lifts the ``bytes`` out of the JSON into binary buffers, so no
-number is ever written as JSON text. The JS side decodes them in ``js/lib/codec.js``.
+Every array crosses as a :class:`PackedArray`: ``dtype`` (one of :data:`WIRE_DTYPES`),
+``shape`` and the little-endian, C-order bytes. In a synced trait it is the dict
+``{"dtype": str, "shape": [...], "data": bytes}`` (:func:`pack`); in a custom message the
+header fields go into the JSON and the bytes into a binary buffer
+(``PackedArray.header()`` / ``.data``). ipywidgets lifts ``bytes`` out of the JSON into
+binary buffers, so no number is ever written as JSON text. The JS side decodes them in
+``js/lib/codec.js``. The per-message cap (:data:`MAX_MESSAGE_BYTES`) is enforced here, in
+:meth:`PackedArray.of` and :func:`check_message_size`, never at call sites.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "PackedArray",
     "pack",
     "unpack",
+    "check_message_size",
     "maxpool2d",
+    "pool_blocks",
+    "pool_step",
     "maxpool_axes",
     "thumbnails",
     "quantize_u8",
     "payload_nbytes",
+    "to_jsonable",
+    "json_nbytes",
     "WIRE_DTYPES",
     "MAX_MESSAGE_BYTES",
 ]
@@ -30,21 +44,54 @@ WIRE_DTYPES = ("float32", "float16", "uint8", "int32", "uint16")
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
-def pack(arr: Any, dtype: str = "float32") -> dict:
-    """Encode an array for the wire. ``dtype`` must be one of :data:`WIRE_DTYPES`."""
-    if dtype not in WIRE_DTYPES:
-        raise ValueError(f"dtype: expected one of {WIRE_DTYPES}, received {dtype!r}")
-    a = np.asarray(arr)
-    if dtype == "uint8" and a.dtype != np.uint8:
-        raise TypeError(f"arr: uint8 wire dtype needs a uint8 array (quantise first), received {a.dtype}")
-    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
-    nbytes = a.nbytes
+def check_message_size(nbytes: int, what: str, hint: str = "send it in tiles", detail: str = "") -> None:
+    """Raise ``ValueError`` (naming ``what``, the size and ``hint``) when ``nbytes`` of
+    payload would exceed :data:`MAX_MESSAGE_BYTES`."""
     if nbytes > MAX_MESSAGE_BYTES:
         raise ValueError(
-            f"arr: {nbytes / 1e6:.1f} MB of shape {a.shape} exceeds the {MAX_MESSAGE_BYTES / 1e6:.1f} MB "
-            "per-message cap; send it in tiles"
+            f"{what}: {nbytes / 1e6:.1f} MB{detail} exceeds the {MAX_MESSAGE_BYTES / 1e6:.1f} MB "
+            f"per-message cap; {hint}"
         )
-    return {"dtype": dtype, "shape": [int(s) for s in a.shape], "data": a.tobytes()}
+
+
+@dataclass(frozen=True)
+class PackedArray:
+    """One array on the wire: ``dtype`` name, ``shape`` and little-endian C-order ``data``."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    @classmethod
+    def of(cls, arr: Any, dtype: str = "float32") -> "PackedArray":
+        """Encode ``arr`` as ``dtype`` (one of :data:`WIRE_DTYPES`), within the message cap.
+
+        ``uint8`` needs a ``uint8`` array (quantise first: a silent cast would wrap).
+        """
+        if dtype not in WIRE_DTYPES:
+            raise ValueError(f"dtype: expected one of {WIRE_DTYPES}, received {dtype!r}")
+        a = np.asarray(arr)
+        if dtype == "uint8" and a.dtype != np.uint8:
+            raise TypeError(f"arr: uint8 wire dtype needs a uint8 array (quantise first), received {a.dtype}")
+        a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+        check_message_size(a.nbytes, "arr", detail=f" of shape {a.shape}")
+        return cls(dtype, tuple(int(s) for s in a.shape), a.tobytes())
+
+    def header(self) -> dict:
+        """The JSON fields of a message carrying this array in a buffer."""
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+    def trait(self) -> dict:
+        """The dict form held in synced traits (and embedded by the HTML export)."""
+        return {"dtype": self.dtype, "shape": list(self.shape), "data": self.data}
+
+    def decode(self) -> np.ndarray:
+        return unpack(self.trait())
+
+
+def pack(arr: Any, dtype: str = "float32") -> dict:
+    """Encode an array for a synced trait: ``PackedArray.of(arr, dtype).trait()``."""
+    return PackedArray.of(arr, dtype).trait()
 
 
 def unpack(msg: dict) -> np.ndarray:
@@ -61,6 +108,25 @@ def unpack(msg: dict) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def to_jsonable(value: Any) -> Any:
+    """A (nested) state as JSON-safe values: bytes as ``{"$b64": base64}`` (the HTML
+    export's encoding, revived by ``js/lib/staticmodel.js``), numpy scalars as Python ones."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"$b64": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_nbytes(obj: Any) -> int:
+    """Characters of ``obj`` as JSON (what it adds to an exported page)."""
+    return len(json.dumps(obj))
+
+
 def payload_nbytes(obj: Any) -> int:
     """Bytes of binary payload inside a (nested) dict/list state."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
@@ -70,6 +136,40 @@ def payload_nbytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(payload_nbytes(v) for v in obj)
     return 0
+
+
+def check_step(step: Any) -> int:
+    """A pooling step: an int >= 1."""
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step: expected an int >= 1, received {step!r}")
+    return int(step)
+
+
+def pool_step(n: int, size: int) -> int:
+    """The max-pool factor ``k`` that brings ``n`` down to at most ``size`` (as :func:`maxpool2d`)."""
+    if size < 1:
+        raise ValueError(f"size: expected >= 1, received {size}")
+    return 1 if n <= size else math.ceil(n / size)
+
+
+def pool_blocks(arr: Any, step: int) -> np.ndarray:
+    """Max-pool a 2-D array in ``step x step`` blocks from its top-left corner (edge blocks
+    partial): float32 ``[ceil(n/step), ceil(m/step)]``. For a square map and
+    ``step = pool_step(T, size)`` this equals :func:`maxpool2d` ``(arr, size)``."""
+    step = check_step(step)
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise ValueError(f"arr: expected a 2-D array, received shape {a.shape}")
+    if step == 1:
+        return a
+    n, m = a.shape
+    gn, gm = -(-n // step), -(-m // step)
+    if n == 0 or m == 0:
+        return np.zeros((gn, gm), np.float32)
+    # -inf padding never wins a max, so partial edge blocks are exact for any values.
+    padded = np.full((gn * step, gm * step), -np.inf, np.float32)
+    padded[:n, :m] = a
+    return padded.reshape(gn, step, gm, step).max(axis=(1, 3))
 
 
 def maxpool2d(arr: np.ndarray, size: int) -> np.ndarray:
@@ -136,6 +236,13 @@ def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.n
     return q, np.squeeze(scale, axis=axes).astype(np.float32)
 
 
+def pack_thumbnails(pooled: Any) -> dict:
+    """The matrix's ``thumbs`` trait of max-pooled maps ``[L, H, s, sk]``: uint8 maps
+    (per-head max -> 255) and float32 ``[L, H]`` scales."""
+    q, scales = quantize_u8(pooled)
+    return {"maps": pack(q, "uint8"), "scales": pack(scales, "float32")}
+
+
 def thumbnails(attentions: np.ndarray, size: int = 48) -> dict:
     """Max-pooled, per-head-normalised uint8 thumbnails of ``[L, H, T, T]`` plus scales.
 
@@ -143,6 +250,4 @@ def thumbnails(attentions: np.ndarray, size: int = 48) -> dict:
     pooled on its own (:func:`maxpool_axes`); the matrix view stretches them to its
     square cells and says so.
     """
-    pooled = maxpool_axes(attentions, size)
-    q, scales = quantize_u8(pooled)
-    return {"maps": pack(q, "uint8"), "scales": pack(scales, "float32")}
+    return pack_thumbnails(maxpool_axes(attentions, size))

@@ -36,58 +36,33 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .trace import (
-    AttentionTrace,
+from ._checks import (
+    MEAN,
     _as_numpy,
-    _check_head,
-    _check_layer,
     _check_special_mask,
     _check_strings,
-    _check_tile_range,
     _check_token_ids,
+    TraceChecks,
 )
+from ._compute import _NumpyOps, _ops, _TorchOps  # noqa: F401  (tests patch lazy._ops)
+from ._executors import _THREAD_PREFIX, COMPUTE_THREADS, _executor  # noqa: F401
+from ._wire import check_step as _check_step
+from ._wire import pool_blocks, pool_step
+from .interface import Trace
+from .trace import AttentionTrace
 
-__all__ = ["LazyTrace", "TraceLike", "is_trace", "pool_step", "pool_blocks"]
+__all__ = ["LazyTrace", "TraceLike", "pool_step", "pool_blocks"]
 
 #: About this many float32 scores are computed per row block (4 MiB of scratch).
 BLOCK_VALUES = 1 << 20
 
 
-@runtime_checkable
-class TraceLike(Protocol):
-    """What the widgets read from a trace: satisfied by AttentionTrace and LazyTrace."""
-
-    tokens: tuple[str, ...]
-    causal: bool
-    special_mask: np.ndarray
-    model_name: str
-
-    @property
-    def n_layers(self) -> int: ...
-
-    @property
-    def n_heads(self) -> int: ...
-
-    @property
-    def n_tokens(self) -> int: ...
-
-    @property
-    def shape(self) -> tuple[int, int, int, int]: ...
-
-    def head_map(self, layer: int, head: int | str) -> np.ndarray: ...
-
-    def check_layer(self, layer: Any) -> int: ...
-
-    def check_head(self, head: Any) -> int: ...
-
-
-def is_trace(obj: Any) -> bool:
-    """True for the two trace kinds the panels accept."""
-    return isinstance(obj, (AttentionTrace, LazyTrace))
+#: Kept for older imports: the trace interface is :class:`attn_widgets.interface.Trace`.
+TraceLike = Trace
 
 
 # -- input conversion ---------------------------------------------------------------------
@@ -142,197 +117,7 @@ def _per_layer(value: Any, n_layers: int, name: str, default: Callable[[], Any])
     return [value] * n_layers
 
 
-# -- compute backends -------------------------------------------------------------------------
-class _TorchOps:
-    """Row-block kernels on torch tensors (multi-threaded, in place, no big temporaries)."""
-
-    def __init__(self, torch) -> None:
-        self.torch = torch
-
-    def head_qk(self, q: np.ndarray, k: np.ndarray):
-        t = self.torch
-        q = t.from_numpy(q)
-        k = t.from_numpy(k)
-        return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
-
-    def rows(self, q, rows):
-        if isinstance(rows, slice):
-            return q[rows]
-        return q[self.torch.from_numpy(rows)]
-
-    def scratch(self, n: int):
-        return self.torch.empty(n, dtype=self.torch.float32)
-
-    def batch_scores(self, q: np.ndarray, k: np.ndarray, rows: np.ndarray, group: int, buf):
-        """[H, n, T] scores of query rows ``rows`` of every head (keys shared by ``group``
-        heads), written into the scratch ``buf`` (a fresh 25 MB output page-faults)."""
-        t = self.torch
-        qb = t.from_numpy(q)[:, t.from_numpy(rows)].float()
-        kb = t.from_numpy(k).float()
-        if group > 1:
-            kb = kb.repeat_interleave(group, dim=0)
-        h, n, tk = qb.shape[0], qb.shape[1], kb.shape[1]
-        out = buf[: h * n * tk].view(h, n, tk)
-        t.matmul(qb, kb.transpose(1, 2), out=out)
-        return out
-
-    def native(self, arr: np.ndarray):
-        return self.torch.from_numpy(arr)
-
-    def view(self, buf, n: int, m: int):
-        return buf[: n * m].view(n, m)
-
-    def scores(self, qb, k, nc: int, out):
-        self.torch.matmul(qb, k[:nc].T, out=out)
-
-    def mul(self, s, v: float):
-        s.mul_(v)
-
-    def softcap(self, s, cap: float):
-        s.div_(cap).tanh_().mul_(cap)
-
-    def fill(self, s, where, value: float):
-        s.masked_fill_(self.torch.from_numpy(where) if isinstance(where, np.ndarray) else where, value)
-
-    def softmax_(self, s):
-        t = self.torch
-        s.sub_(t.amax(s, dim=1, keepdim=True)).exp_()
-        s.div_(s.sum(dim=1, keepdim=True))
-
-    def add_(self, a, b):
-        a.add_(b)
-
-    def max_(self, a, b):
-        self.torch.maximum(a, b, out=a)
-
-    def pool_rows(self, x, step: int):
-        # Reduce over a middle axis (rows of a row-major block): vectorised along the rows.
-        n, m = x.shape
-        if step == 1 or n == 0:
-            return x
-        g, rem = divmod(n, step)
-        out = x.new_empty((g + (rem > 0), m))
-        if g:
-            out[:g] = x[: g * step].unflatten(0, (g, step)).amax(dim=1)
-        if rem:
-            out[g] = x[g * step :].amax(dim=0)
-        return out
-
-    def pool_cols(self, x, step: int):
-        n, m = x.shape
-        if step == 1 or m == 0:
-            return x
-        g, rem = divmod(m, step)
-        out = x.new_empty((n, g + (rem > 0)))
-        if g:
-            out[:, :g] = x[:, : g * step].unflatten(1, (g, step)).amax(dim=2)
-        if rem:
-            out[:, g] = x[:, g * step :].amax(dim=1)
-        return out
-
-    def write(self, out: np.ndarray, r0: int, x) -> None:
-        if x.shape[1]:
-            self.torch.from_numpy(out)[r0 : r0 + x.shape[0], : x.shape[1]].copy_(x)
-
-
-class _NumpyOps:
-    """The same kernels in NumPy (used when torch is not installed)."""
-
-    def head_qk(self, q: np.ndarray, k: np.ndarray):
-        return np.asarray(q, dtype=np.float32), np.ascontiguousarray(k, dtype=np.float32)
-
-    def rows(self, q, rows):
-        return q[rows]
-
-    def scratch(self, n: int):
-        return np.empty(n, dtype=np.float32)
-
-    def batch_scores(self, q: np.ndarray, k: np.ndarray, rows: np.ndarray, group: int, buf):
-        kb = np.asarray(k, dtype=np.float32)
-        if group > 1:
-            kb = np.repeat(kb, group, axis=0)
-        qb = np.asarray(q[:, rows], dtype=np.float32)
-        out = buf[: qb.shape[0] * qb.shape[1] * kb.shape[1]].reshape(qb.shape[0], qb.shape[1], kb.shape[1])
-        np.matmul(qb, kb.transpose(0, 2, 1), out=out)
-        return out
-
-    def native(self, arr: np.ndarray):
-        return arr
-
-    def view(self, buf, n: int, m: int):
-        return buf[: n * m].reshape(n, m)
-
-    def scores(self, qb, k, nc: int, out):
-        np.matmul(qb, k[:nc].T, out=out)
-
-    def mul(self, s, v: float):
-        s *= np.float32(v)
-
-    def softcap(self, s, cap: float):
-        s /= np.float32(cap)
-        np.tanh(s, out=s)
-        s *= np.float32(cap)
-
-    def fill(self, s, where, value: float):
-        np.copyto(s, np.float32(value), where=where)  # broadcasts a [n, T] mask over heads
-
-    def softmax_(self, s):
-        s -= s.max(axis=1, keepdims=True)
-        np.exp(s, out=s)
-        s /= s.sum(axis=1, keepdims=True)
-
-    def add_(self, a, b):
-        a += b
-
-    def max_(self, a, b):
-        np.maximum(a, b, out=a)
-
-    def pool_cols(self, x, step: int):
-        n, m = x.shape
-        if step == 1 or m == 0:
-            return x
-        g, rem = divmod(m, step)
-        out = np.zeros((n, g + (rem > 0)), dtype=np.float32)
-        if g:
-            out[:, :g] = x[:, : g * step].reshape(n, g, step).max(axis=2)
-        if rem:
-            out[:, g] = x[:, g * step :].max(axis=1)
-        return out
-
-    def pool_rows(self, x, step: int):
-        n, m = x.shape
-        if step == 1 or n == 0:
-            return x
-        g, rem = divmod(n, step)
-        out = np.empty((g + (rem > 0), m), dtype=np.float32)
-        if g:
-            out[:g] = x[: g * step].reshape(g, step, m).max(axis=1)
-        if rem:
-            out[g] = x[g * step :].max(axis=0)
-        return out
-
-    def write(self, out: np.ndarray, r0: int, x) -> None:
-        if x.shape[1]:
-            out[r0 : r0 + x.shape[0], : x.shape[1]] = x
-
-
-_OPS: list = []
-
-
-def _ops(prefer_numpy: bool = False):
-    if prefer_numpy:
-        return _NumpyOps()
-    if not _OPS:
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - depends on the environment
-            _OPS.append(_NumpyOps())
-        else:
-            _OPS.append(_TorchOps(torch))
-    return _OPS[0]
-
-
-class LazyTrace:
+class LazyTrace(TraceChecks):
     """Queries and keys of one input through one model; attention maps on demand.
 
     Parameters
@@ -588,18 +373,16 @@ class LazyTrace:
         qk = sum(a.nbytes for a in self._q) + sum(a.nbytes for a in self._k)
         return int(qk + sum(masks.values()) + self.special_mask.nbytes)
 
-    def check_layer(self, layer: Any) -> int:
-        return _check_layer(layer, self.n_layers)
-
-    def check_head(self, head: Any) -> int:
-        return _check_head(head, self.n_heads)
+    @property
+    def on_demand(self) -> bool:
+        """True: every map is recomputed from queries and keys when asked for."""
+        return True
 
     def _heads(self, head: Any) -> tuple[list[int], str | None]:
+        head = self.check_selector(head)
         if isinstance(head, str):
-            if head not in ("mean", "max"):
-                raise ValueError(f"head: expected an int, 'mean' or 'max', received {head!r}")
             return list(range(self.n_heads)), head
-        return [self.check_head(head)], None
+        return [head], None
 
     def __repr__(self) -> str:
         name = f"{self.model_name}: " if self.model_name else ""
@@ -631,10 +414,6 @@ class LazyTrace:
         """The map max-pooled to at most ``size`` per side; equals ``_wire.maxpool2d(head_map, size)``."""
         t = self.n_tokens
         return self.tile(layer, head, 0, t, 0, t, step=pool_step(t, size))
-
-    def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
-        """Validate a tile range (half-open, ``0 <= r0 < r1 <= T``); returns plain ints."""
-        return _check_tile_range(r0, r1, c0, c1, self.n_tokens, self.n_tokens)
 
     # -- thumbnails -----------------------------------------------------------------------------
     def thumbnails(self, size: int = 48, layers: Sequence[int] | None = None) -> np.ndarray:
@@ -891,74 +670,14 @@ class LazyTrace:
                     acc = s
                 elif j == 0:
                     acc[...] = s
-                elif reduce == "mean":
+                elif reduce == MEAN:
                     ops.add_(acc, s)
                 else:
                     ops.max_(acc, s)
-            if reduce == "mean":
+            if reduce == MEAN:
                 ops.mul(acc, 1.0 / len(heads))
             if c0 < nc:
                 x = acc[:, c0 : min(c1, nc)]
                 x = ops.pool_cols(ops.pool_rows(x, rstep), cstep)  # rows first: cheap, shrinks
                 ops.write(out, i0 // rstep, x)
         return out
-
-
-_THREAD_PREFIX = "attn_widgets-lazy"
-_EXECUTORS: dict = {}
-_EXECUTORS_LOCK = threading.Lock()
-
-#: torch intra-op threads of the compute threads. The kernels are memory-bound, and on a
-#: small shared machine OpenMP threads that spin-wait for a descheduled sibling make a
-#: 25 ms head take 400 ms; one thread per compute thread is fast and predictable.
-COMPUTE_THREADS = 1
-
-
-def _init_compute_thread() -> None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - numpy backend
-        return
-    torch.set_num_threads(COMPUTE_THREADS)  # per-thread setting: the caller's threads keep theirs
-
-
-def _executor(kind: str):
-    """One single-thread executor per kind ("foreground": maps and tiles asked for by a
-    panel; "background": progressive thumbnails). Dedicated threads keep torch's thread
-    settings away from the caller's threads and let the two kinds run side by side."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    with _EXECUTORS_LOCK:
-        ex = _EXECUTORS.get(kind)
-        if ex is None:
-            ex = _EXECUTORS[kind] = ThreadPoolExecutor(
-                1, thread_name_prefix=f"{_THREAD_PREFIX}-{kind}", initializer=_init_compute_thread
-            )
-        return ex
-
-
-def pool_step(n: int, size: int) -> int:
-    """The max-pool factor ``k`` that brings ``n`` down to at most ``size`` (as ``_wire.maxpool2d``)."""
-    if size < 1:
-        raise ValueError(f"size: expected >= 1, received {size}")
-    return 1 if n <= size else math.ceil(n / size)
-
-
-def pool_blocks(arr: np.ndarray, step: int) -> np.ndarray:
-    """Max-pool a 2-D array in ``step x step`` blocks from its top-left corner (edge blocks
-    partial): ``[ceil(n/step), ceil(m/step)]``. For a square map and
-    ``step = pool_step(T, size)`` this equals ``_wire.maxpool2d(arr, size)``."""
-    step = _check_step(step)
-    a = np.asarray(arr)
-    if a.ndim != 2:
-        raise ValueError(f"arr: expected a 2-D array, received shape {a.shape}")
-    if step == 1:
-        return a
-    ops = _NumpyOps()
-    return ops.pool_cols(ops.pool_rows(a.astype(np.float32, copy=False), step), step)
-
-
-def _check_step(step: Any) -> int:
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step: expected an int >= 1, received {step!r}")
-    return int(step)

@@ -22,163 +22,23 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._checks import (
+    MAX,
+    MEAN,
+    TraceChecks,
+    _check_special_mask,
+    _check_strings,
+    _check_token_ids,
+    _check_weights,
+    _stack_layers,
+    _to_numpy,
+)
+
 __all__ = ["AttentionTrace"]
-
-#: Tolerance on row sums. float16 models and softmax in reduced precision land
-#: within ~1e-3 of 1; anything further off is not an attention distribution.
-ROW_SUM_ATOL = 2e-3
-
-
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    """``np.asarray`` of an array-like or a torch tensor (bfloat16 -> float32); ValueError for None."""
-    if x is None:
-        raise ValueError(f"{name}: expected an array, received None")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":
-            x = x.float()
-        x = x.numpy()
-    return np.asarray(x)
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """Convert a torch tensor / array-like to a float32 numpy array."""
-    arr = _as_numpy(x, name)
-    if arr.dtype == object:
-        raise TypeError(f"{name}: expected a numeric array, received an object array")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name}: expected a floating point array, received dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
-# -- validators shared with LazyTrace (lazy.py) and the flow functions (flows/_inputs.py) ----------
-
-
-def _check_strings(values: Any, name: str, expected: str = "a list of strings") -> tuple[str, ...]:
-    """``values`` as a tuple of strings; TypeError naming ``name`` otherwise."""
-    if isinstance(values, str) or not isinstance(values, Sequence) and not hasattr(values, "__iter__"):
-        raise TypeError(f"{name}: expected {expected}, received {type(values).__name__}")
-    values = tuple(values)
-    bad = [i for i, t in enumerate(values) if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"{name}: expected strings, element {bad[0]} is {type(values[bad[0]]).__name__}")
-    return values
-
-
-def _check_weights(a: np.ndarray, name: str) -> None:
-    """Attention weights ``[..., Tq, Tk]``: finite, >= 0, every query row sums to 1."""
-    finite = np.isfinite(a)
-    if not finite.all():
-        where = np.argwhere(~finite)[0].tolist()
-        raise ValueError(f"{name}: contains NaN or inf (first at index {where}, shape {a.shape})")
-    if (a < 0).any():
-        where = np.argwhere(a < 0)[0].tolist()
-        raise ValueError(
-            f"{name}: weights must be >= 0 (post-softmax), found {a[tuple(where)]:.4g} at {where}"
-        )
-    sums = a.sum(axis=-1, dtype=np.float64)
-    off = np.abs(sums - 1.0) > ROW_SUM_ATOL
-    if off.any():
-        layer, h, i = np.argwhere(off)[0].tolist()
-        raise ValueError(
-            f"{name}: each query row must sum to 1 over keys; row (layer={layer}, head={h}, query={i}) "
-            f"sums to {sums[layer, h, i]:.6f}. Pass post-softmax weights with padding cropped."
-        )
-
-
-def _check_special_mask(mask: Any, t: int) -> np.ndarray:
-    """Bool ``[t]`` special-token mask; all False for None."""
-    if mask is None:
-        return np.zeros(t, dtype=bool)
-    mask = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask)
-    if mask.shape != (t,):
-        raise ValueError(f"special_mask: expected shape ({t},), received {mask.shape}")
-    return mask.astype(bool)
-
-
-def _check_token_ids(ids: Any, t: int) -> tuple[int, ...] | None:
-    if ids is None:
-        return None
-    ids = tuple(int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids))
-    if len(ids) != t:
-        raise ValueError(f"token_ids: expected {t} ids, received {len(ids)}")
-    return ids
-
-
-def _check_tile_range(r0: Any, r1: Any, c0: Any, c1: Any, n_rows: int, n_cols: int) -> tuple[int, int, int, int]:
-    """A half-open tile ``[r0, r1) x [c0, c1)`` of an ``n_rows x n_cols`` map, as plain ints."""
-    out = []
-    for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, received {v!r}")
-        out.append(int(v))
-    r0, r1, c0, c1 = out
-    if not 0 <= r0 < r1 <= n_rows:
-        raise ValueError(f"rows: expected 0 <= r0 < r1 <= {n_rows}, received r0={r0}, r1={r1}")
-    if not 0 <= c0 < c1 <= n_cols:
-        raise ValueError(f"cols: expected 0 <= c0 < c1 <= {n_cols}, received c0={c0}, c1={c1}")
-    return r0, r1, c0, c1
-
-
-def _check_layer(layer: Any, n_layers: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise TypeError(f"layer: expected an int, received {layer!r}")
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer: expected 0 <= layer < {n_layers}, received {layer}")
-    return int(layer)
-
-
-def _check_head(head: Any, n_heads: int) -> int:
-    if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
-        raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
-    if not 0 <= head < n_heads:
-        raise ValueError(f"head: expected 0 <= head < {n_heads}, received {head}")
-    return int(head)
-
-
-def _stack_layers(attentions: Any, batch_index: int, name: str) -> np.ndarray:
-    """Accept a per-layer tuple/list of [B, H, T, T] (transformers) or a [L, H, T, T] array."""
-    if isinstance(attentions, (tuple, list)):
-        if len(attentions) == 0:
-            raise ValueError(f"{name}: expected one tensor per layer, received an empty sequence")
-        if any(a is None for a in attentions):
-            missing = [i for i, a in enumerate(attentions) if a is None]
-            raise ValueError(
-                f"{name}: layers {missing} have no attention weights (None). The model probably "
-                "runs sdpa/flash attention, which returns no weights; load it with "
-                "attn_implementation='eager' or use attn_widgets.trace(), which switches it."
-            )
-        layers = [_to_numpy(a, f"{name}[{i}]") for i, a in enumerate(attentions)]
-        shapes = {a.shape for a in layers}
-        if len(shapes) != 1:
-            raise ValueError(f"{name}: layers have different shapes {sorted(shapes)}")
-        first = layers[0]
-        if first.ndim == 4:
-            b = first.shape[0]
-            if not -b <= batch_index < b:
-                raise ValueError(
-                    f"{name}: batch_index={batch_index} out of range for batch size {b} "
-                    f"(layer shape {tuple(first.shape)})"
-                )
-            layers = [a[batch_index] for a in layers]
-        elif first.ndim != 3:
-            raise ValueError(
-                f"{name}: each layer must be [B, H, T, T] or [H, T, T], received shape {tuple(first.shape)}"
-            )
-        return np.ascontiguousarray(np.stack(layers, axis=0))
-    arr = _to_numpy(attentions, name)
-    if arr.ndim == 5:
-        b = arr.shape[1]
-        if not -b <= batch_index < b:
-            raise ValueError(
-                f"{name}: batch_index={batch_index} out of range for [L, B, H, T, T] shape {arr.shape}"
-            )
-        arr = np.ascontiguousarray(arr[:, batch_index])
-    return arr
 
 
 @dataclass(frozen=True, eq=False)
-class AttentionTrace:
+class AttentionTrace(TraceChecks):
     """Attention weights (and optionally their gradients) of one input through one model.
 
     Parameters
@@ -369,17 +229,37 @@ class AttentionTrace:
     def head_map(self, layer: int, head: int | str) -> np.ndarray:
         """The ``[T, T]`` (``[Tq, Tk]`` for cross) map of one head, or ``"mean"`` / ``"max"``."""
         layer = self.check_layer(layer)
-        if head == "mean":
+        if head == MEAN:
             return self.attentions[layer].mean(axis=0)
-        if head == "max":
+        if head == MAX:
             return self.attentions[layer].max(axis=0)
         return self.attentions[layer, self.check_head(head)]
 
-    def check_layer(self, layer: Any) -> int:
-        return _check_layer(layer, self.n_layers)
+    @property
+    def on_demand(self) -> bool:
+        """False: every map is in memory (see :class:`attn_widgets.interface.Trace`)."""
+        return False
 
-    def check_head(self, head: Any) -> int:
-        return _check_head(head, self.n_heads)
+    def tile(self, layer: int, head: int | str, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        """Rows (queries) ``r0:r1`` x keys ``c0:c1`` of a map, max-pooled in ``step x step``
+        blocks from ``(r0, c0)`` when ``step > 1`` (as :meth:`LazyTrace.tile`)."""
+        from ._wire import pool_blocks
+
+        r0, r1, c0, c1 = self.check_range(r0, r1, c0, c1)
+        return pool_blocks(self.head_map(layer, head)[r0:r1, c0:c1], step)
+
+    def pooled(self, layer: int, head: int | str, size: int) -> np.ndarray:
+        """The map max-pooled in blocks of ``pool_step(n_tokens, size)`` (as :meth:`LazyTrace.pooled`)."""
+        from ._wire import pool_blocks, pool_step
+
+        return pool_blocks(self.head_map(layer, head), pool_step(self.n_tokens, size))
+
+    def thumbnails(self, size: int = 48) -> np.ndarray:
+        """Every map max-pooled, each axis on its own, to at most ``size``: ``[L, H, s, sk]``."""
+        from ._wire import maxpool_axes
+
+        return maxpool_axes(self.attentions, size)
+
 
     def __repr__(self) -> str:
         grad = f", gradients of {self.target!r}" if self.gradients is not None else ""

@@ -2,43 +2,41 @@
 // view module (inlined in the file) renders against a static model; the selection is
 // linked in the page, and data the kernel would compute on demand comes from tables
 // embedded at export time.
+import { FLOW_STATUS, MSG } from "./lib/protocol.js";
 import { createStaticModel, linkModels, revive } from "./lib/staticmodel.js";
 
 function missing(what, doc) {
   return `${what} is not in this export (left out to keep the file under ${doc.max_mb} MB); re-export with fewer tokens or a larger max_bytes`;
 }
 
-function answer(doc, panel, extras, msg, model) {
-  if (msg && msg.type === "get_map") {
-    model.reply({ type: "error", id: msg.id, message: missing(`layer ${msg.layer}, head ${msg.head}`, doc) });
-    return;
-  }
-  model.reply({ type: "error", id: msg && msg.id, message: "this exported page has no kernel" });
+/** The kernel's part for a request the view sends (protocol.js): an "error" reply. */
+function answer(doc, msg, model) {
+  const message =
+    msg && msg.type === MSG.GET_MAP
+      ? missing(`layer ${msg.layer}, head ${msg.head}`, doc)
+      : "this exported page has no kernel";
+  model.reply({ type: MSG.ERROR, id: msg && msg.id, message });
 }
 
 function hookFlow(doc, model, extras) {
+  const show = (status, nodes = {}, scores = {}) => {
+    model.set("nodes", nodes);
+    model.set("scores", scores);
+    model.set("status", status);
+  };
   const fixed = {};
   for (const k of ["method", "threshold", "top_k", "compare_mode", "residual", "signed"]) fixed[k] = model.get(k);
   const byToken = extras.tokens || {};
   const onToken = (token) => {
-    if (token === null || token === undefined) {
-      model.set("nodes", {});
-      model.set("scores", {});
-      model.set("status", "");
-      return;
-    }
+    if (token === null || token === undefined) return show(FLOW_STATUS.IDLE);
     const hit = byToken[String(token)];
     if (!hit) {
-      model.set("nodes", {});
-      model.set("scores", {});
-      model.set("status", "error");
+      show(FLOW_STATUS.ERROR);
       model.set("error", missing(`the trace of token ${token}`, doc));
       return;
     }
     model.set("error", "");
-    model.set("nodes", { token, ...hit.nodes });
-    model.set("scores", { token, method: fixed.method, ...hit.scores });
-    model.set("status", "ready");
+    show(FLOW_STATUS.READY, { token, ...hit.nodes }, { token, method: fixed.method, ...hit.scores });
   };
   model.on("change:token", onToken);
   for (const k of Object.keys(fixed)) {
@@ -64,7 +62,7 @@ export async function mount(doc, root = document) {
     const extras = revive(panel.extras || {});
     // `_static`: no kernel behind this model (the SVG button says so instead of asking one).
     const model = createStaticModel({ ...revive(panel.state), _static: true }, {
-      onSend: (msg, m) => answer(doc, panel, extras, msg, m),
+      onSend: (msg, m) => answer(doc, msg, m),
     });
     if (panel.kind === "flow") hookFlow(doc, model, extras);
     try {

@@ -2,7 +2,7 @@
 // statistics as HeadSummary, as a clickable layers x heads grid on canvas.
 import { decode } from "./lib/codec.js";
 import { lutCss, themeLut } from "./lib/colormap.js";
-import { ensureStyles, h, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
+import { disposer, ensureStyles, h, listen, localPoint, onWidthChange, setTraits, sizeCanvas, theme, tooltip } from "./lib/dom.js";
 import { drawGridFrame, publishGrid } from "./lib/grid.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 
@@ -70,32 +70,35 @@ function render({ model, el }) {
     panel.dataset.draws = String(Number(panel.dataset.draws || 0) + 1);
   }
 
-  canvas.addEventListener("click", (ev) => {
-    if (!lay) return;
+  const hitAt = (ev) => {
+    if (!lay) return null;
     const p = localPoint(canvas, ev);
-    const hit = hitMatrix(lay, p.x, p.y);
-    if (hit) {
-      setTraits(model, { layer: hit.layer, head: hit.head });
-      draw();
-    }
-  });
-  canvas.addEventListener("mousemove", (ev) => {
-    const hit = lay && hitMatrix(lay, localPoint(canvas, ev).x, localPoint(canvas, ev).y);
-    if (!hit) return tip.hide();
-    const v = (stats[model.get("metric")] || [])[hit.layer * model.get("n_heads") + hit.head];
-    const where = localPoint(panel, ev);
-    tip.show(`layer ${hit.layer} \u00b7 head ${hit.head}\n${model.get("metric")}: ${Number(v).toPrecision(4)}`, where.x, where.y);
-  });
-  canvas.addEventListener("mouseleave", () => tip.hide());
-  model.on("change:layer", draw);
-  model.on("change:head", draw);
-  const stopWatching = onWidthChange(panel, draw);
-  draw();
-  return () => {
-    stopWatching();
-    model.off("change:layer", draw);
-    model.off("change:head", draw);
+    return hitMatrix(lay, p.x, p.y);
   };
+  const stop = disposer();
+  stop.add(
+    listen(canvas, {
+      click: (ev) => {
+        const hit = hitAt(ev);
+        if (hit) {
+          setTraits(model, { layer: hit.layer, head: hit.head });
+          draw();
+        }
+      },
+      mousemove: (ev) => {
+        const hit = hitAt(ev);
+        if (!hit) return tip.hide();
+        const v = (stats[model.get("metric")] || [])[hit.layer * model.get("n_heads") + hit.head];
+        const where = localPoint(panel, ev);
+        tip.show(`layer ${hit.layer} \u00b7 head ${hit.head}\n${model.get("metric")}: ${Number(v).toPrecision(4)}`, where.x, where.y);
+      },
+      mouseleave: () => tip.hide(),
+    }),
+    listen(model, { "change:layer": draw, "change:head": draw }),
+    onWidthChange(panel, draw),
+  );
+  draw();
+  return () => stop.dispose();
 }
 
 export default { render };

@@ -243,3 +243,19 @@ def test_thumbnails_of_a_short_sequence_are_not_upsampled():
 
 def test_wire_module_exports():
     assert set(_wire.__all__) >= {"pack", "unpack", "maxpool2d", "thumbnails", "quantize_u8", "MAX_MESSAGE_BYTES"}
+
+
+def test_packed_array_is_the_one_encoding_of_traits_and_buffers(monkeypatch):
+    from attn_widgets import _wire
+    from attn_widgets._wire import PackedArray
+
+    a = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    p = PackedArray.of(a, "float16")
+    assert p.header() == {"dtype": "float16", "shape": [2, 3]}
+    assert p.data == a.astype("<f2").tobytes()  # little-endian, C order
+    assert p.trait() == pack(a, "float16")
+    np.testing.assert_array_equal(p.decode(), a.astype(np.float16))
+    np.testing.assert_array_equal(PackedArray.of(a.T, "float32").decode(), a.T)  # non-contiguous input
+    monkeypatch.setattr(_wire, "MAX_MESSAGE_BYTES", 11)
+    with pytest.raises(ValueError, match=r"arr: 0.0 MB of shape \(2, 3\) exceeds"):
+        PackedArray.of(a, "float16")  # 12 bytes: the cap is enforced inside, not at call sites

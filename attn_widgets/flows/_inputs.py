@@ -6,15 +6,15 @@ from typing import Any
 
 import numpy as np
 
-from ..trace import AttentionTrace, _check_weights, _stack_layers
+from .._checks import _check_weights, _stack_layers, is_trace_like
 
 
 def to_array(x: Any, name: str) -> np.ndarray:
     """numpy view of an array-like or torch tensor; float32 stays float32, the rest -> float64."""
     if x is None:
         raise ValueError(f"{name}: expected an array, received None")
-    if isinstance(x, AttentionTrace):
-        raise ValueError(f"{name}: expected an array, received an AttentionTrace")
+    if is_trace_like(x):
+        raise ValueError(f"{name}: expected an array, received an {type(x).__name__}")
     if isinstance(x, (tuple, list)) and x and (hasattr(x[0], "shape") or isinstance(x[0], (list, tuple))):
         # transformers' per-layer tuple of [1, H, T, T] (or [H, T, T]) tensors
         first = x[0]
@@ -39,7 +39,7 @@ def to_array(x: Any, name: str) -> np.ndarray:
 
 def check_attentions(x: Any, name: str = "attentions") -> np.ndarray:
     """Validated ``[L, H, T, T]`` attention weights (float32 or float64, not copied if possible)."""
-    if isinstance(x, AttentionTrace):
+    if is_trace_like(x):
         x = x.attentions
     a = to_array(x, name)
     if a.ndim != 4:
@@ -74,7 +74,7 @@ def check_gradients(g: Any, attentions: np.ndarray, name: str = "gradients") -> 
 
 def attentions_and_gradients(attentions: Any, gradients: Any) -> tuple[np.ndarray, np.ndarray]:
     """Accept ``(trace, None)`` or ``(array, array)``."""
-    if isinstance(attentions, AttentionTrace):
+    if is_trace_like(attentions):
         if gradients is None:
             if attentions.gradients is None:
                 raise ValueError(

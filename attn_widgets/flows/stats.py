@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..trace import AttentionTrace
+from .._checks import is_trace_like
 from ._inputs import check_attentions, check_gradients
 
 __all__ = ["head_stats"]
@@ -29,7 +29,7 @@ def head_stats(trace: Any, *, gradients: Any = None, special_mask: Any = None) -
         mean of ``|A * G|`` over the head's map. Without gradients every entry is NaN
         (the key is always present, so a table of heads keeps its columns).
     """
-    if isinstance(trace, AttentionTrace):
+    if is_trace_like(trace):
         a = trace.attentions
         if gradients is None:
             gradients = trace.gradients

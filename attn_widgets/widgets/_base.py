@@ -1,40 +1,29 @@
-"""Shared plumbing for the panels: selection traits, request/response messages.
+"""The base of the anywidget panels: a trace, the synced selection, figures, HTML export.
 
-Widgets stay thin: they hold an :class:`~attn_widgets.trace.AttentionTrace`, expose the
-selection as synced traits, and answer the view's data requests with packed arrays.
+Widgets stay thin: they hold a trace (:class:`~attn_widgets.interface.Trace`), expose the
+selection as synced traits (:mod:`.selection`), and answer the view's data requests with
+packed arrays through :func:`.protocol.dispatch` (every message: :mod:`.protocol`).
 """
 
 from __future__ import annotations
 
-import logging
 import pathlib
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import anywidget
 import traitlets as t
 
-from .._wire import MAX_MESSAGE_BYTES, pack
-from ..lazy import LazyTrace
-from ..trace import AttentionTrace
+from .._checks import HEAD_AGGREGATES  # noqa: F401  (re-exported)
+from .._wire import to_jsonable
+from ..interface import Trace
+from . import protocol
+from ._assets import STATIC, _esm  # noqa: F401  (re-exported)
+from .selection import SELECTION, SyncedSelection
 
 __all__ = ["AttnWidget", "STATIC"]
 
-STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
-log = logging.getLogger("attn_widgets")
-
-HEAD_AGGREGATES = ("mean", "max")
-
-
-def _esm(name: str) -> pathlib.Path | str:
-    path = STATIC / f"{name}.js"
-    if not path.exists():
-        # A source checkout without a JS build: say so in the notebook instead of a blank cell.
-        msg = (
-            f"attn_widgets: {path} is missing. Build the views with `npm install && npm run build` "
-            "(pip install does this automatically)."
-        )
-        return "export default { render({ el }) { el.textContent = " + repr(msg) + "; } }"
-    return path
+#: Synced traits of ipywidgets itself, not part of a panel's exported state.
+_EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
 
 
 class TraceRanges:
@@ -56,13 +45,8 @@ class TraceRanges:
         return list(self._trace.tokens)
 
 
-class AttnWidget(anywidget.AnyWidget):
+class AttnWidget(SyncedSelection, anywidget.AnyWidget):
     """Base class: a trace, a synced selection (layer, head, token) and data requests."""
-
-    # -- synced selection ------------------------------------------------------------
-    layer = t.Int(0).tag(sync=True)
-    head = t.Union([t.Int(), t.Unicode()], default_value=0).tag(sync=True)
-    token = t.Int(None, allow_none=True).tag(sync=True)
 
     # -- synced, static per trace -----------------------------------------------------
     tokens = t.List(t.Unicode()).tag(sync=True)
@@ -77,10 +61,10 @@ class AttnWidget(anywidget.AnyWidget):
     #: Shown on the panel instead of a silent blank when something went wrong.
     error = t.Unicode("").tag(sync=True)
 
-    _handlers: dict[str, Callable[..., tuple[dict, list]]]
+    _handlers: dict[str, protocol.Handler]
 
-    def __init__(self, trace: AttentionTrace, **kwargs: Any) -> None:
-        if not isinstance(trace, (AttentionTrace, LazyTrace)):
+    def __init__(self, trace: Trace, **kwargs: Any) -> None:
+        if not isinstance(trace, Trace):
             raise TypeError(
                 f"trace: expected an AttentionTrace (from attn_widgets.trace() or "
                 f"AttentionTrace.from_tensors()) or a LazyTrace (attn_widgets.trace_lazy()), "
@@ -95,7 +79,7 @@ class AttnWidget(anywidget.AnyWidget):
         self._trace = trace
         super().__init__(
             tokens=list(trace.tokens),
-            key_tokens=list(getattr(trace, "key_tokens", None) or ()),
+            key_tokens=list(trace.key_tokens or ()),
             special=[bool(x) for x in trace.special_mask],
             n_layers=trace.n_layers,
             n_heads=trace.n_heads,
@@ -116,62 +100,31 @@ class AttnWidget(anywidget.AnyWidget):
                for n in klass.class_own_traits(sync=True)]
         return [n for n in own if not n.startswith("_") and n not in cls._computed] + [
             n for n in AttnWidget.class_own_traits(sync=True) if n not in fixed and not n.startswith("_")
-        ] + ["layout"]
+        ] + list(SELECTION) + ["layout"]
 
     @property
-    def trace(self) -> AttentionTrace:
+    def trace(self) -> Trace:
         return self._trace
 
-    # -- validation: a bad selection from Python is an error, never silent ------------
-    def _check(self, name: str, v: Any) -> Any:
-        if name == "layer":
-            n = self.n_layers or self._trace.n_layers
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                raise t.TraitError(f"layer: expected an int with 0 <= layer < {n}, received {v!r}")
-        elif name == "head":
-            if isinstance(v, str):
-                if v not in HEAD_AGGREGATES:
-                    raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {v!r}")
-                return v
-            n = self.n_heads or self._trace.n_heads
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                raise t.TraitError(f"head: expected 0 <= head < {n}, 'mean' or 'max', received {v!r}")
-        elif name == "token":
-            n = len(self.tokens) or self._trace.n_tokens
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n):
-                # Cross-attention: `token` is always a query (row) index, as in `tokens`.
-                what = " (a query token: a row)" if getattr(self._trace, "is_cross", False) else ""
-                raise t.TraitError(f"token: expected None or 0 <= token < {n}{what}, received {v!r}")
-        return v
+    # (the selection -- traits, validation, select() -- is declared in selection.py)
 
-    @t.validate("layer", "head", "token")
-    def _validate_selection(self, proposal):
-        return self._check(proposal["trait"].name, proposal["value"])
+    # -- HTML export: each panel exports its own static state --------------------------
+    #: The panel's kind in an exported page (``js/static_host.js``); None: not exportable.
+    export_kind: ClassVar[str | None] = None
+    #: The view module (``attn_widgets/static/<name>.js``) the page inlines for it.
+    export_view: ClassVar[str | None] = None
+    #: True when the panel can use leftover budget (preloaded maps, per-token traces).
+    export_grows: ClassVar[bool] = False
 
-    # -- selection as one value ---------------------------------------------------------
-    #: What :meth:`select` accepts (the heatmap adds ``key_token`` for cross-attention).
-    _select_fields: tuple[str, ...] = ("layer", "head", "token")
+    def export_state(self) -> dict:
+        """The panel's synced state, JSON-safe (bytes as ``$b64``), for the HTML export."""
+        names = [n for n in self.trait_names(sync=True) if not n.startswith("_") and n not in _EXPORT_SKIP]
+        return to_jsonable({n: getattr(self, n) for n in names})
 
-    @property
-    def selection(self) -> dict:
-        """The current ``{"layer", "head", "token"}``."""
-        return {"layer": self.layer, "head": self.head, "token": self.token}
-
-    def select(self, **kwargs: Any) -> "AttnWidget":
-        """Set any of ``layer``, ``head``, ``token`` at once.
-
-        Every value is validated before any is set, so a bad call changes nothing.
-        """
-        fields = self._select_fields
-        bad = sorted(set(kwargs) - set(fields))
-        if bad:
-            raise TypeError(f"select: unknown field(s) {bad}; expected {', '.join(fields)}")
-        for name, value in kwargs.items():
-            self._check(name, value)
-        with self.hold_trait_notifications():
-            for name, value in kwargs.items():
-                setattr(self, name, value)
-        return self
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        """What an exported page needs beyond :meth:`export_state` to work without a kernel,
+        in at most ``budget`` characters of JSON: ``(state additions, extras, notes)``."""
+        return {}, {}, []
 
     def save_html(self, path: Any, **kwargs: Any):
         """Write this panel to a self-contained HTML file (see :func:`attn_widgets.save_html`)."""
@@ -209,46 +162,16 @@ class AttnWidget(anywidget.AnyWidget):
         ``scale`` is an integer pixel multiplier (default: the panel's own choice, about
         the on-screen size); ``dpi`` is written into the file for print software.
         """
-        from ..figures import encode_png
+        from ..render.png import encode_png
 
         p = pathlib.Path(path)
         p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))
         return p
 
-    def _handle_get_svg(self, content: dict) -> tuple[dict, list]:
+    def _handle_get_svg(self, content: dict) -> protocol.Reply:
         """The panel's SVG button: :meth:`to_svg` as UTF-8 bytes in one buffer."""
-        data = self.to_svg().encode("utf-8")
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise ValueError(
-                f"the SVG is {len(data) / 1e6:.1f} MB, over the {MAX_MESSAGE_BYTES / 1e6:.1f} MB message cap; "
-                "write it from Python with save_svg(path)"
-            )
-        return {"type": "svg", "bytes": len(data)}, [data]
+        return protocol.svg_message(self.to_svg())
 
-    # -- request / response -------------------------------------------------------------
+    # -- request / response (every message: attn_widgets.widgets.protocol) ---------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        req_id = content.get("id")
-        handler = self._handlers.get(kind)
-        if handler is None:
-            self.send({"type": "error", "id": req_id, "message": f"unknown request {kind!r}"})
-            return
-        try:
-            reply, out_buffers = handler(content)
-        except Exception as exc:  # never kill the comm: report on the panel
-            log.exception("attn_widgets: request %r failed", kind)
-            self.send({"type": "error", "id": req_id, "message": f"{type(exc).__name__}: {exc}"})
-            return
-        size = sum(len(b) for b in out_buffers)
-        if size > MAX_MESSAGE_BYTES:
-            self.send({"type": "error", "id": req_id, "message": f"reply of {size} bytes is over the cap"})
-            return
-        reply = {**reply, "id": req_id}
-        self.send(reply, buffers=out_buffers)
-
-    @staticmethod
-    def _packed_reply(kind: str, arr: Any, dtype: str, **extra: Any) -> tuple[dict, list]:
-        p = pack(arr, dtype)
-        return {"type": kind, "dtype": p["dtype"], "shape": p["shape"], **extra}, [p["data"]]
+        protocol.dispatch(self._handlers, content, self.send)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import ipywidgets as widgets
-import traitlets as t
 
 from ..flows.paths import METHODS
 from ..trace import AttentionTrace
-from ._base import HEAD_AGGREGATES, TraceRanges
+from ._base import TraceRanges
 from .flow import AttentionFlow
 from .heatmap import AttentionHeatmap
 from .link import SelectionLink, link
 from .matrix import AttentionMatrix
+from .selection import LocalSelection
 from .summary import HeadSummary
 
 __all__ = ["Explorer"]
 
 
-class Explorer(TraceRanges, widgets.VBox):
+class Explorer(TraceRanges, LocalSelection, widgets.VBox):
     """The linked workspace: every panel of one trace, sharing one selection.
 
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
@@ -38,10 +38,6 @@ class Explorer(TraceRanges, widgets.VBox):
     method, threshold
         Initial flow method and edge threshold.
     """
-
-    layer = t.Int(0)
-    head = t.Union([t.Int(), t.Unicode()], default_value=0)
-    token = t.Int(None, allow_none=True)
 
     def __init__(
         self,
@@ -150,35 +146,13 @@ class Explorer(TraceRanges, widgets.VBox):
 
         self._header.value = "<b>" + html.escape(" \u00b7 ".join(bits)) + "</b>"
 
+    def export_panels(self) -> list:
+        """The panels an HTML export of the explorer holds, in page order."""
+        return [self.matrix, self.heatmap, self.flow, self.summary]
+
     def save_html(self, path: Any, **kwargs: Any):
         """Write Matrix, Heatmap and Flow to one self-contained, linked HTML file
         (see :func:`attn_widgets.save_html`)."""
         from .export import save_html
 
         return save_html(path, self, title=kwargs.pop("title", f"attn_widgets: {self.trace.model_name}"), **kwargs)
-
-    # -- selection -----------------------------------------------------------------------------
-    @property
-    def selection(self) -> dict:
-        """The shared ``{"layer", "head", "token"}``."""
-        return {"layer": self.layer, "head": self.head, "token": self.token}
-
-    def select(self, **kwargs: Any) -> "Explorer":
-        """Set any of ``layer``, ``head``, ``token``; all are validated before any is set."""
-        bad = sorted(set(kwargs) - {"layer", "head", "token"})
-        if bad:
-            raise TypeError(f"select: unknown field(s) {bad}; expected layer, head, token")
-        self.matrix._check("layer", kwargs.get("layer", self.layer))
-        self.matrix._check("head", kwargs.get("head", self.head))
-        self.matrix._check("token", kwargs.get("token", self.token))
-        with self.hold_trait_notifications():
-            for name, value in kwargs.items():
-                setattr(self, name, value)
-        return self
-
-    @t.validate("layer", "head", "token")
-    def _validate(self, proposal):
-        name, value = proposal["trait"].name, proposal["value"]
-        if name == "head" and isinstance(value, str) and value not in HEAD_AGGREGATES:
-            raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {value!r}")
-        return self.matrix._check(name, value) if hasattr(self, "matrix") else value

@@ -10,10 +10,13 @@ import numpy as np
 import traitlets as t
 
 from .._jobs import Worker
-from .._wire import pack
+from .._wire import json_nbytes, pack, to_jsonable
+from ..flows import attention_flow
 from ..flows.paths import METHODS, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
+from ..interface import Trace
 from ..trace import AttentionTrace
-from ._base import AttnWidget, _esm
+from ._assets import _esm
+from ._base import AttnWidget
 
 __all__ = ["AttentionFlow"]
 
@@ -64,6 +67,8 @@ class AttentionFlow(AttnWidget):
     """
 
     _esm = _esm("flow")
+    export_kind = export_view = "flow"
+    export_grows = True
     _computed = frozenset({"labels", "has_gradients", "graphs", "nodes", "scores", "status", "progress"})
 
     method = t.Enum(list(METHODS), default_value="rollout").tag(sync=True)
@@ -94,7 +99,7 @@ class AttentionFlow(AttnWidget):
         **kwargs: Any,
     ) -> None:
         for what, tr in (("trace", trace), ("compare", compare)):
-            if getattr(tr, "is_cross", False):
+            if isinstance(tr, Trace) and tr.is_cross:
                 raise ValueError(
                     f"{what}: AttentionFlow needs square self-attention maps (tokens flowing through "
                     f"the layers of one stack); this is a cross-attention trace ({tr.n_tokens} query x "
@@ -126,7 +131,6 @@ class AttentionFlow(AttnWidget):
         self._edges_cache: dict[tuple, list[np.ndarray]] = {}
         self._worker = Worker()
         self._last_progress = 0.0
-        self._lock = threading.RLock()
         self._has_grad = all(tr.has_gradients for tr in self._traces)
         check_method(kwargs.get("method", "rollout"), self._has_grad)
         super().__init__(trace, **kwargs)
@@ -283,18 +287,50 @@ class AttentionFlow(AttnWidget):
     def _on_token_params(self, _change: dict) -> None:
         self._refresh_token()
 
+    # -- per-token rows: one definition for the panel and its HTML export ---------------------
+    def _diff(self) -> bool:
+        return self.compare_mode == "diff" and len(self._traces) == 2
+
+    def _combine(self, rows: np.ndarray) -> np.ndarray:
+        """``[G, ...]`` per-trace rows as shown: the difference A - B in diff mode."""
+        return rows[:1] - rows[1:] if self._diff() else rows
+
+    def _token_nodes(self, token: int) -> np.ndarray:
+        """The traced token's node shares ``[G, L + 1, T]`` as shown."""
+        return self._combine(np.stack([trace_token(e, token) for e in self._dense_edges()]))
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        """Traced nodes and scores of every token (the selected one first) until ``budget``
+        is spent, so clicking a token works without a kernel."""
+        n = self._traces[0].n_tokens
+        order = ([self.token] if self.token is not None else []) + [i for i in range(n) if i != self.token]
+        if self.method == "flow" and n > 128:
+            return {}, {"tokens": {}}, [f"flow: exact max-flow rows are not precomputed for {n} > 128 tokens"]
+        if self.method == "flow":  # every row at once, not one max-flow call per token
+            matrices = [attention_flow(tr.attentions, residual=self.residual) for tr in self._traces]
+        else:
+            matrices = self._score_matrices()
+        table, used, left_out = {}, 0, 0
+        for i in order:
+            scores = self._combine(np.stack([m[i] for m in matrices]))
+            entry = to_jsonable({"nodes": pack(self._token_nodes(i), "float32"), "scores": pack(scores, "float32")})
+            size = json_nbytes(entry)
+            if used + size > budget:
+                left_out += 1
+                continue
+            table[str(i)] = entry
+            used += size
+        notes = [f"flow: traces of {left_out} of {n} tokens left out (size cap)"] if left_out else []
+        return {}, {"tokens": table}, notes
+
     def _refresh_token(self) -> None:
         token = self.token
         if token is None:
             self._worker.cancel()
             self.nodes, self.scores, self.status, self.progress = {}, {}, "", 0.0
             return
-        per = self._dense_edges()
-        diff = self.compare_mode == "diff" and len(per) == 2
-        node_list = [trace_token(e, token) for e in per]
-        if diff:
-            node_list = [node_list[0] - node_list[1]]
-        self.nodes = {"token": token, **pack(np.stack(node_list), "float32")}
+        diff = self._diff()
+        self.nodes = {"token": token, **pack(self._token_nodes(token), "float32")}
         key = (self.method, token, round(self.residual, 6), self.signed)
 
         def compute(job=None) -> np.ndarray:
@@ -314,7 +350,7 @@ class AttentionFlow(AttnWidget):
 
         def publish(rows: np.ndarray) -> None:
             if diff:
-                rows = rows[:1] - rows[1:]
+                rows = self._combine(rows)
             self.scores = {"token": token, "method": self.method, **pack(rows, "float32")}
             self.progress = 1.0
             self.status = "ready"
@@ -374,7 +410,7 @@ class AttentionFlow(AttnWidget):
         (:attr:`drawn_edges` of them), token labels on both sides, the traced token's paths
         and, once its scores are ready (waits up to ``wait`` s for ``method="flow"``), its
         sentence strip. See :func:`attn_widgets.figures.flow_svg`."""
-        from ..figures import flow_svg
+        from ..render.flow import flow_svg
 
         args = self._figure_args(wait)
         edges = self.edges()
@@ -384,7 +420,7 @@ class AttentionFlow(AttnWidget):
         return flow_svg(edges, list(self.tokens), **{**args, **kwargs})
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import flow_raster
+        from ..render.flow import flow_raster
 
         args = self._figure_args(None)
         args.pop("scores")

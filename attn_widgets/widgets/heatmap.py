@@ -9,10 +9,13 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from .._wire import pack
-from ..lazy import LazyTrace, pool_blocks, pool_step
-from ..trace import AttentionTrace, _check_tile_range
-from ._base import AttnWidget, _esm
+from .._checks import HEAD_AGGREGATES
+from .._wire import json_nbytes, pack, pool_step, to_jsonable
+from ..interface import Trace
+from ..render.style import tile_step
+from . import protocol
+from ._assets import _esm
+from ._base import AttnWidget
 
 __all__ = ["AttentionHeatmap"]
 
@@ -57,6 +60,8 @@ class AttentionHeatmap(AttnWidget):
     """
 
     _esm = _esm("heatmap")
+    export_kind = export_view = "heatmap"
+    export_grows = True
     _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset"})
     _select_fields = ("layer", "head", "token", "key_token")
 
@@ -82,7 +87,7 @@ class AttentionHeatmap(AttnWidget):
     #: (one message, no request round trip). Only whole maps (``map_step() == 1``) are pushed.
     push_maps = t.Bool(True).tag(sync=True)
 
-    def __init__(self, trace: AttentionTrace | LazyTrace, **kwargs: Any) -> None:
+    def __init__(self, trace: Trace, **kwargs: Any) -> None:
         size = kwargs.get("overview_size", 1024)
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1536:
             raise ValueError(f"overview_size: expected an int with 16 <= overview_size <= 1536, received {size!r}")
@@ -118,12 +123,12 @@ class AttentionHeatmap(AttnWidget):
         return v
 
     def _n_keys(self) -> int:
-        return int(getattr(self._trace, "n_keys", self._trace.n_tokens))
+        return self._trace.n_keys
 
     @property
     def is_cross(self) -> bool:
         """True for a cross-attention trace (``Tq x Tk`` maps, ``key_tokens`` given)."""
-        return bool(getattr(self._trace, "is_cross", False))
+        return self._trace.is_cross
 
     def _check(self, name: str, v: Any) -> Any:
         if name != "key_token":
@@ -145,7 +150,7 @@ class AttentionHeatmap(AttnWidget):
         return self._check("key_token", proposal["value"])
 
     def _check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
-        return _check_tile_range(r0, r1, c0, c1, self._trace.n_tokens, self._n_keys())
+        return self._trace.check_range(r0, r1, c0, c1)
 
     def tile(
         self,
@@ -161,21 +166,15 @@ class AttentionHeatmap(AttnWidget):
         float32; ``step > 1`` max-pools it in ``step x step`` blocks from ``(r0, c0)``."""
         layer = self._trace.check_layer(self.layer if layer is None else layer)
         head = self.head if head is None else head
-        if head not in ("mean", "max"):
+        if head not in HEAD_AGGREGATES:
             head = self._trace.check_head(head)
-        r0, r1, c0, c1 = self._check_range(r0, r1, c0, c1)
-        if isinstance(self._trace, LazyTrace):
-            return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
-        return pool_blocks(self._trace.head_map(layer, head)[r0:r1, c0:c1], step)
+        return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
 
     def tile_step(self, r0: int, r1: int, c0: int, c1: int) -> int:
         """The max-pool factor a region is sent with: 1 (full resolution) while it has at
         most ``overview_size ** 2`` cells (so a whole strip row is exact), else enough to
         bring both sides to ``<= overview_size``. Mirrors ``tileStep`` in js/lib/zoom.js."""
-        rows, cols, side = r1 - r0, c1 - c0, self.overview_size
-        if rows * cols <= side * side:
-            return 1
-        return max(1, math.ceil(max(rows, cols) / side))
+        return tile_step(r1 - r0, c1 - c0, self.overview_size)
 
     # -- figures -------------------------------------------------------------------------
     def to_svg(self, **kwargs: Any) -> str:
@@ -183,7 +182,7 @@ class AttentionHeatmap(AttnWidget):
         region if zoomed, max-pooled beyond ``overview_size`` as on the panel), vector token
         labels, the selected token outlined, a colour bar and the sentence strip.
         See :func:`attn_widgets.figures.heatmap_svg`."""
-        from ..figures import heatmap_svg
+        from ..render.heatmap import heatmap_svg
 
         kwargs.setdefault("region", list(self.zoom) or None)
         kwargs.setdefault("overview_size", self.overview_size)
@@ -191,7 +190,7 @@ class AttentionHeatmap(AttnWidget):
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import heatmap_raster
+        from ..render.heatmap import heatmap_raster
 
         return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
                               overview_size=self.overview_size)
@@ -234,14 +233,31 @@ class AttentionHeatmap(AttnWidget):
         step = self.map_step()
         if step == 1:
             return self._trace.head_map(layer, head), 1
-        if isinstance(self._trace, LazyTrace):
-            return self._trace.pooled(layer, head, self.overview_size), step
-        return pool_blocks(self._trace.head_map(layer, head), step), step
+        return self._trace.tile(layer, head, 0, self._trace.n_tokens, 0, self._n_keys(), step=step), step
 
     def _packed_map(self, layer: int, head: Any) -> dict:
         arr, step = self._map_for_wire(layer, head)
         packed = pack(arr.astype(np.float16), "float16")
         return {**packed, "step": step} if step > 1 else packed  # no "step": a whole map
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        """Head maps to preload (their wire form: whole, or the overview of a long text),
+        float16, in order of interest (the selected layer first) until ``budget`` is spent."""
+        tr = self._trace
+        order: list[tuple[int, Any]] = []
+        for layer in [self.layer] + [x for x in range(tr.n_layers) if x != self.layer]:
+            order += [(layer, h) for h in range(tr.n_heads)] + [(layer, a) for a in HEAD_AGGREGATES]
+        maps, used, left_out = {}, 0, 0
+        for layer, head in order:
+            p = to_jsonable(self._packed_map(layer, head))
+            size = json_nbytes(p)
+            if used + size > budget:
+                left_out += 1
+                continue
+            maps[f"{layer}:{head}"] = p
+            used += size
+        notes = [f"heatmap: {left_out} of {len(order)} head maps left out (size cap)"] if left_out else []
+        return {"preloaded": maps}, {}, notes
 
     def _push_map(self, _change: dict) -> None:
         """Send the selected head's map ahead of the selection update.
@@ -258,9 +274,8 @@ class AttentionHeatmap(AttnWidget):
         if {"layer", "head"} & set(self._property_lock):
             return  # the change came from this panel's own view, which fetches what it needs
         try:
-            reply, buffers = self._packed_reply(
-                "map", self._trace.head_map(self.layer, self.head).astype(np.float16), "float16",
-                layer=self.layer, head=self.head, push=True,
+            reply, buffers = protocol.map_message(
+                self._trace.head_map(self.layer, self.head), self.layer, self.head, push=True
             )
         except ValueError:  # over the message cap: the view will ask for it as usual
             return
@@ -272,10 +287,9 @@ class AttentionHeatmap(AttnWidget):
     def _handle_get_map(self, content: dict) -> tuple[dict, list]:
         layer = self._trace.check_layer(int(content["layer"]))
         head = content["head"]
-        head = head if head in ("mean", "max") else self._trace.check_head(int(head))
+        head = head if head in HEAD_AGGREGATES else self._trace.check_head(int(head))
         arr, step = self._map_for_wire(layer, head)
-        extra = {"step": step} if step > 1 else {}
-        return self._packed_reply("map", arr.astype(np.float16), "float16", layer=layer, head=head, **extra)
+        return protocol.map_message(arr, layer, head, step)
 
     def _handle_get_tile(self, content: dict) -> tuple[dict, list]:
         missing = [k for k in ("layer", "head", "r0", "r1", "c0", "c1") if k not in content]
@@ -283,14 +297,12 @@ class AttentionHeatmap(AttnWidget):
             raise ValueError(f"get_tile: missing field(s) {missing}")
         layer = self._trace.check_layer(_json_int(content["layer"]))
         head = content["head"]
-        head = head if head in ("mean", "max") else self._trace.check_head(_json_int(head))
+        head = head if head in HEAD_AGGREGATES else self._trace.check_head(_json_int(head))
         # JSON numbers: accept 3.0 for 3 (as get_map does), nothing else that is not an int.
         r0, r1, c0, c1 = self._check_range(*(_json_int(content[k]) for k in ("r0", "r1", "c0", "c1")))
         step = self.tile_step(r0, r1, c0, c1)
-        arr = self.tile(r0, r1, c0, c1, layer=layer, head=head, step=step).astype(np.float16)
-        return self._packed_reply(
-            "tile", arr, "float16", layer=layer, head=head, r0=r0, r1=r1, c0=c0, c1=c1, step=step
-        )
+        arr = self.tile(r0, r1, c0, c1, layer=layer, head=head, step=step)
+        return protocol.tile_message(arr, layer, head, r0, r1, c0, c1, step)
 
 
 #: Longest side of the image sent to a vision heatmap; larger images are subsampled.
@@ -304,9 +316,9 @@ def _vision_state(trace: Any) -> tuple[dict, list[int], int] | None:
     (as :func:`attn_widgets.trace_image` records); the patch tokens are the last
     ``rows * cols`` tokens, row-major, after ``meta["n_special"]`` special tokens.
     """
-    meta = getattr(trace, "meta", None) or {}
+    meta = trace.meta or {}
     grid, img = meta.get("patch_grid"), meta.get("image")
-    if grid is None or img is None or getattr(trace, "is_cross", False):
+    if grid is None or img is None or trace.is_cross:
         return None
     try:
         rows, cols = (int(x) for x in grid)

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from .._wire import pack, quantize_u8, thumbnails
-from ..lazy import LazyTrace
-from ..trace import AttentionTrace
-from ._base import AttnWidget, _esm
+from .._wire import pack, pack_thumbnails, quantize_u8
+from ..interface import Trace
+from . import protocol
+from ._assets import _esm
+from ._base import AttnWidget
 
 log = logging.getLogger("attn_widgets")
 
@@ -50,13 +51,14 @@ class AttentionMatrix(AttnWidget):
     """
 
     _esm = _esm("matrix")
+    export_kind = export_view = "matrix"
     _computed = frozenset({"thumbs"})
 
     thumb_size = t.Int(48).tag(sync=True)
     cell_size = t.Int(0).tag(sync=True)
     thumbs = t.Dict().tag(sync=True)
 
-    def __init__(self, trace: AttentionTrace | LazyTrace, **kwargs: Any) -> None:
+    def __init__(self, trace: Trace, **kwargs: Any) -> None:
         super().__init__(trace, **kwargs)
         if not 4 <= self.thumb_size <= 256:
             raise ValueError(f"thumb_size: expected 4 <= thumb_size <= 256, received {self.thumb_size}")
@@ -64,11 +66,11 @@ class AttentionMatrix(AttnWidget):
         self._thumb_done = threading.Event()
         self._thumb_stop = threading.Event()
         self._thumb_pending: np.ndarray | None = None
-        if isinstance(trace, LazyTrace):
+        if trace.on_demand:  # a softmax per map: progressive thumbnails
             self._handlers["get_thumbs"] = self._handle_get_thumbs
             self._init_lazy_thumbs(trace)
         else:
-            self.thumbs = thumbnails(trace.attentions, self.thumb_size)
+            self.thumbs = pack_thumbnails(trace.thumbnails(self.thumb_size))
             self._thumb_done.set()
 
     # -- progressive thumbnails of a LazyTrace ----------------------------------------------
@@ -96,14 +98,14 @@ class AttentionMatrix(AttnWidget):
     def to_svg(self, **kwargs: Any) -> str:
         """The grid as SVG: one embedded PNG per head (the thumbnails shown now), vector
         layer/head labels, the selection outlined. See :func:`attn_widgets.figures.matrix_svg`."""
-        from ..figures import matrix_svg
+        from ..render.matrix import matrix_svg
 
         maps, pending = self._current_thumbs()
         kwargs.setdefault("cell", self.cell_size or 40)
         return matrix_svg(self._trace, self.layer, self.head, self.thumb_size, maps=maps, pending=pending, **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..figures import matrix_raster
+        from ..render.matrix import matrix_raster
 
         maps, _pending = self._current_thumbs()
         return matrix_raster(self._trace, self.layer, self.head, self.thumb_size, scale, maps=maps)
@@ -122,7 +124,7 @@ class AttentionMatrix(AttnWidget):
             "note": note,
         }
 
-    def _init_lazy_thumbs(self, trace: LazyTrace) -> None:
+    def _init_lazy_thumbs(self, trace: Any) -> None:
         size = self.thumb_size
         if trace.thumbnail_cost() <= SYNC_THUMB_COST:
             maps, exact, note = trace.thumbnails(size), True, ""
@@ -153,7 +155,7 @@ class AttentionMatrix(AttnWidget):
         return int(layer) if 0 <= layer < len(pending) and pending[layer] else int(np.argmax(pending))
 
     def _run_thumbs(self) -> None:
-        trace: LazyTrace = self._trace  # type: ignore[assignment]
+        trace = self._trace  # on_demand: a LazyTrace (iter_thumbnails, preview_thumbnails)
         try:
             while not self._thumb_stop.is_set():
                 with self._thumb_lock:
@@ -164,16 +166,12 @@ class AttentionMatrix(AttnWidget):
                 if not got:
                     return  # cancelled (widget closed)
                 q, scales = quantize_u8(got[0][1])
-                q = np.ascontiguousarray(q)
-                scales = np.ascontiguousarray(scales, dtype="<f4")
                 with self._thumb_lock:  # one order on the wire for chunks and get_thumbs replies
                     self._thumb_q[layer] = q
                     self._thumb_scales[layer] = scales
                     self._thumb_pending[layer] = 0
-                    self.send(
-                        {"type": "thumbs_chunk", "layer0": layer, "layer1": layer + 1, "shape": [1, *q.shape]},
-                        buffers=[q.tobytes(), scales.tobytes()],
-                    )
+                    content, buffers = protocol.thumbs_chunk(layer, q, scales)
+                    self.send(content, buffers=buffers)
             if not self._thumb_stop.is_set():
                 with self._thumb_lock:
                     self._thumb_note = ""
@@ -181,15 +179,10 @@ class AttentionMatrix(AttnWidget):
                 self._thumb_done.set()
         except Exception as exc:  # never a silent blank: say it on the panel
             log.exception("attn_widgets: computing thumbnails failed")
-            self.error = f"thumbnails: {type(exc).__name__}: {exc}"
+            self.error = protocol.error_text("thumbnails", exc)
 
     def _handle_get_thumbs(self, content: dict) -> tuple[dict, list]:
         """The current thumbnails, scales and pending mask (for a view that opens while the
         exact thumbnails are being computed; it keeps layers it already got as chunks)."""
         with self._thumb_lock:
-            q = self._thumb_q.tobytes()
-            sc = self._thumb_scales.astype("<f4").tobytes()
-            pend = self._thumb_pending.tobytes()
-            shape = [int(s) for s in self._thumb_q.shape]
-            note = self._thumb_note
-        return {"type": "thumbs", "shape": shape, "note": note}, [q, sc, pend]
+            return protocol.thumbs_message(self._thumb_q, self._thumb_scales, self._thumb_pending, self._thumb_note)

@@ -10,7 +10,9 @@ import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
 
 from ..trace import AttentionTrace
-from ._base import HEAD_AGGREGATES, TraceRanges
+from .._wire import pack, to_jsonable
+from ._base import TraceRanges
+from .selection import LocalSelection
 
 __all__ = ["HeadSummary", "METRICS"]
 
@@ -22,7 +24,7 @@ METRICS = {
 }
 
 
-class HeadSummary(TraceRanges, widgets.VBox):
+class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
     """Per-head statistics of a trace as a layers x heads bqplot ``GridHeatMap``.
 
     A metric selector switches between entropy, mean attention distance, special-token
@@ -32,9 +34,6 @@ class HeadSummary(TraceRanges, widgets.VBox):
     :func:`attn_widgets.link` ties this panel to the others.
     """
 
-    layer = t.Int(0)
-    head = t.Union([t.Int(), t.Unicode()], default_value=0)
-    token = t.Int(None, allow_none=True)
     metric = t.Enum(list(METRICS), default_value="entropy")
 
     def __init__(self, trace: AttentionTrace, metric: str = "entropy", **kwargs: Any) -> None:
@@ -109,31 +108,6 @@ class HeadSummary(TraceRanges, widgets.VBox):
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
 
     # -- validation, same rules as the other panels ---------------------------------------
-    @t.validate("layer")
-    def _v_layer(self, proposal):
-        v = proposal["value"]
-        if not 0 <= v < self._trace.n_layers:
-            raise t.TraitError(f"layer: expected 0 <= layer < {self._trace.n_layers}, received {v!r}")
-        return v
-
-    @t.validate("head")
-    def _v_head(self, proposal):
-        v = proposal["value"]
-        if isinstance(v, str):
-            if v not in HEAD_AGGREGATES:
-                raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {v!r}")
-            return v
-        if not 0 <= v < self._trace.n_heads:
-            raise t.TraitError(f"head: expected 0 <= head < {self._trace.n_heads}, 'mean' or 'max', received {v!r}")
-        return v
-
-    @t.validate("token")
-    def _v_token(self, proposal):
-        v = proposal["value"]
-        if v is not None and not 0 <= v < self._trace.n_tokens:
-            raise t.TraitError(f"token: expected None or 0 <= token < {self._trace.n_tokens}, received {v!r}")
-        return v
-
     @t.validate("metric")
     def _v_metric(self, proposal):
         v = proposal["value"]
@@ -142,10 +116,6 @@ class HeadSummary(TraceRanges, widgets.VBox):
         return v
 
     # -- selection <-> mark ------------------------------------------------------------------
-    @property
-    def selection(self) -> dict:
-        return {"layer": self.layer, "head": self.head, "token": self.token}
-
     @t.observe("metric")
     def _on_metric(self, change: dict) -> None:
         self.mark.color = self.stats[change["new"]]
@@ -177,6 +147,25 @@ class HeadSummary(TraceRanges, widgets.VBox):
         if (layer, head) != (self.layer, self.head):
             with self.hold_trait_notifications():
                 self.layer, self.head = layer, head
+
+    # -- HTML export (the page draws it with a canvas view, no bqplot) -------------------------
+    export_kind = "summary"
+    export_view = "summary_static"
+    export_grows = False
+
+    def export_state(self) -> dict:
+        """The statistics and selection, JSON-safe, for the exported page's canvas view."""
+        tr = self.trace
+        return to_jsonable({
+            "layer": self.layer, "head": self.head, "token": self.token,
+            "n_layers": tr.n_layers, "n_heads": tr.n_heads, "tokens": list(tr.tokens),
+            "model_name": tr.model_name, "metric": self.metric, "metrics": list(self.available),
+            "descriptions": {m: METRICS[m] for m in self.available},
+            "stats": {m: pack(self.value(m).astype(np.float32), "float32") for m in self.available},
+        })
+
+    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
+        return {}, {}, []
 
     def save_html(self, path: Any, **kwargs: Any):
         """Write this chart to a self-contained HTML file (a canvas version of the same

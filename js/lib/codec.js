@@ -1,6 +1,8 @@
 // Binary arrays from the kernel: {dtype, shape, data}. `data` may arrive as a
 // DataView, an ArrayBuffer or a typed array, and a DataView/typed array may be a
 // window into a larger buffer, so byteOffset and byteLength are always honoured.
+// Every packed array a view reads (traits, reply buffers, pushes, exported pages) goes
+// through decode(); see protocol.js for which message carries which array.
 
 const SIZES = { float32: 4, float16: 2, uint8: 1, uint16: 2, int32: 4 };
 
@@ -10,6 +12,17 @@ export function asBytes(data) {
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   throw new TypeError(`expected binary data, received ${Object.prototype.toString.call(data)}`);
+}
+
+/** Bytes of a base64 string (browser atob, or Buffer under node for the tests). */
+export function fromBase64(s) {
+  if (typeof atob === "function") {
+    const bin = atob(s);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+  return new Uint8Array(Buffer.from(s, "base64"));
 }
 
 /** IEEE 754 half -> float. */

@@ -1,6 +1,7 @@
 // Sequential colour maps that read on light and dark backgrounds alike: each map runs
 // from the panel background to a saturated colour, so "no attention" is invisible
-// and strong attention stands out in either theme.
+// and strong attention stands out in either theme. Stops and thresholds: style.json.
+import { COLORMAP } from "./style.js";
 
 /** Parse "#rgb", "#rrggbb", "rgb(r, g, b)" or "rgba(...)" into [r, g, b]; null if unparseable. */
 export function parseColor(str) {
@@ -24,13 +25,15 @@ export function luminance([r, g, b]) {
   return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b);
 }
 
-/** 256-entry RGBA lookup table through evenly spaced colour stops. */
+const N = COLORMAP.lut_size;
+
+/** RGBA lookup table (style.json `lut_size` entries, 256) through evenly spaced colour stops. */
 export function makeLut(stops) {
   if (!Array.isArray(stops) || stops.length < 2) throw new Error("makeLut needs at least two stops");
-  const lut = new Uint8ClampedArray(256 * 4);
+  const lut = new Uint8ClampedArray(N * 4);
   const segs = stops.length - 1;
-  for (let i = 0; i < 256; i++) {
-    const x = (i / 255) * segs;
+  for (let i = 0; i < N; i++) {
+    const x = (i / (N - 1)) * segs;
     const k = Math.min(Math.floor(x), segs - 1);
     const f = x - k;
     const a = stops[k];
@@ -41,14 +44,16 @@ export function makeLut(stops) {
   return lut;
 }
 
-const LIGHT_STOPS = [[198, 219, 239], [66, 146, 198], [8, 48, 107]];
-const DARK_STOPS = [[37, 52, 148], [65, 182, 196], [255, 255, 204]];
+/** The colour stops of the map on `background`: the background, then the light or dark stops. */
+export function themeStops(background) {
+  const bg = parseColor(background) || COLORMAP.default_background;
+  const dark = luminance(bg) < COLORMAP.dark_luminance;
+  return [bg, ...(dark ? COLORMAP.dark_stops : COLORMAP.light_stops)];
+}
 
 /** The attention colour map for a given background colour (theme-aware). */
 export function themeLut(background) {
-  const bg = parseColor(background) || [255, 255, 255];
-  const dark = luminance(bg) < 0.4;
-  return makeLut([bg, ...(dark ? DARK_STOPS : LIGHT_STOPS)]);
+  return makeLut(themeStops(background));
 }
 
 /** Index 0..255 of `value` on a scale from 0 to `max`; gamma < 1 lifts small weights. */

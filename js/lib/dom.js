@@ -151,3 +151,40 @@ export function onWidthChange(panel, redraw) {
   ro.observe(panel);
   return () => ro.disconnect();
 }
+
+/**
+ * Attach a table of listeners, `{event: fn, ...}`, to an anywidget model (on / off) or a
+ * DOM target (addEventListener), and return one function that detaches them all
+ * (safe to call twice). Entries whose fn is falsy are skipped.
+ */
+export function listen(target, table) {
+  // A model (on / off) first: anything with `on` is not a plain DOM target.
+  const dom = typeof target.on !== "function";
+  const pairs = Object.entries(table).filter(([, fn]) => typeof fn === "function");
+  for (const [ev, fn] of pairs) {
+    if (dom) target.addEventListener(ev, fn);
+    else target.on(ev, fn);
+  }
+  let attached = true;
+  return () => {
+    if (!attached) return;
+    attached = false;
+    for (const [ev, fn] of pairs) {
+      if (dom) target.removeEventListener(ev, fn);
+      else target.off(ev, fn);
+    }
+  };
+}
+
+/** Collect dispose functions; `dispose()` runs them, last added first, once. */
+export function disposer() {
+  const fns = [];
+  return {
+    add(...more) {
+      for (const fn of more) if (typeof fn === "function") fns.push(fn);
+    },
+    dispose() {
+      while (fns.length) fns.pop()();
+    },
+  };
+}

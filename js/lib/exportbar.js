@@ -12,7 +12,8 @@
 // bytes in one buffer ("get_svg" request). An exported HTML page has no kernel (its model
 // has `_static` set): there the SVG button is greyed out and a click says why; PNG works.
 import { h, pixelRatio, theme, withPixelRatio } from "./dom.js";
-import { createClient } from "./requests.js";
+import { asBytes, fromBase64 } from "./codec.js";
+import { createClient, MSG } from "./protocol.js";
 
 export const EXPORT_MIN_SCALE = 2;
 /** Largest side of an exported PNG, in device px (browsers refuse much larger canvases). */
@@ -54,35 +55,12 @@ export function exportName(kind, sel = {}, ext = "png") {
   return `${parts.join("-")}.${ext}`;
 }
 
-/** Bytes of a message buffer (DataView, ArrayBuffer or typed array) as a Uint8Array view. */
-export function toBytes(buf) {
-  if (buf instanceof Uint8Array) return buf;
-  if (buf instanceof ArrayBuffer) return new Uint8Array(buf);
-  if (buf && ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  throw new TypeError(`expected a binary buffer, received ${buf === null ? "null" : typeof buf}`);
-}
-
 /** Bytes of a base64 data URL ("data:image/png;base64,...") and its MIME type. */
 export function dataUrlToBytes(url) {
   const m = /^data:([^;,]*)(;base64)?,(.*)$/s.exec(String(url));
   if (!m) throw new Error("not a data: URL");
-  let bytes;
-  if (m[2]) {
-    const bin = atob(m[3]);
-    bytes = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  } else bytes = new TextEncoder().encode(decodeURIComponent(m[3]));
+  const bytes = m[2] ? fromBase64(m[3]) : new TextEncoder().encode(decodeURIComponent(m[3]));
   return { type: m[1] || "text/plain", bytes };
-}
-
-/** Width and height of PNG bytes (from the IHDR chunk), or null if they are not a PNG. */
-export function pngSize(bytes) {
-  const b = toBytes(bytes);
-  const sig = [137, 80, 78, 71, 13, 10, 26, 10];
-  if (b.length < 24 || sig.some((v, i) => b[i] !== v)) return null;
-  if (String.fromCharCode(b[12], b[13], b[14], b[15]) !== "IHDR") return null;
-  const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
-  return { width: dv.getUint32(16), height: dv.getUint32(20) };
 }
 
 /** A canvas as a PNG Blob: canvas.toBlob, or toDataURL where toBlob is missing or fails. */
@@ -270,9 +248,9 @@ export function attachExport({ model, panel, controls, kind, canvases, redraw, c
       return;
     }
     run("SVG export", async () => {
-      const { buffers } = await client.request("get_svg");
+      const { buffers } = await client.request(MSG.GET_SVG);
       if (!buffers.length) throw new Error("the kernel sent no SVG");
-      const bytes = toBytes(buffers[0]);
+      const bytes = asBytes(buffers[0]);
       download(new Blob([bytes], { type: "image/svg+xml" }), name("svg"));
       done("svg", bytes.length);
     });

@@ -1,4 +1,6 @@
-// Geometry, hit-testing and edge bucketing for the Flow panel. Pure functions.
+// Geometry, hit-testing and edge bucketing for the Flow panel. Pure functions. Bucket
+// count and styles: style.json `edges`.
+import { EDGES } from "./style.js";
 
 /**
  * Layout of one flow graph: columns 0..nLayers (0 = input), tokens as rows.
@@ -58,7 +60,7 @@ export function hitFlow(lay, x, y) {
  * of bucket ids, -1 for zero or non-finite weights. Negative weights get ids offset by
  * nBuckets, so signed graphs can use a second colour.
  */
-export function bucketEdges(weights, peak, nBuckets = 8) {
+export function bucketEdges(weights, peak, nBuckets = EDGES.n_buckets) {
   const out = new Int32Array(weights.length);
   const inv = peak > 0 ? 1 / peak : 0;
   for (let k = 0; k < weights.length; k++) {
@@ -75,10 +77,10 @@ export function bucketEdges(weights, peak, nBuckets = 8) {
 }
 
 /** Line width and opacity of a bucket (0 weakest .. nBuckets - 1 strongest). */
-export function bucketStyle(bucket, nBuckets = 8) {
+export function bucketStyle(bucket, nBuckets = EDGES.n_buckets) {
   const b = bucket % nBuckets;
   const x = (b + 1) / nBuckets;
-  return { width: 0.4 + 2.6 * x, alpha: 0.12 + 0.78 * x };
+  return { width: EDGES.width[0] + EDGES.width[1] * x, alpha: EDGES.alpha[0] + EDGES.alpha[1] * x };
 }
 
 /** Offsets of each layer's edges in the flat arrays from per-layer counts. */

@@ -1,5 +1,6 @@
 // Geometry and hit-testing for the panels. Pure functions of numbers, so the same
-// maths serves drawing, clicking and the unit tests.
+// maths serves drawing, clicking and the unit tests. Label rules: style.json `labels`.
+import { LABELS } from "./style.js";
 
 /** Cell size (CSS px) that fits `nHeads` columns into `available` px. */
 export function fitCell(available, nHeads, { min = 10, max = 64, gap = 2, left = 0 } = {}) {
@@ -41,30 +42,10 @@ export function hitMatrix(lay, x, y) {
   return { layer, head };
 }
 
-/** Layout of the token x token heatmap: labels on the left (queries) and top (keys). */
-export function heatLayout({ n, size, left, top }) {
-  return { n, size, left, top, cell: size / n, width: left + size, height: top + size };
-}
-
-/**
- * What is under (x, y): {kind: "cell", row, col}, {kind: "row", row} on a left label,
- * {kind: "col", col} on a top label, or null.
- */
-export function hitHeat(lay, x, y) {
-  const inX = x >= lay.left && x < lay.left + lay.size;
-  const inY = y >= lay.top && y < lay.top + lay.size;
-  const col = Math.min(lay.n - 1, Math.floor((x - lay.left) / lay.cell));
-  const row = Math.min(lay.n - 1, Math.floor((y - lay.top) / lay.cell));
-  if (inX && inY) return { kind: "cell", row, col };
-  if (inY && x >= 0 && x < lay.left) return { kind: "row", row };
-  if (inX && y >= 0 && y < lay.top) return { kind: "col", col };
-  return null;
-}
-
 /** Draw every k-th label so labels `fontPx` tall never overlap on cells `cellPx` apart. */
 export function labelStride(cellPx, fontPx) {
   if (!(cellPx > 0)) return Infinity;
-  return Math.max(1, Math.ceil((fontPx * 1.15) / cellPx));
+  return Math.max(1, Math.ceil((fontPx * LABELS.line_height) / cellPx));
 }
 
 /**

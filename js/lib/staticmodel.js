@@ -1,17 +1,7 @@
 // A stand-in for the anywidget model when panels run in an exported HTML file with no
 // kernel: same get/set/on/off/save_changes/send surface, state held in the page, and
 // selection links between models done in the browser (like ipywidgets' jslink).
-
-/** Decode base64 to bytes (browser atob, or Buffer under node for the tests). */
-export function fromBase64(s) {
-  if (typeof atob === "function") {
-    const bin = atob(s);
-    const out = new Uint8Array(bin.length);
-    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
-    return out;
-  }
-  return new Uint8Array(Buffer.from(s, "base64"));
-}
+import { fromBase64 } from "./codec.js";
 
 /** Replace every {"$b64": "..."} in a JSON value with a DataView over its bytes. */
 export function revive(value) {
@@ -68,9 +58,6 @@ export function createStaticModel(state, { onSend } = {}) {
     },
     reply(msg, buffers = []) {
       setTimeout(() => model.emit("msg:custom", msg, buffers), 0);
-    },
-    listenerCount(event) {
-      return listeners.has(event) ? listeners.get(event).size : 0;
     },
   };
   return model;

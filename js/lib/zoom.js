@@ -3,6 +3,7 @@
 // pointer, and which part of a received map or tile covers them. Pure functions.
 
 import { labelStride, visibleLabels } from "./layout.js";
+import { SIZES } from "./style.js";
 
 /** The whole nRows x nCols map. */
 export function fullView(nRows, nCols = nRows) {
@@ -138,7 +139,7 @@ export function zoomBy(view, factor, { nRows, nCols = nRows, row, col, minSpan =
  * most maxSide^2 cells, else enough to bring both sides to <= maxSide. Mirrors
  * AttentionHeatmap.tile_step in Python.
  */
-export function tileStep(rows, cols, maxSide) {
+export function tileStep(rows, cols, maxSide = SIZES.overview_size) {
   if (rows * cols <= maxSide * maxSide) return 1;
   return Math.max(1, Math.ceil(Math.max(rows, cols) / maxSide));
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { asBytes, decode, halfToFloat, maxOf } from "../lib/codec.js";
+import { asBytes, decode, fromBase64, halfToFloat, maxOf } from "../lib/codec.js";
 
 // Little-endian bytes of some float16 values (as numpy writes them).
 function f16bytes(halves) {
@@ -61,6 +61,18 @@ describe("halfToFloat", () => {
 });
 
 describe("asBytes", () => {
+  it("asBytes (was exportbar.toBytes) views DataViews, ArrayBuffers and typed arrays without copying", () => {
+    const ab = new ArrayBuffer(8);
+    const dv = new DataView(ab, 2, 4);
+    const b = asBytes(dv);
+    expect(b.length).toBe(4);
+    expect(b.buffer).toBe(ab);
+    expect(b.byteOffset).toBe(2);
+    expect(asBytes(ab).length).toBe(8);
+    expect(asBytes(new Float32Array(2)).length).toBe(8);
+    expect(() => asBytes("svg")).toThrow(/expected binary data, received \[object String\]/);
+    expect(() => asBytes(null)).toThrow(/Null/);
+  });
   it("wraps exactly the viewed bytes of a DataView slice (no copy)", () => {
     const buf = new ArrayBuffer(16);
     const dv = new DataView(buf, 5, 6);

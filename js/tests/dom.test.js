@@ -2,7 +2,8 @@
 // small stand-ins (vi.stubGlobal) check what matters: token text goes in as textContent,
 // never as HTML; traits are saved once; the canvas is sized for the pixel ratio.
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { cssVar, ensureStyles, h, localPoint, setTraits, sizeCanvas, theme, tooltip } from "../lib/dom.js";
+import { cssVar, disposer, ensureStyles, h, listen, localPoint, setTraits, sizeCanvas, theme, tooltip } from "../lib/dom.js";
+import { fakeModel } from "./fakes.js";
 
 function fakeElement(tag) {
   return {
@@ -44,21 +45,6 @@ function fakeDocument() {
   };
 }
 
-function fakeModel(state) {
-  return {
-    state: { ...state },
-    saves: 0,
-    get(k) {
-      return this.state[k];
-    },
-    set(k, v) {
-      this.state[k] = v;
-    },
-    save_changes() {
-      this.saves++;
-    },
-  };
-}
 
 afterEach(() => {
   vi.unstubAllGlobals();
@@ -223,5 +209,61 @@ describe("onWidthChange", () => {
     });
     expect(typeof stop).toBe("function");
     stop();
+  });
+});
+
+describe("listen / disposer", () => {
+  /** A DOM-like target that records add/remove calls. */
+  function fakeTarget() {
+    const on = new Map();
+    return {
+      on,
+      addEventListener(ev, fn) {
+        on.set(ev, [...(on.get(ev) || []), fn]);
+      },
+      removeEventListener(ev, fn) {
+        on.set(ev, (on.get(ev) || []).filter((f) => f !== fn));
+      },
+      fire(ev, arg) {
+        for (const fn of on.get(ev) || []) fn(arg);
+      },
+    };
+  }
+
+  it("attaches a table of DOM listeners and detaches all of them with one call", () => {
+    const t = fakeTarget();
+    const got = [];
+    const stop = listen(t, { click: (e) => got.push(["click", e]), keydown: (e) => got.push(["key", e]), mouseup: null });
+    t.fire("click", 1);
+    t.fire("keydown", 2);
+    expect(got).toEqual([["click", 1], ["key", 2]]);
+    expect(t.on.has("mouseup")).toBe(false); // null entries are skipped
+    stop();
+    stop(); // twice is harmless
+    t.fire("click", 3);
+    expect(got.length).toBe(2);
+    expect(t.on.get("click")).toEqual([]);
+    expect(t.on.get("keydown")).toEqual([]);
+  });
+
+  it("uses on / off for a model", () => {
+    const model = fakeModel({});
+    const fn = () => {};
+    const stop = listen(model, { "msg:custom": fn, "change:layer": fn });
+    expect(model.listeners("msg:custom")).toBe(1);
+    expect(model.listeners("change:layer")).toBe(1);
+    stop();
+    expect(model.listeners("msg:custom")).toBe(0);
+    expect(model.listeners("change:layer")).toBe(0);
+  });
+
+  it("disposer runs what it collected, last first, once", () => {
+    const order = [];
+    const d = disposer();
+    d.add(() => order.push(1), null, () => order.push(2));
+    d.add(() => order.push(3));
+    d.dispose();
+    d.dispose();
+    expect(order).toEqual([3, 2, 1]);
   });
 });

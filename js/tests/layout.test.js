@@ -2,8 +2,6 @@ import { describe, expect, it } from "vitest";
 import {
   cellOrigin,
   fitCell,
-  heatLayout,
-  hitHeat,
   hitMatrix,
   labelStride,
   matrixLayout,
@@ -11,6 +9,7 @@ import {
   truncate,
   visibleLabels,
 } from "../lib/layout.js";
+import { fullView, hitView, viewLayout } from "../lib/zoom.js";
 
 describe("fitCell", () => {
   it("fits n heads into the available width, within [min, max]", () => {
@@ -83,34 +82,38 @@ describe("matrixLayout / hitMatrix", () => {
   });
 });
 
-describe("heatLayout / hitHeat", () => {
+// The whole-map heatmap layout (was layout.heatLayout / hitHeat, now the full view of zoom.js).
+const heatLayout = ({ n, size, left, top }) => viewLayout({ view: fullView(n), size, left, top });
+
+describe("full-view viewLayout / hitView (the heatmap without zoom)", () => {
   it.each([
     { n: 13, size: 390, left: 60, top: 60 },
     { n: 7, size: 100, left: 33, top: 21 }, // non-integer cell size
     { n: 512, size: 640, left: 110, top: 110 },
   ])("every cell, row label and column label hits itself: %j", (cfg) => {
     const lay = heatLayout(cfg);
-    expect(lay.cell).toBe(cfg.size / cfg.n);
+    expect(lay.cellW).toBe(cfg.size / cfg.n);
+    expect(lay.cellH).toBe(cfg.size / cfg.n);
     expect([lay.width, lay.height]).toEqual([cfg.left + cfg.size, cfg.top + cfg.size]);
-    const c = lay.cell;
+    const c = lay.cellW;
     for (let i = 0; i < cfg.n; i++) {
       const y = lay.top + (i + 0.5) * c;
       const x = lay.left + (i + 0.5) * c;
       for (let j = 0; j < cfg.n; j += cfg.n > 64 ? 37 : 1) {
-        expect(hitHeat(lay, lay.left + (j + 0.5) * c, y)).toEqual({ kind: "cell", row: i, col: j });
+        expect(hitView(lay, lay.left + (j + 0.5) * c, y)).toEqual({ kind: "cell", row: i, col: j });
       }
-      expect(hitHeat(lay, lay.left - 1, y)).toEqual({ kind: "row", row: i });
-      expect(hitHeat(lay, 0, y)).toEqual({ kind: "row", row: i });
-      expect(hitHeat(lay, x, lay.top - 1)).toEqual({ kind: "col", col: i });
-      expect(hitHeat(lay, x, 0)).toEqual({ kind: "col", col: i });
+      expect(hitView(lay, lay.left - 1, y)).toEqual({ kind: "row", row: i });
+      expect(hitView(lay, 0, y)).toEqual({ kind: "row", row: i });
+      expect(hitView(lay, x, lay.top - 1)).toEqual({ kind: "col", col: i });
+      expect(hitView(lay, x, 0)).toEqual({ kind: "col", col: i });
     }
   });
 
   it("the edges of the map stay inside the last row/column", () => {
     const lay = heatLayout({ n: 7, size: 100, left: 33, top: 21 });
     const end = lay.left + lay.size - 1e-9;
-    expect(hitHeat(lay, end, lay.top + lay.size - 1e-9)).toEqual({ kind: "cell", row: 6, col: 6 });
-    expect(hitHeat(lay, lay.left, lay.top)).toEqual({ kind: "cell", row: 0, col: 0 });
+    expect(hitView(lay, end, lay.top + lay.size - 1e-9)).toEqual({ kind: "cell", row: 6, col: 6 });
+    expect(hitView(lay, lay.left, lay.top)).toEqual({ kind: "cell", row: 0, col: 0 });
   });
 
   it("out of bounds -> null (corner, beyond the map, negative)", () => {
@@ -125,7 +128,7 @@ describe("heatLayout / hitHeat", () => {
       [lay.left + lay.size + 5, 10], // right of the column labels
       [10, lay.top + lay.size + 5], // below the row labels
     ];
-    for (const [x, y] of outside) expect(hitHeat(lay, x, y)).toBeNull();
+    for (const [x, y] of outside) expect(hitView(lay, x, y)).toBeNull();
   });
 });
 

@@ -1,6 +1,7 @@
 import { describe, expect, it, vi } from "vitest";
 import { decode } from "../lib/codec.js";
-import { createStaticModel, fromBase64, linkModels, revive } from "../lib/staticmodel.js";
+import { fromBase64 } from "../lib/codec.js";
+import { createStaticModel, linkModels, revive } from "../lib/staticmodel.js";
 
 describe("revive", () => {
   it("turns {$b64} into a DataView over exactly those bytes, nested anywhere", () => {

@@ -1,7 +1,7 @@
 """Shared real-browser harness: a Jupyter server, headless Chromium, notebook driving.
 
 Used by ``tests/browser/conftest.py`` (pytest fixtures) and ``benchmarks/bench_render.py``.
-Follows the recipe in ``shared/TESTING.md``: Debian chromium (never ``playwright install``),
+The recipe: Debian chromium (never ``playwright install``),
 ``--allow-root``, no token, no news pop-up, wait for the kernel to be idle before Run All,
 the server in its own process group, stopped by killing that group only.
 """
@@ -345,7 +345,7 @@ _EXECUTED_JS = """() => {
 def wait_kernel_idle(page, app: str, timeout: float = 60) -> None:
     """The notebook's kernel is connected and idle (an early Run All runs nothing)."""
     if app == "lab":
-        # As TESTING.md says: the status bar reads "| Idle" only once the kernel is ready.
+        # The status bar reads "| Idle" only once the kernel is ready.
         page.locator(".jp-StatusBar-Widget", has_text=re.compile(r"\|\s*Idle")).first.wait_for(
             timeout=timeout * 1000
         )

@@ -9,7 +9,7 @@ import pytest
 
 import attn_widgets as aw
 from attn_widgets import figures as F
-from attn_widgets.widgets import _base
+from attn_widgets import _wire
 
 from .test_state import Sent, custom, make_trace
 
@@ -60,7 +60,7 @@ def test_get_svg_follows_the_selection(minilm_trace):
 
 def test_get_svg_over_the_cap_is_an_error_not_a_crash(monkeypatch):
     w = aw.AttentionHeatmap(make_trace())
-    monkeypatch.setattr(_base, "MAX_MESSAGE_BYTES", 100)
+    monkeypatch.setattr(_wire, "MAX_MESSAGE_BYTES", 100)
     reply, buffers = _ask_svg(w, 7)
     assert reply["type"] == "error" and reply["id"] == 7 and buffers == []
     assert "message cap" in reply["message"] and "save_svg" in reply["message"]

@@ -17,7 +17,7 @@ from ipywidgets.widgets.widget import _remove_buffers
 import attn_widgets as aw
 from attn_widgets import AttentionHeatmap, AttentionMatrix, AttentionTrace
 from attn_widgets._wire import maxpool2d, quantize_u8, unpack
-from attn_widgets.widgets import _base
+from attn_widgets.widgets import protocol
 
 F16 = dict(rtol=1e-3, atol=1e-7)  # float16 has an 11-bit significand: relative error <= 2**-11
 
@@ -389,10 +389,10 @@ def test_reply_over_the_message_cap_is_an_error_not_a_dropped_message(synth, mon
     w = AttentionHeatmap(synth)
     sent = Sent(w)
     n = 2 * synth.n_tokens**2
-    monkeypatch.setattr(_base, "MAX_MESSAGE_BYTES", n - 1)
+    monkeypatch.setattr(protocol, "MAX_MESSAGE_BYTES", n - 1)
     custom(w, {"type": "get_map", "id": "big", "layer": 0, "head": 0})
     assert sent.last == ({"type": "error", "id": "big", "message": f"reply of {n} bytes is over the cap"}, [])
-    monkeypatch.setattr(_base, "MAX_MESSAGE_BYTES", n)
+    monkeypatch.setattr(protocol, "MAX_MESSAGE_BYTES", n)
     custom(w, {"type": "get_map", "id": "ok", "layer": 0, "head": 0})
     assert sent.last[0]["type"] == "map"
 

@@ -1,98 +1,10 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { createClient, Lru, mapKey } from "../lib/requests.js";
+import { createClient, errorLine, mapKey, MSG, onPush } from "../lib/protocol.js";
+import { fakeModel } from "./fakes.js";
 
-/** The subset of an anywidget model the views use, recording what they send. */
-function fakeModel(state = {}) {
-  const handlers = new Map();
-  return {
-    state: { ...state },
-    sent: [],
-    saves: 0,
-    get(k) {
-      return this.state[k];
-    },
-    set(k, v) {
-      this.state[k] = v;
-    },
-    save_changes() {
-      this.saves++;
-    },
-    on(ev, fn) {
-      if (!handlers.has(ev)) handlers.set(ev, new Set());
-      handlers.get(ev).add(fn);
-    },
-    off(ev, fn) {
-      handlers.get(ev)?.delete(fn);
-    },
-    send(content, callbacks, buffers) {
-      this.sent.push({ content, buffers });
-    },
-    listeners(ev) {
-      return handlers.get(ev)?.size ?? 0;
-    },
-    /** The kernel answering: a custom message to every listener. */
-    emit(msg, buffers) {
-      for (const fn of [...(handlers.get("msg:custom") ?? [])]) fn(msg, buffers);
-    },
-  };
-}
 
 afterEach(() => {
   vi.useRealTimers();
-});
-
-describe("Lru", () => {
-  it("evicts the least recently set entry first", () => {
-    const c = new Lru(3);
-    c.set("a", 1);
-    c.set("b", 2);
-    c.set("c", 3);
-    c.set("d", 4);
-    expect(c.size).toBe(3);
-    expect(c.has("a")).toBe(false);
-    expect([...c.map.keys()]).toEqual(["b", "c", "d"]);
-  });
-
-  it("get refreshes recency, so the untouched entry goes first", () => {
-    const c = new Lru(3);
-    c.set("a", 1);
-    c.set("b", 2);
-    c.set("c", 3);
-    expect(c.get("a")).toBe(1);
-    c.set("d", 4);
-    expect(c.has("a")).toBe(true);
-    expect(c.has("b")).toBe(false);
-    c.set("e", 5);
-    expect([...c.map.keys()]).toEqual(["a", "d", "e"]);
-  });
-
-  it("re-setting a key updates it, refreshes it and does not grow the map", () => {
-    const c = new Lru(2);
-    c.set("a", 1);
-    c.set("b", 2);
-    c.set("a", 10);
-    expect(c.size).toBe(2);
-    c.set("c", 3);
-    expect(c.get("a")).toBe(10);
-    expect(c.has("b")).toBe(false);
-  });
-
-  it("misses are undefined and do not insert; falsy values are cached", () => {
-    const c = new Lru(2);
-    expect(c.get("x")).toBeUndefined();
-    expect(c.size).toBe(0);
-    c.set("zero", 0);
-    expect(c.get("zero")).toBe(0);
-    expect(c.has("zero")).toBe(true);
-  });
-
-  it("defaults to 64 entries", () => {
-    const c = new Lru();
-    for (let i = 0; i < 100; i++) c.set(i, i);
-    expect(c.size).toBe(64);
-    expect(c.has(35)).toBe(false);
-    expect(c.has(36)).toBe(true);
-  });
 });
 
 describe("mapKey", () => {
@@ -169,8 +81,8 @@ describe("createClient", () => {
 
   it("ids differ between separately loaded copies of the module (two browser tabs)", async () => {
     vi.resetModules();
-    const m1 = await import("../lib/requests.js?copy=1");
-    const m2 = await import("../lib/requests.js?copy=2");
+    const m1 = await import("../lib/protocol.js?copy=1");
+    const m2 = await import("../lib/protocol.js?copy=2");
     const model = fakeModel();
     m1.createClient(model, { timeoutMs: 10 }).request("x").catch(() => {});
     m2.createClient(model, { timeoutMs: 10 }).request("x").catch(() => {});
@@ -229,5 +141,85 @@ describe("createClient", () => {
     expect(client.pending).toBe(0);
     expect(vi.getTimerCount()).toBe(0);
     expect(model.listeners("msg:custom")).toBe(0);
+  });
+});
+
+describe("MSG", () => {
+  it("names every message exactly as it travels", () => {
+    expect(MSG).toEqual({
+      GET_MAP: "get_map",
+      GET_TILE: "get_tile",
+      GET_THUMBS: "get_thumbs",
+      GET_SVG: "get_svg",
+      MAP: "map",
+      TILE: "tile",
+      THUMBS: "thumbs",
+      THUMBS_CHUNK: "thumbs_chunk",
+      SVG: "svg",
+      ERROR: "error",
+    });
+    expect(Object.isFrozen(MSG)).toBe(true);
+  });
+});
+
+describe("onPush", () => {
+  it("passes pushes of its type with enough buffers, not replies or other types", () => {
+    const model = fakeModel();
+    const got = [];
+    const stop = onPush(model, MSG.THUMBS_CHUNK, (msg, buffers) => got.push([msg.layer0, buffers.length]), { nBuffers: 2 });
+    model.emit({ type: "thumbs_chunk", layer0: 1 }, [new ArrayBuffer(1), new ArrayBuffer(1)]);
+    model.emit({ type: "thumbs_chunk", layer0: 2 }, [new ArrayBuffer(1)]); // too few buffers
+    model.emit({ type: "map", layer0: 3 }, [new ArrayBuffer(1), new ArrayBuffer(1)]); // other type
+    model.emit({ type: "thumbs_chunk", id: "r-1", layer0: 4 }, [new ArrayBuffer(1), new ArrayBuffer(1)]); // a reply
+    model.emit(undefined, []);
+    model.emit({ type: "thumbs_chunk", id: null, layer0: 5 }, [new ArrayBuffer(1), new ArrayBuffer(1)]); // id null: a push
+    expect(got).toEqual([[1, 2], [5, 2]]);
+    stop();
+    expect(model.listeners("msg:custom")).toBe(0);
+    model.emit({ type: "thumbs_chunk", layer0: 6 }, [new ArrayBuffer(1), new ArrayBuffer(1)]);
+    expect(got.length).toBe(2);
+  });
+});
+
+describe("errorLine", () => {
+  const el = () => ({ textContent: "", dataset: {} });
+
+  it("shows the error trait first, then the view's own errors, as text", () => {
+    const model = fakeModel({ error: "" });
+    const box = el();
+    const errors = errorLine(box, model);
+    expect(errors.show()).toBe("");
+    errors.set("fetch", "could not load <b>layer</b> 2");
+    expect(box.textContent).toBe("could not load <b>layer</b> 2");
+    expect(box.dataset.source).toBe("fetch");
+    model.set("error", "thumbnails: RuntimeError: boom");
+    errors.show();
+    expect(box.textContent).toBe("thumbnails: RuntimeError: boom");
+    expect(box.dataset.source).toBe("kernel");
+    model.set("error", "");
+    errors.show();
+    expect(box.textContent).toBe("could not load <b>layer</b> 2");
+    errors.clear("fetch");
+    expect(box.textContent).toBe("");
+    expect(box.dataset.source).toBeUndefined();
+  });
+
+  it("keeps the older of two sources on top; setting '' clears one", () => {
+    const model = fakeModel({ error: "" });
+    const box = el();
+    const errors = errorLine(box, model);
+    errors.set("a", "first");
+    errors.set("b", "second");
+    expect(errors.text).toBe("first");
+    errors.set("a", "");
+    expect(box.textContent).toBe("second");
+  });
+
+  it("fail() turns a rejection into a prefixed message", async () => {
+    const model = fakeModel({});
+    const box = el();
+    const errors = errorLine(box, model);
+    await Promise.reject(new Error("no reply")).catch(errors.fail("thumbs", "could not load the thumbnails"));
+    expect(box.textContent).toBe("could not load the thumbnails: no reply");
   });
 });

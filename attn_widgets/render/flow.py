@@ -1,0 +1,394 @@
+"""The flow figure, fully vector: tokens at every layer boundary, the strong edges as
+``<line>`` elements whose width and opacity follow the weight (positive and negative
+colours), the traced token's paths and node shares (:func:`flow_svg`); and the same
+picture without text as pixels (:func:`flow_raster`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import style as _style
+from .style import colormap_lut, printable, truncate
+from .style import label_stride as _label_stride
+from .style import parse_rgb as _parse_rgb
+from .style import resolve_theme as _theme
+from .style import visible_labels as _visible_labels
+from .png import _check_scale
+from .svg import _el, _num, _strip, _svg, _text_width, xml_escape
+
+
+# -- flow -------------------------------------------------------------------------------
+
+_BUCKETS = _style.N_BUCKETS
+_bucket_edges = _style.bucket_edges
+_bucket_style = _style.bucket_style
+_fit_row = _style.fit_row
+
+
+class _FlowGraph:
+    """One flow graph's drawable content (shared by the SVG and the raster)."""
+
+    def __init__(self, edges: np.ndarray, threshold: float, top_k: int, max_edges: int,
+                 token: int | None, nodes: np.ndarray | None) -> None:
+        from ..flows.paths import sparse_edges, trace_token
+
+        self.n_layers, self.n = edges.shape[0], edges.shape[-1]
+        sp = sparse_edges(edges, threshold, top_k, max_edges)
+        self.layer = sp["layer"].astype(np.intp)
+        self.query = sp["query"].astype(np.intp)
+        self.key = sp["key"].astype(np.intp)
+        self.weight = sp["weight"]
+        self.total, self.capped = sp["total"], sp["capped"]
+        self.count = int(self.layer.size)
+        self.peak = float(np.abs(edges).max()) if edges.size else 0.0
+        self.buckets = _bucket_edges(self.weight, self.peak)
+        self.nodes = None
+        self.flows = None
+        if token is not None:
+            r = np.asarray(nodes, dtype=np.float64) if nodes is not None else trace_token(edges, token).astype(np.float64)
+            if r.shape != (self.n_layers + 1, self.n):
+                raise ValueError(f"nodes: expected shape [{self.n_layers + 1}, {self.n}], received {list(r.shape)}")
+            self.nodes = r
+            f = np.abs(r[self.layer + 1, self.query]) * np.abs(self.weight.astype(np.float64))
+            fmax = float(f.max()) if f.size else 0.0
+            self.flows = f / fmax if fmax > 0 else np.zeros_like(f)
+
+
+    def node_marks(self, row_h: float):
+        """``(column, row, radius, opacity, negative)`` of each node drawn for the traced
+        token: its share over the column's largest, styled as ``style.node_style``."""
+        r, n = self.nodes, self.n
+        for c in range(self.n_layers + 1):
+            m = float(np.abs(r[c]).max()) if n else 0.0
+            for i in range(n):
+                st = _style.node_style(abs(r[c, i]) / m if m > 0 else 0.0, row_h)
+                if st is not None:
+                    yield c, i, st[0], st[1], bool(r[c, i] < 0)
+
+
+class _FlowLayout:
+    def __init__(self, n_layers: int, n: int, width: float, row_h: float, left: float, right: float, top: float):
+        self.cols = n_layers + 1
+        inner = max(self.cols * 8, width - left - right)
+        self.col_w = inner / (self.cols - 1) if self.cols > 1 else 0.0
+        self.left, self.top, self.row_h, self.n = left, top, row_h, n
+        self.width = left + inner + right
+        self.height = top + n * row_h + 4
+
+    def x(self, c: Any) -> Any:
+        return self.left + np.asarray(c) * self.col_w
+
+    def y(self, i: Any) -> Any:
+        return self.top + (np.asarray(i) + 0.5) * self.row_h
+
+
+def _flow_inputs(edges: Any, nodes: Any, scores: Any, labels: Any, token: Any) -> tuple:
+    e = np.asarray(edges, dtype=np.float32)
+    if e.ndim == 3:
+        e = e[None]
+    if e.ndim != 4 or e.shape[-1] != e.shape[-2]:
+        raise ValueError(f"edges: expected [L, T, T] or [G, L, T, T], received shape {list(np.shape(edges))}")
+    g, n = e.shape[0], e.shape[-1]
+    if token is not None:
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n:
+            raise ValueError(f"token: expected None or 0 <= token < {n}, received {token!r}")
+        token = int(token)
+    nd = None
+    if nodes is not None and token is not None:
+        nd = np.asarray(nodes, dtype=np.float64)
+        if nd.ndim == 2:
+            nd = nd[None]
+        if nd.shape[0] != g:
+            raise ValueError(f"nodes: expected {g} graph(s), received shape {list(nd.shape)}")
+    sc = None
+    if scores is not None and token is not None:
+        sc = np.asarray(scores, dtype=np.float64)
+        if sc.ndim == 1:
+            sc = sc[None]
+        if sc.ndim != 2 or sc.shape[1] != n:
+            raise ValueError(f"scores: expected [T] or [G, T] with T = {n}, received shape {list(sc.shape)}")
+    if labels is None:
+        labels = [""] * g
+    elif isinstance(labels, str):
+        labels = [labels]
+    labels = [str(x) for x in labels]
+    if len(labels) != g:
+        raise ValueError(f"labels: expected {g} name(s), received {len(labels)}")
+    return e, token, nd, sc, labels
+
+
+def flow_svg(
+    edges: Any,
+    tokens: Sequence[str],
+    threshold: float = 0.1,
+    top_k: int = 0,
+    token: int | None = None,
+    nodes: Any = None,
+    *,
+    labels: Any = None,
+    layer: int | None = None,
+    scores: Any = None,
+    special: Sequence[bool] | None = None,
+    max_edges: int = 150_000,
+    width: float | None = None,
+    theme: str | dict = "light",
+    title: str | None = None,
+) -> str:
+    """The flow graph as fully vector SVG.
+
+    Parameters
+    ----------
+    edges
+        Per-layer edge matrices ``[L, T, T]`` (``attn_widgets.flows.paths.layer_edges``), or
+        ``[G, L, T, T]`` for several graphs side by side (compare mode).
+    tokens
+        The ``T`` token strings (labels on both sides).
+    threshold, top_k, max_edges
+        Which edges are drawn, as :func:`~attn_widgets.flows.paths.sparse_edges`: one
+        ``<line>`` per edge inside the ``<g class="aw-edges">`` groups (one group per
+        strength bucket and sign: stroke width and opacity grow with ``|w|``, positive in
+        the accent colour, negative in the warn colour).
+    token, nodes
+        The traced token and its node shares ``[L + 1, T]`` (or ``[G, L + 1, T]``; default
+        :func:`~attn_widgets.flows.paths.trace_token`): its paths are drawn again on top
+        (``<g class="aw-traced">``) and nodes sized by their share.
+    labels
+        Graph names (a caption per graph with the number of edges).
+    layer
+        Selected layer: a band between its two columns.
+    scores
+        The selected token's scores over the input tokens ``[T]`` / ``[G, T]``: a
+        sentence strip below each graph.
+    special
+        Special-token mask (italic in the strip).
+    width
+        Width of one graph (default 720, or 480 each for several).
+    """
+    e, token, nd, sc, labels = _flow_inputs(edges, nodes, scores, labels, token)
+    n_graphs, n_layers, n = e.shape[0], e.shape[1], e.shape[-1]
+    if len(tokens) != n:
+        raise ValueError(f"tokens: expected {n} tokens to match edges, received {len(tokens)}")
+    th = _theme(theme)
+    lut = colormap_lut(theme)
+    font = 11
+    names = [truncate(printable(t), 12) for t in tokens]
+    label_w = max((_text_width(s, font) for s in names), default=0)
+    side = math.ceil(min(90, label_w) + 8)
+    row_h = _fit_row(n)
+    gw = _style.graph_width(n_graphs, width)
+    caption = n_graphs > 1 or any(labels)
+    title_h = 20 if title else 0
+    top = title_h + (16 if caption else 0) + 18
+    body: list[str] = []
+    if title:
+        body.append(_el("text", title, x=2, y=14, class_="aw-title", font_family=th["font"], font_size=12,
+                        font_weight="bold", fill=th["foreground"]))
+    ox = 0.0
+    total_h = 0.0
+    dim = _style.EDGE_DIM if token is not None else 1.0
+    pos, neg = th["accent"], th["warn"]
+    for gi in range(n_graphs):
+        g = _FlowGraph(e[gi], threshold, top_k, max_edges, token, None if nd is None else nd[gi])
+        lay = _FlowLayout(n_layers, n, gw, row_h, side, side, top)
+        body.append(f'<g class="aw-flow-graph" transform="translate({_num(ox)},0)">')
+        if caption:
+            cap = f"{labels[gi] + ' · ' if labels[gi] else ''}{g.count} of {g.total} edges"
+            if g.capped:
+                cap += " (capped: raise the threshold)"
+            body.append(_el("text", cap, x=lay.left, y=title_h + 12, class_="aw-caption",
+                            font_family=th["font"], font_size=11, fill=th["muted"]))
+        if layer is not None and 0 <= layer < n_layers:
+            body.append(_el("rect", x=float(lay.x(layer)), y=lay.top, width=lay.col_w, height=n * row_h,
+                            fill=th["border"], fill_opacity=0.5, class_="aw-layer-band"))
+        hstride = max(1, math.ceil(22 / lay.col_w)) if lay.col_w > 0 else 1
+        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" text-anchor="middle">')
+        for c in range(n_layers + 1):
+            if c % hstride and c != (layer + 1 if layer is not None else -1) and c != n_layers:
+                continue
+            strong = layer is not None and c == layer + 1
+            body.append(_el("text", "input" if c == 0 else f"L{c - 1}", x=float(lay.x(c)), y=lay.top - 4,
+                            fill=th["foreground"] if strong else th["muted"], class_="aw-col-header"))
+        body.append("</g>")
+        # Edges: one group per strength bucket.
+        x0 = lay.x(g.layer)
+        x1 = lay.x(g.layer + 1)
+        y0 = lay.y(g.key)
+        y1 = lay.y(g.query)
+        for b in range(2 * _BUCKETS):
+            idx = np.nonzero(g.buckets == b)[0]
+            if idx.size == 0:
+                continue
+            w, a = _bucket_style(b)
+            lines = "".join(
+                f'<line x1="{_num(x0[j])}" y1="{_num(y0[j])}" x2="{_num(x1[j])}" y2="{_num(y1[j])}"/>' for j in idx
+            )
+            body.append(
+                f'<g class="aw-edges" stroke="{neg if b >= _BUCKETS else pos}" '
+                f'stroke-opacity="{_num(a * dim) if a * dim >= 0.01 else "0.01"}" '
+                f'stroke-width="{_num(_style.edge_width(w, row_h))}" stroke-linecap="round">{lines}</g>'
+            )
+        if g.flows is not None:
+            parts = []
+            for j in range(len(g.flows)):
+                st = _style.traced_style(float(g.flows[j]))
+                if st is None:
+                    continue
+                parts.append(
+                    f'<line x1="{_num(x0[j])}" y1="{_num(y0[j])}" x2="{_num(x1[j])}" y2="{_num(y1[j])}" '
+                    f'stroke-opacity="{_num(st[1])}" stroke-width="{_num(st[0])}"/>'
+                )
+            body.append(f'<g class="aw-traced" stroke="{th["warn"]}" stroke-linecap="round">{"".join(parts)}</g>')
+            parts = [
+                _el("circle", cx=float(lay.x(c)), cy=float(lay.y(i)), r=rad, fill=neg if negative else th["warn"],
+                    fill_opacity=alpha)
+                for c, i, rad, alpha, negative in g.node_marks(row_h)
+            ]
+            body.append(f'<g class="aw-nodes">{"".join(parts)}</g>')
+        # Token labels on both sides, thinned so they never overlap.
+        vis = _visible_labels(n, _label_stride(row_h, font), [token])
+        body.append(f'<g font-family="{xml_escape(th["code"])}" font-size="{font}">')
+        for i in vis:
+            fill = th["warn"] if i == token else th["foreground"]
+            y = float(lay.y(i))
+            body.append(_el("text", names[i], x=lay.left - 6, y=y, dy="0.35em", text_anchor="end", fill=fill,
+                            class_="aw-token-label"))
+            body.append(_el("text", names[i], x=float(lay.x(n_layers)) + 6, y=y, dy="0.35em", fill=fill,
+                            class_="aw-token-label"))
+        body.append("</g>")
+        gh = lay.height
+        if sc is not None and gi < sc.shape[0]:
+            heading = f"{labels[gi] + ': ' if labels[gi] else ''}token {token} draws on"
+            sbody, bottom = _strip(sc[gi], tokens, special, token, th, lut, 4, gh + 4, lay.width - 8, heading,
+                                   signed=True)
+            body.extend(sbody)
+            gh = bottom
+        body.append("</g>")
+        ox += lay.width + 12
+        total_h = max(total_h, gh)
+    return _svg(ox - 12, total_h, body, th, title=title)
+
+
+def _stamp(radius: float) -> np.ndarray:
+    r = max(0.5, radius)
+    k = math.ceil(r)
+    dy, dx = np.mgrid[-k : k + 1, -k : k + 1]
+    keep = dx * dx + dy * dy <= r * r + 0.25
+    return np.stack([dy[keep], dx[keep]], axis=1)
+
+
+def _coverage(shape: tuple[int, int], x0: np.ndarray, y0: np.ndarray, x1: np.ndarray, y1: np.ndarray,
+              width: float) -> np.ndarray:
+    """Pixels covered by segments ``width`` pixels wide: 8-connected centre lines (one
+    sample per pixel along the major axis), then dilated by a disc of that width."""
+    h, w = shape
+    mask = np.zeros(shape, bool)
+    if x0.size == 0:
+        return mask
+    n_s = np.ceil(np.maximum(np.abs(x1 - x0), np.abs(y1 - y0))).astype(np.int64) + 1
+    budget = 4_000_000
+    start = 0
+    while start < x0.size:
+        csum = np.cumsum(n_s[start:])
+        end = start + max(1, int(np.searchsorted(csum, budget)))
+        ns = n_s[start:end]
+        seg = np.repeat(np.arange(start, end), ns)
+        first = np.repeat(np.cumsum(ns) - ns, ns)
+        t = (np.arange(seg.size) - first) / np.repeat(np.maximum(ns - 1, 1), ns)
+        px = np.rint(x0[seg] + t * (x1[seg] - x0[seg])).astype(np.int64)
+        py = np.rint(y0[seg] + t * (y1[seg] - y0[seg])).astype(np.int64)
+        ok = (py >= 0) & (py < h) & (px >= 0) & (px < w)
+        mask[py[ok], px[ok]] = True
+        start = end
+    stamp = _stamp(width / 2)
+    if len(stamp) == 1:
+        return mask
+    out = np.zeros_like(mask)
+    for dy, dx in stamp:
+        ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+        xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+        out[yd, xd] |= mask[ys, xs]
+    return out
+
+
+def _blend(canvas: np.ndarray, mask: np.ndarray, rgb: Sequence[int], alpha: float) -> None:
+    if alpha <= 0 or not mask.any():
+        return
+    c = np.asarray(rgb, dtype=np.float32)
+    canvas[mask] = canvas[mask] * (1 - alpha) + c * alpha
+
+
+def flow_raster(
+    edges: Any,
+    threshold: float = 0.1,
+    top_k: int = 0,
+    token: int | None = None,
+    nodes: Any = None,
+    scale: int | None = None,
+    *,
+    layer: int | None = None,
+    max_edges: int = 150_000,
+    width: float | None = None,
+    theme: str | dict = "light",
+) -> np.ndarray:
+    """The flow graph(s) as ``uint8 [H, W, 3]`` pixels: edges, traced paths and nodes as in
+    :func:`flow_svg` but no text (no token labels, headers or strips), ``scale`` pixels
+    per SVG px (default 2)."""
+    e, token, nd, _sc, _labels = _flow_inputs(edges, nodes, None, None, token)
+    k = _check_scale(scale) if scale is not None else 2
+    n_graphs, n_layers, n = e.shape[0], e.shape[1], e.shape[-1]
+    th = _theme(theme)
+    gw = _style.graph_width(n_graphs, width)
+    row_h = _fit_row(n)
+    lays = [_FlowLayout(n_layers, n, gw - 160, row_h, 12, 12, 12) for _ in range(n_graphs)]
+    gap = 12
+    full_w = math.ceil((sum(lay.width for lay in lays) + gap * (n_graphs - 1)) * k)
+    full_h = math.ceil(max(lay.height for lay in lays) * k) + 4 * k
+    canvas = np.empty((full_h, full_w, 3), np.float32)
+    canvas[:] = th["background"]
+    pos, neg, warn = _parse_rgb(th["accent"]), _parse_rgb(th["warn"]), _parse_rgb(th["warn"])
+    border = _parse_rgb(th["border"])
+    dim = _style.EDGE_DIM if token is not None else 1.0
+    ox = 0.0
+    for gi, lay in enumerate(lays):
+        g = _FlowGraph(e[gi], threshold, top_k, max_edges, token, None if nd is None else nd[gi])
+        if layer is not None and 0 <= layer < n_layers:
+            xa = round((ox + float(lay.x(layer))) * k)
+            xb = round((ox + float(lay.x(layer)) + lay.col_w) * k)
+            ya, yb = round(lay.top * k), round((lay.top + n * row_h) * k)
+            sub = canvas[ya:yb, xa:xb]
+            _blend(sub, np.ones(sub.shape[:2], bool), border, 0.5)
+        x0 = (ox + lay.x(g.layer)) * k
+        x1 = (ox + lay.x(g.layer + 1)) * k
+        y0 = lay.y(g.key) * k
+        y1 = lay.y(g.query) * k
+        for b in range(2 * _BUCKETS):
+            idx = np.nonzero(g.buckets == b)[0]
+            if idx.size == 0:
+                continue
+            w, a = _bucket_style(b)
+            mask = _coverage(canvas.shape[:2], x0[idx], y0[idx], x1[idx], y1[idx], _style.edge_width(w, row_h) * k)
+            _blend(canvas, mask, neg if b >= _BUCKETS else pos, a * dim)
+        if g.flows is not None:
+            lev = np.minimum(15, np.floor(g.flows * 16)).astype(int)
+            for q in range(16):
+                idx = np.nonzero((lev == q) & (g.flows >= _style.STYLE["traced"]["min_share"]))[0]
+                if idx.size == 0:
+                    continue
+                width_q, alpha_q = _style.traced_style((q + 0.5) / 16)  # one level of 16
+                mask = _coverage(canvas.shape[:2], x0[idx], y0[idx], x1[idx], y1[idx], width_q * k)
+                _blend(canvas, mask, warn, alpha_q)
+            for c, i, rad, alpha, negative in g.node_marks(row_h):
+                cx, cy = (ox + float(lay.x(c))) * k, float(lay.y(i)) * k
+                rr = rad * k
+                y_a, y_b = max(0, int(cy - rr - 1)), min(canvas.shape[0], int(cy + rr + 2))
+                x_a, x_b = max(0, int(cx - rr - 1)), min(canvas.shape[1], int(cx + rr + 2))
+                py = np.arange(y_a, y_b)[:, None] + 0.5 - cy
+                px = np.arange(x_a, x_b)[None, :] + 0.5 - cx
+                _blend(canvas[y_a:y_b, x_a:x_b], py * py + px * px <= rr * rr,
+                       neg if negative else warn, alpha)
+        ox += lay.width + gap
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)

@@ -1,0 +1,236 @@
+"""The heatmap figure: one head's map as an embedded, pixel-crisp PNG, vector token labels
+(thinned when T is large), the selected row or column outlined, a colour bar and the
+sentence strip (:func:`heatmap_svg`); its pixels without text (:func:`heatmap_raster`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._checks import _check_tile_range
+from ..interface import Trace
+from . import style as _style
+from .style import colorize, colormap_lut, printable, truncate
+from .style import css as _css
+from .style import range_labels as _range_labels
+from .style import resolve_theme as _theme
+from .style import theme_stops as _stops_for
+from .png import _check_scale, _data_uri, _upscale
+from .svg import _el, _fmt_tick, _nice_ticks, _num, _strip, _svg, _text_width, _uid, xml_escape
+
+
+# -- heatmap ----------------------------------------------------------------------------
+
+
+def _tile(trace: Trace, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+    return np.asarray(trace.tile(layer, head, r0, r1, c0, c1, step=step), dtype=np.float32)
+
+
+def _region(trace: Any, region: Any) -> tuple[int, int, int, int]:
+    t_q, t_k = int(trace.n_tokens), trace.n_keys
+    if region is None or len(region) == 0:
+        return 0, t_q, 0, t_k
+    if len(region) != 4:
+        raise ValueError(f"region: expected None or (r0, r1, c0, c1), received {region!r}")
+    try:
+        return _check_tile_range(*region, t_q, t_k)
+    except ValueError as exc:
+        raise ValueError(f"region {exc}") from None
+
+
+def heatmap_region(
+    trace: Any, layer: int, head: int | str, region: Any = None, overview_size: int = 1024
+) -> tuple[np.ndarray, int, tuple[int, int, int, int]]:
+    """The values the heatmap figure shows: ``(map, step, (r0, r1, c0, c1))``.
+
+    ``map`` covers query rows ``r0:r1`` x keys ``c0:c1``, max-pooled in ``step x step``
+    blocks when the region has more than ``overview_size ** 2`` cells (as the panel does).
+    """
+    layer = trace.check_layer(layer)
+    head = trace.check_selector(head)
+    r0, r1, c0, c1 = _region(trace, region)
+    step = _style.tile_step(r1 - r0, c1 - c0, int(overview_size))
+    return _tile(trace, layer, head, r0, r1, c0, c1, step), step, (r0, r1, c0, c1)
+
+
+def heatmap_svg(
+    trace: Any,
+    layer: int,
+    head: int | str,
+    token: int | None = None,
+    direction: str = "from",
+    size: float | None = None,
+    *,
+    region: Any = None,
+    overview_size: int = 1024,
+    colorbar: bool = True,
+    strip: bool = True,
+    theme: str | dict = "light",
+    title: str | None = None,
+) -> str:
+    """One head's map as SVG: embedded pixel-crisp PNG, vector labels, colour bar, strip.
+
+    Parameters
+    ----------
+    trace
+        An :class:`~attn_widgets.AttentionTrace` or :class:`~attn_widgets.LazyTrace`.
+    layer, head
+        The map (``head="mean"`` / ``"max"`` aggregate the layer's heads).
+    token, direction
+        The selected token: its row (``"from"``) or column (``"to"``) is outlined and the
+        sentence strip below shows what it attends to (``"from"``) or what attends to it.
+        For cross-attention ``token`` is a query (row) index with ``"from"`` and a key
+        (column) index with ``"to"``.
+    size
+        Side of the map in SVG px (default as the panel: ``36`` per token, 120..640).
+    region
+        ``(r0, r1, c0, c1)``: query rows ``r0:r1`` x keys ``c0:c1`` only (the panel's zoom).
+    overview_size
+        Regions of more than ``overview_size ** 2`` cells are max-pooled (as on the panel).
+    colorbar, strip
+        Draw the colour bar / the sentence strip (only drawn when a token is selected).
+    """
+    if direction not in ("from", "to"):
+        raise ValueError(f"direction: expected 'from' or 'to', received {direction!r}")
+    arr, step, (r0, r1, c0, c1) = heatmap_region(trace, layer, head, region, overview_size)
+    layer = int(layer)
+    rows, cols = r1 - r0, c1 - c0
+    t_q, t_k = int(trace.n_tokens), trace.n_keys
+    cross = trace.is_cross or t_q != t_k
+    if token is not None:
+        n_sel = t_k if cross and direction == "to" else t_q
+        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n_sel:
+            raise ValueError(f"token: expected None or 0 <= token < {n_sel}, received {token!r}")
+        token = int(token)
+    if size is None or size == 0:
+        size = _style.heatmap_size(max(rows, cols))
+    size = float(size)
+    th = _theme(theme)
+    lut = colormap_lut(theme)
+    font = 11
+    row_tokens = [truncate(printable(trace.tokens[i]), 14) for i in range(r0, r1)]
+    key_tokens = trace.key_labels
+    col_tokens = [truncate(printable(key_tokens[i]), 14) for i in range(c0, c1)]
+    title_h = 20 if title else 0
+    left = math.ceil(min(110, max((_text_width(s, font) for s in row_tokens), default=0)) + 8)
+    top = math.ceil(min(110, max((_text_width(s, font) for s in col_tokens), default=0)) + 8) + title_h
+    ch, cw = size / rows, size / cols
+    vmax = float(np.nanmax(arr)) if arr.size else 0.0
+    vmax = vmax if math.isfinite(vmax) else 0.0
+
+    body: list[str] = []
+    if title:
+        body.append(_el("text", title, x=2, y=14, class_="aw-title", font_family=th["font"], font_size=12,
+                        font_weight="bold", fill=th["foreground"]))
+    # The map: upscaled by whole pixels (crisp in any viewer) and marked pixelated.
+    k = max(1, min(32, math.ceil(size / max(arr.shape))))
+    img = _upscale(colorize(arr, vmax, lut), k)
+    img_w = size * (arr.shape[1] * step) / cols
+    img_h = size * (arr.shape[0] * step) / rows
+    clip = None
+    if step > 1 and (img_w > size + 1e-9 or img_h > size + 1e-9):
+        clip = _uid("clip", layer, head, r0, r1, c0, c1, step)
+        body.append(f'<defs><clipPath id="{clip}">{_el("rect", x=left, y=top, width=size, height=size)}</clipPath></defs>')
+    body.append(_el(
+        "image", x=left, y=top, width=img_w, height=img_h, preserveAspectRatio="none",
+        image_rendering="optimizeSpeed", style="image-rendering:pixelated;image-rendering:crisp-edges",
+        clip_path=f"url(#{clip})" if clip else None, class_="aw-map", xlink__href=_data_uri(img),
+    ))
+    body.append(_el("rect", x=left, y=top, width=size, height=size, fill="none", stroke=th["border"],
+                    stroke_width=1, class_="aw-map-border"))
+    if token is not None:
+        if direction == "from" and r0 <= token < r1:
+            body.append(_el("rect", x=left, y=top + (token - r0) * ch, width=size, height=max(ch, 1.0),
+                            fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
+        elif direction == "to" and c0 <= token < c1:
+            body.append(_el("rect", x=left + (token - c0) * cw, y=top, width=max(cw, 1.0), height=size,
+                            fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
+    # Token labels, thinned so they never overlap; the selected token always labelled.
+    body.append(f'<g font-family="{xml_escape(th["code"])}" font-size="{font}">')
+    for i in _range_labels(r0, r1, ch, font, [] if cross and direction == "to" else [token]):
+        body.append(_el("text", row_tokens[i - r0], x=left - 4, y=top + (i - r0 + 0.5) * ch, dy="0.35em",
+                        text_anchor="end",
+                        fill=th["foreground"] if i == token and not (cross and direction == "to") else th["muted"],
+                        class_="aw-row-label"))
+    col_sel = token if not cross or direction == "to" else None
+    for i in _range_labels(c0, c1, cw, font, [col_sel]):
+        x, y = left + (i - c0 + 0.5) * cw, top - 4
+        body.append(_el("text", col_tokens[i - c0], x=0, y=0, dy="0.35em",
+                        transform=f"translate({_num(x)},{_num(y)}) rotate(-90)",
+                        fill=th["foreground"] if i == col_sel else th["muted"],
+                        class_="aw-col-label"))
+    body.append("</g>")
+    width = left + size + 8
+    # Colour bar: the colour map as a vector gradient (its stops are linear in RGB, as the LUT).
+    if colorbar:
+        bx, bw = left + size + 12, 12
+        grad = _uid("grad", _stops_for(theme))
+        stops = _stops_for(theme)
+        stop_el = "".join(
+            _el("stop", offset=_num(j / (len(stops) - 1)), stop_color=_css(c)) for j, c in enumerate(stops)
+        )
+        body.append(f'<defs><linearGradient id="{grad}" x1="0" y1="1" x2="0" y2="0">{stop_el}</linearGradient></defs>')
+        body.append(_el("rect", x=bx, y=top, width=bw, height=size, fill=f"url(#{grad})", stroke=th["border"],
+                        stroke_width=1, class_="aw-colorbar"))
+        ticks = _nice_ticks(vmax)
+        tw = 0.0
+        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{th["muted"]}">')
+        for v in ticks:
+            y = top + size - (v / vmax if vmax > 0 else 0) * size
+            body.append(_el("line", x1=bx + bw, y1=y, x2=bx + bw + 3, y2=y, stroke=th["muted"], stroke_width=1,
+                            class_="aw-tick-mark"))
+            label = _fmt_tick(v, ticks)
+            tw = max(tw, _text_width(label, 10))
+            body.append(_el("text", label, x=bx + bw + 5, y=y, dy="0.35em", class_="aw-tick"))
+        if vmax > 0 and vmax - ticks[-1] > 0.15 * vmax:
+            y = top
+            body.append(_el("line", x1=bx + bw, y1=y, x2=bx + bw + 3, y2=y, stroke=th["muted"], stroke_width=1,
+                            class_="aw-tick-mark"))
+            label = f"{vmax:.3g}"
+            tw = max(tw, _text_width(label, 10))
+            body.append(_el("text", label, x=bx + bw + 5, y=y, dy="0.35em", class_="aw-tick aw-tick-max"))
+        if step > 1:
+            body.append(_el("text", f"max of {step}\u00d7{step}", x=bx, y=top + size + 12, class_="aw-note"))
+            tw = max(tw, _text_width(f"max of {step}x{step}", 10) - bw - 5)
+        body.append("</g>")
+        width = bx + bw + 5 + tw + 6
+    height = top + size + (16 if step > 1 else 6)
+    # Sentence strip for the selected token.
+    if strip and token is not None:
+        if direction == "from":
+            values = _tile(trace, layer, head if isinstance(head, str) else int(head), token, token + 1, 0, t_k)[0]
+            labels, special, sel = key_tokens, None if cross else trace_special(trace), None if cross else token
+            heading = f"attention from token {token} over {'keys' if cross else 'the tokens'}"
+        else:
+            values = _tile(trace, layer, head if isinstance(head, str) else int(head), 0, t_q, token, token + 1)[:, 0]
+            labels, special, sel = trace.tokens, trace_special(trace), None if cross else token
+            heading = f"attention to {'key' if cross else 'token'} {token} from the tokens"
+        sbody, bottom = _strip(values, labels, special, sel, th, lut, 4, height + 4, max(width - 8, 300), heading)
+        body.extend(sbody)
+        height = bottom
+        width = max(width, 308)
+    return _svg(width, height, body, th, title=title)
+
+
+def trace_special(trace: Trace) -> list[bool]:
+    return [bool(x) for x in np.asarray(trace.special_mask)]
+
+
+def heatmap_raster(
+    trace: Any,
+    layer: int,
+    head: int | str,
+    scale: int | None = None,
+    *,
+    region: Any = None,
+    overview_size: int = 1024,
+    theme: str | dict = "light",
+) -> np.ndarray:
+    """The map as ``uint8 [H, W, 3]`` pixels without labels: value ``(i, j)`` of
+    :func:`heatmap_region` is the ``scale`` x ``scale`` block at ``(i * scale, j * scale)``,
+    coloured on ``0..max`` (default scale: about 640 pixels a side, at least 1)."""
+    arr, _step, _reg = heatmap_region(trace, layer, head, region, overview_size)
+    k = _check_scale(scale) if scale is not None else max(1, min(64, 640 // max(arr.shape)))
+    return _upscale(colorize(arr, None, theme), k)

@@ -1,0 +1,187 @@
+"""The matrix figure: the layers x heads grid, each cell an embedded PNG of the max-pooled
+thumbnail, vector layer/head labels, the selected cell outlined (:func:`matrix_svg`); and
+its pixels without text (:func:`matrix_raster`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .._checks import check_head_selector, check_layer
+from .style import colormap_lut
+from .style import parse_rgb as _parse_rgb
+from .style import resolve_theme as _theme
+from .png import _check_scale, _data_uri, _upscale
+from .svg import _el, _num, _svg, _text_width, xml_escape
+
+
+# -- matrix -----------------------------------------------------------------------------
+
+
+def matrix_maps(trace: Any, thumb_size: int = 48) -> np.ndarray:
+    """The matrix panel's thumbnails of a trace: max-pooled to ``thumb_size`` and
+    quantised per head to ``uint8 [L, H, s, s]`` (value / head max x 255)."""
+    from .._wire import quantize_u8
+
+    return quantize_u8(trace.thumbnails(thumb_size))[0]
+
+
+def _square_thumbs(q: np.ndarray) -> np.ndarray:
+    """Cross-attention thumbnails ``[L, H, sq, sk]`` stretched (nearest) to square
+    ``[L, H, s, s]``, ``s = max(sq, sk)``, as the matrix panel draws them."""
+    sq, sk = q.shape[2], q.shape[3]
+    if sq == sk:
+        return q
+    s = max(sq, sk)
+    ri = (np.arange(s) * sq) // s
+    ci = (np.arange(s) * sk) // s
+    return np.ascontiguousarray(q[:, :, ri][:, :, :, ci])
+
+
+def _matrix_input(trace: Any, thumb_size: int, maps: Any) -> np.ndarray:
+    if maps is None:
+        return matrix_maps(trace, thumb_size)
+    m = np.asarray(maps)
+    if m.ndim != 4:
+        raise ValueError(f"maps: expected [L, H, s, s], received shape {list(m.shape)}")
+    if m.dtype != np.uint8:
+        from .._wire import quantize_u8
+
+        m = quantize_u8(m)[0]
+    return m
+
+
+def matrix_svg(
+    trace: Any,
+    layer: int,
+    head: int | str,
+    thumb_size: int = 48,
+    cell: int = 40,
+    *,
+    maps: Any = None,
+    pending: Any = None,
+    gap: int = 2,
+    theme: str | dict = "light",
+    title: str | None = None,
+) -> str:
+    """The layers x heads grid as SVG: one embedded PNG per head, vector labels.
+
+    Parameters
+    ----------
+    trace
+        An :class:`~attn_widgets.AttentionTrace` or :class:`~attn_widgets.LazyTrace`
+        (only used when ``maps`` is not given).
+    layer, head
+        The selection: that cell is outlined (the whole layer row for ``"mean"``/``"max"``).
+    thumb_size
+        Max-pool the maps to at most this many pixels per side.
+    cell
+        Drawn size of a cell (SVG px); thumbnails are upscaled by whole pixels so they stay crisp.
+    maps
+        Ready thumbnails ``[L, H, s, s]`` (uint8 as the widget holds them, or floats,
+        then quantised per head) instead of computing them from ``trace``.
+    pending
+        Optional ``[L, H]`` mask of thumbnails that are still previews (corner mark).
+    title
+        Optional heading drawn above the grid.
+    """
+    q = _matrix_input(trace, thumb_size, maps)
+    n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
+    layer = check_layer(layer, n_layers)
+    head = check_head_selector(head, n_heads)
+    cell = int(cell)
+    if not 4 <= cell <= 1024:
+        raise ValueError(f"cell: expected 4 <= cell <= 1024, received {cell}")
+    th = _theme(theme)
+    lut = colormap_lut(theme)
+    font = 10
+    title_h = 18 if title else 0
+    left = max(30, math.ceil(_text_width(f"L{n_layers - 1}", font) + 10))
+    top = 16 + title_h
+    pitch = cell + gap
+    width = left + n_heads * pitch + 2
+    height = top + n_layers * pitch + 2
+    k = max(1, min(16, math.ceil(cell / max(s, q.shape[3]))))
+    body: list[str] = []
+    if title:
+        body.append(_el("text", title, x=2, y=13, class_="aw-title", font_family=th["font"], font_size=12,
+                        font_weight="bold", fill=th["foreground"]))
+    body.append('<g class="aw-cells" image-rendering="optimizeSpeed" style="image-rendering:pixelated;image-rendering:crisp-edges">')
+    for li in range(n_layers):
+        for hi in range(n_heads):
+            img = _upscale(lut[q[li, hi]], k)
+            body.append(_el(
+                "image", x=left + hi * pitch, y=top + li * pitch, width=cell, height=cell,
+                preserveAspectRatio="none", class_="aw-cell", xlink__href=_data_uri(img),
+            ))
+    body.append("</g>")
+    if pending is not None:
+        pend = np.asarray(pending).astype(bool)
+        m = max(4, round(cell / 4))
+        d = []
+        for li, hi in zip(*np.nonzero(pend)):
+            x, y = left + hi * pitch + cell, top + li * pitch
+            d.append(f"M{_num(x - m)} {_num(y)}H{_num(x)}V{_num(y + m)}Z")
+        if d:
+            body.append(_el("path", d="".join(d), fill=th["muted"], class_="aw-pending"))
+    stride = math.ceil(14 / cell) if cell < 14 else 1
+    body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="{font}" fill="{th["muted"]}">')
+    for hi in range(0, n_heads, stride):
+        body.append(_el("text", str(hi), x=left + hi * pitch + cell / 2, y=top - 3, text_anchor="middle",
+                        class_="aw-head-label"))
+    for li in range(0, n_layers, stride):
+        body.append(_el("text", f"L{li}", x=left - 4, y=top + li * pitch + cell / 2, dy="0.35em",
+                        text_anchor="end", class_="aw-layer-label"))
+    body.append("</g>")
+    if isinstance(head, int):
+        body.append(_el("rect", x=left + head * pitch - 1, y=top + layer * pitch - 1, width=cell + 2,
+                        height=cell + 2, fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
+    else:
+        body.append(_el("rect", x=left - 1, y=top + layer * pitch - 1, width=n_heads * pitch - gap + 2,
+                        height=cell + 2, fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
+    return _svg(width, height, body, th, title=title)
+
+
+def matrix_raster(
+    trace: Any,
+    layer: int,
+    head: int | str,
+    thumb_size: int = 48,
+    scale: int | None = None,
+    *,
+    maps: Any = None,
+    theme: str | dict = "light",
+) -> np.ndarray:
+    """The thumbnails grid as ``uint8 [H, W, 3]`` pixels, without labels.
+
+    Each thumbnail pixel is a ``scale`` x ``scale`` block (default: enough for about 40
+    pixels a cell); cells are ``g = max(2, cell // 20)`` pixels apart with a ``g`` margin,
+    so cell ``(l, h)`` starts at ``(g + l * (cell + g), g + h * (cell + g))`` (row, col);
+    the selection is outlined in the gap around it.
+    """
+    q = _square_thumbs(_matrix_input(trace, thumb_size, maps))
+    n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
+    layer = check_layer(layer, n_layers)
+    head = check_head_selector(head, n_heads)
+    k = _check_scale(scale) if scale is not None else max(1, math.ceil(40 / s))
+    th = _theme(theme)
+    lut = colormap_lut(theme)
+    cpx = s * k
+    g = max(2, cpx // 20)
+    pitch = cpx + g
+    img = np.empty((g + n_layers * pitch, g + n_heads * pitch, 3), np.uint8)
+    img[:] = th["background"]
+    warn = _parse_rgb(th["warn"])
+    if isinstance(head, int):
+        y, x = g + layer * pitch, g + head * pitch
+        img[y - g : y + cpx + g, x - g : x + cpx + g] = warn
+    else:
+        y = g + layer * pitch
+        img[y - g : y + cpx + g, :] = warn
+    for li in range(n_layers):
+        for hi in range(n_heads):
+            y, x = g + li * pitch, g + hi * pitch
+            img[y : y + cpx, x : x + cpx] = _upscale(lut[q[li, hi]], k)
+    return img

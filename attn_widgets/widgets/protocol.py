@@ -1,0 +1,256 @@
+"""Every message between the kernel and the views, in one place.
+
+The views (``js/``) and the widgets talk over the widget comm in two ways: **synced
+traits** (state; see each widget) and **custom messages** (requests, replies, pushes),
+listed here. The JS side of this table is ``js/lib/protocol.js``; the fixtures in
+``tests/contract`` pin both sides to it.
+
+Framing: a request is ``{"type": <name>, "id": <string>, ...fields}``; its reply carries
+the same ``id`` (``None`` for pushes) and either the reply type below or an error.
+Arrays ride in binary buffers: the JSON holds ``dtype`` and ``shape``, the buffer the
+little-endian C-order bytes (:class:`~attn_widgets._wire.PackedArray`); no message is
+over :data:`~attn_widgets._wire.MAX_MESSAGE_BYTES`.
+
+========================  =========  ===================================  ===========================================
+message                   direction  fields                               reply / buffers
+========================  =========  ===================================  ===========================================
+``get_map``               view->k    layer, head                          ``map``: layer, head, dtype, shape, [step];
+                                                                          1 buffer float16 ``[T, Tk]`` (or pooled
+                                                                          ``step`` x ``step``)
+``get_tile``              view->k    layer, head, r0, r1, c0, c1          ``tile``: layer, head, r0, r1, c0, c1, step,
+                                                                          dtype, shape; 1 buffer float16
+``get_thumbs``            view->k    (none; matrix of a LazyTrace only)   ``thumbs``: shape ``[L, H, s, s]``, note;
+                                                                          3 buffers: uint8 maps, float32 ``[L, H]``
+                                                                          scales, uint8 ``[L, H]`` pending mask
+``get_svg``               view->k    (none; every panel)                  ``svg``: bytes; 1 buffer, UTF-8 SVG
+``map`` (push)            k->view    layer, head, dtype, shape,           (no reply) sent before a selection change
+                                     push=True, id=None                   made from Python; 1 buffer float16
+``thumbs_chunk``          k->view    layer0, layer1, shape                (no reply) exact thumbnails of layers
+                                     ``[layer1 - layer0, H, s, s]``       ``layer0:layer1``; 2 buffers: uint8 maps,
+                                                                          float32 scales
+``error``                 k->view    id, message                          the reply to any request that failed
+========================  =========  ===================================  ===========================================
+
+``head`` is a :data:`~attn_widgets.interface.HeadSelector`: a head index or ``"mean"`` /
+``"max"``. Errors have one shape, :class:`ErrorReply`, for a failed request; failures
+outside a request (background thumbnails, flow scores) set the panel's ``error`` trait
+(``"<what>: <ExceptionType>: <message>"``, :func:`error_text`), and the flow panel's
+``status`` becomes ``"error"``. Both are shown on the panel the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Literal, TypedDict, Union
+
+from .._wire import MAX_MESSAGE_BYTES, PackedArray, check_message_size
+
+__all__ = [
+    "REQUESTS",
+    "ErrorReply",
+    "GetMap",
+    "GetSvg",
+    "GetThumbs",
+    "GetTile",
+    "Handler",
+    "MapReply",
+    "Reply",
+    "SvgReply",
+    "ThumbsChunk",
+    "ThumbsReply",
+    "TileReply",
+    "array_reply",
+    "dispatch",
+    "map_message",
+    "svg_message",
+    "thumbs_chunk",
+    "thumbs_message",
+    "tile_message",
+    "error_reply",
+    "error_text",
+    "reply",
+]
+
+log = logging.getLogger("attn_widgets")
+
+HeadField = Union[int, str]
+
+
+# -- view -> kernel ---------------------------------------------------------------------
+
+
+class Request(TypedDict):
+    type: str
+    id: str
+
+
+class GetMap(Request):
+    layer: int
+    head: HeadField
+
+
+class GetTile(Request):
+    layer: int
+    head: HeadField
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+
+
+class GetThumbs(Request):
+    pass
+
+
+class GetSvg(Request):
+    pass
+
+
+#: Request name -> its fields' TypedDict.
+REQUESTS: dict[str, type] = {"get_map": GetMap, "get_tile": GetTile, "get_thumbs": GetThumbs, "get_svg": GetSvg}
+
+
+# -- kernel -> view ---------------------------------------------------------------------
+
+
+class _ArrayHeader(TypedDict):
+    dtype: str
+    shape: list
+
+
+class MapReply(_ArrayHeader, total=False):
+    type: Literal["map"]
+    id: str | None
+    layer: int
+    head: HeadField
+    step: int  # only when the map is a max-pooled overview
+    push: bool  # only on pushes (then id is None)
+
+
+class TileReply(_ArrayHeader):
+    type: Literal["tile"]
+    id: str
+    layer: int
+    head: HeadField
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    step: int
+
+
+class ThumbsReply(TypedDict):
+    type: Literal["thumbs"]
+    id: str
+    shape: list
+    note: str
+
+
+class ThumbsChunk(TypedDict):
+    type: Literal["thumbs_chunk"]
+    layer0: int
+    layer1: int
+    shape: list
+
+
+class SvgReply(TypedDict):
+    type: Literal["svg"]
+    id: str
+    bytes: int
+
+
+class ErrorReply(TypedDict):
+    type: Literal["error"]
+    id: str | None
+    message: str
+
+
+#: What a handler returns: the reply's JSON fields (without ``id``) and its buffers.
+Reply = tuple[dict, list]
+Handler = Callable[[dict], Reply]
+
+
+def reply(kind: str, buffers: list | None = None, **fields: Any) -> Reply:
+    """A reply or push of type ``kind`` with raw ``buffers`` (bytes); :func:`dispatch`
+    checks the total against the message cap."""
+    return {"type": kind, **fields}, list(buffers or [])
+
+
+def array_reply(kind: str, arrays: PackedArray | list[PackedArray], **fields: Any) -> Reply:
+    """A reply carrying packed arrays: the first array's ``dtype``/``shape`` in the JSON (a
+    single-array reply), every array's bytes as one buffer each."""
+    arrays = [arrays] if isinstance(arrays, PackedArray) else list(arrays)
+    return reply(kind, [a.data for a in arrays], **arrays[0].header(), **fields)
+
+
+# -- the messages, built in one place -------------------------------------------------
+
+
+def map_message(arr: Any, layer: int, head: HeadField, step: int = 1, push: bool = False) -> Reply:
+    """``map``: one head's map (float16); ``step`` only when pooled, ``push`` only on pushes."""
+    extra: dict = {"step": step} if step > 1 else {}
+    if push:
+        extra["push"] = True
+    return array_reply("map", PackedArray.of(arr.astype("float16"), "float16"), layer=layer, head=head, **extra)
+
+
+def tile_message(arr: Any, layer: int, head: HeadField, r0: int, r1: int, c0: int, c1: int, step: int) -> Reply:
+    """``tile``: query rows ``r0:r1`` x keys ``c0:c1`` (float16, max-pooled by ``step``)."""
+    return array_reply("tile", PackedArray.of(arr.astype("float16"), "float16"), layer=layer, head=head,
+                       r0=r0, r1=r1, c0=c0, c1=c1, step=step)
+
+
+def thumbs_message(maps: Any, scales: Any, pending: Any, note: str) -> Reply:
+    """``thumbs``: every thumbnail (uint8), its scale (float32) and the preview mask (uint8)."""
+    q = PackedArray.of(maps, "uint8")
+    return reply("thumbs", [q.data, PackedArray.of(scales, "float32").data, PackedArray.of(pending, "uint8").data],
+                 shape=list(q.shape), note=note)
+
+
+def thumbs_chunk(layer: int, maps: Any, scales: Any) -> Reply:
+    """``thumbs_chunk``: the exact thumbnails ``[H, s, s]`` of one layer and their scales."""
+    q = PackedArray.of(maps, "uint8")
+    return reply("thumbs_chunk", [q.data, PackedArray.of(scales, "float32").data],
+                 layer0=layer, layer1=layer + 1, shape=[1, *q.shape])
+
+
+def svg_message(svg: str) -> Reply:
+    """``svg``: the panel's figure as UTF-8 bytes in one buffer."""
+    data = svg.encode("utf-8")
+    check_message_size(len(data), "the SVG", "write it from Python with save_svg(path)")
+    return reply("svg", [data], bytes=len(data))
+
+
+def error_reply(req_id: Any, message: str) -> ErrorReply:
+    """The one error shape for a failed request."""
+    return {"type": "error", "id": req_id, "message": message}
+
+
+def error_text(what: str, exc: BaseException) -> str:
+    """The text a panel shows in its ``error`` trait for a failure outside a request."""
+    return f"{what}: {type(exc).__name__}: {exc}"
+
+
+def dispatch(handlers: dict[str, Handler], content: Any, send: Callable[..., Any]) -> None:
+    """Answer one custom message from a view: call its handler and send the reply with the
+    request's ``id``, or an :class:`ErrorReply` (unknown type, bad fields, handler error,
+    reply over the cap). Never raises: a failing request must not kill the comm."""
+    if not isinstance(content, dict):
+        return
+    kind = content.get("type")
+    req_id = content.get("id")
+    handler = handlers.get(kind)  # type: ignore[arg-type]
+    if handler is None:
+        send(error_reply(req_id, f"unknown request {kind!r}"))
+        return
+    try:
+        fields, buffers = handler(content)
+    except Exception as exc:  # report on the panel
+        log.exception("attn_widgets: request %r failed", kind)
+        send(error_reply(req_id, f"{type(exc).__name__}: {exc}"))
+        return
+    size = sum(len(b) for b in buffers)
+    if size > MAX_MESSAGE_BYTES:  # each array is checked when packed; this is their sum
+        send(error_reply(req_id, f"reply of {size} bytes is over the cap"))
+        return
+    send({**fields, "id": req_id}, buffers=buffers)

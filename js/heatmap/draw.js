@@ -1,0 +1,230 @@
+// Drawing the heatmap canvas: the map image (cached per record and theme), the selection
+// and hover outlines, thinned token labels, and the geometry published for tests.
+import { paint, themeLut } from "../lib/colormap.js";
+import { sizeCanvas, theme } from "../lib/dom.js";
+import { printable, truncate } from "../lib/layout.js";
+import { covers, formatView, isFull, mapBox, rangeLabels, sourceRect, viewLayout } from "../lib/zoom.js";
+import { LABELS, SIZES } from "../lib/style.js";
+import { drawStrip } from "./strip.js";
+import { drawVision } from "./vision.js";
+
+const FONT = LABELS.font_px;
+const MAX_CHARS = LABELS.max_chars.heatmap;
+const MAX_LABEL_PX = LABELS.max_label_px.heatmap;
+
+const given = (x) => x !== null && x !== undefined;
+
+/** The panel title: layer, head (or aggregate) and, when zoomed, the token ranges. */
+export function mapTitle(layer, head, view, full) {
+  const headText = typeof head === "number" ? `head ${head}` : `${head} of heads`;
+  const zoomText = full ? "" : ` \u00b7 queries ${view.r0}\u2013${view.r1 - 1} \u00d7 keys ${view.c0}\u2013${view.c1 - 1}`;
+  return `layer ${layer} \u00b7 ${headText}${zoomText}`;
+}
+
+/** The note under the controls: "" when the record shows the view exactly. */
+export function overviewNote(exact, step) {
+  if (exact) return "";
+  return step > 1
+    ? `overview: each cell is the max of ${step}\u00d7${step} token pairs (drag a rectangle or use zoom + for full resolution)`
+    : "loading the zoomed region\u2026";
+}
+
+/** Side of the square map (CSS px): the `size` trait, else fit to the panel at style.json
+ * `sizes.heatmap` (per_token px a token, between min and max). */
+export function mapSize(sizeTrait, avail, n, nk) {
+  const { per_token: per, min, max } = SIZES.heatmap;
+  return sizeTrait || Math.max(min, Math.min(avail, max, Math.max(n, nk) * per));
+}
+
+/**
+ * Which row / column labels are always drawn and which are emphasised. Self-attention: the
+ * selected token and the hovered cell's row and column, on both axes. Cross-attention: rows
+ * and columns are different tokens, each axis with its own selection (`token` / `keyToken`).
+ */
+export function labelEmphasis({ cross, token, keyToken, hover }) {
+  const hr = hover ? hover.row : null;
+  const hc = hover ? hover.col : null;
+  if (!cross) {
+    const always = [token, hr, hc].filter(given);
+    const strong = (i) => i === token || (!!hover && (i === hr || i === hc));
+    return { rowAlways: always, colAlways: always, strongRow: strong, strongCol: strong };
+  }
+  return {
+    rowAlways: [token, hr].filter(given),
+    colAlways: [keyToken, hc].filter(given),
+    strongRow: (i) => i === token || (!!hover && i === hr),
+    strongCol: (i) => i === keyToken || (!!hover && i === hc),
+  };
+}
+
+/**
+ * Outlines in view cells, {x, y, w, h, kind}: the strip's subject as its row ("from") or
+ * column ("to"), for cross-attention the other axis' selection (kind "other", dashed), and
+ * the hovered cell. x / y are cell offsets from the view's corner; w / h are cells, or "all".
+ */
+export function outlines({ view, dir, subject, other, hover, nq, nk }) {
+  const out = [];
+  const row = (i, kind) => out.push({ kind, x: 0, y: i - view.r0, w: "all", h: 1 });
+  const col = (j, kind) => out.push({ kind, x: j - view.c0, y: 0, w: 1, h: "all" });
+  const inRows = (i) => i >= view.r0 && i < view.r1;
+  const inCols = (j) => j >= view.c0 && j < view.c1;
+  if (given(subject) && subject < (dir === "from" ? nq : nk)) {
+    if (dir === "from" && inRows(subject)) row(subject, "subject");
+    else if (dir === "to" && inCols(subject)) col(subject, "subject");
+  }
+  if (given(other)) {
+    if (dir === "from" && inCols(other)) col(other, "other");
+    else if (dir === "to" && inRows(other)) row(other, "other");
+  }
+  if (hover && hover.kind === "cell") out.push({ kind: "hover", x: hover.col - view.c0, y: hover.row - view.r0, w: 1, h: 1 });
+  return out;
+}
+
+/** The record painted on an offscreen canvas, one pixel a value (cached per theme). */
+function mapImage(v, rec, bg) {
+  const k = `${rec.key}|${bg}`;
+  let img = v.images.get(k);
+  if (img) return img;
+  img = document.createElement("canvas");
+  img.width = rec.cols;
+  img.height = rec.rows;
+  const id = new ImageData(rec.cols, rec.rows);
+  paint(rec.data, rec.max, themeLut(bg), id.data);
+  img.getContext("2d").putImageData(id, 0, 0);
+  v.images.set(k, img);
+  return img;
+}
+
+/** Widest label (CSS px) among `tokens` in `font`, memoised per token list and font. */
+function labelWidth(v, ctx, tokens, font, which) {
+  let memo = v.labelMemo[which];
+  if (!memo || memo.tokens !== tokens || memo.font !== font) {
+    let w = 0;
+    // Measure at most ~2000 labels: beyond that the widest is within a hair of the max.
+    const stride = Math.max(1, Math.floor(tokens.length / 2000));
+    for (let i = 0; i < tokens.length; i += stride) w = Math.max(w, ctx.measureText(truncate(printable(tokens[i]), MAX_CHARS)).width);
+    memo = { tokens, font, width: w };
+    v.labelMemo[which] = memo;
+  }
+  return memo.width;
+}
+
+function strokeOutline(ctx, lay, th, o) {
+  const { cellW: cw, cellH: ch } = lay;
+  const w = o.w === "all" ? lay.sizeW : Math.max(cw, 1);
+  const hh = o.h === "all" ? lay.sizeH : Math.max(ch, 1);
+  ctx.strokeStyle = o.kind === "hover" ? th.accent : th.warn;
+  ctx.lineWidth = o.kind === "subject" ? 2 : 1;
+  ctx.setLineDash(o.kind === "other" ? [3, 2] : []);
+  ctx.strokeRect(lay.left + o.x * cw, lay.top + o.y * ch, w, hh);
+  ctx.setLineDash([]);
+}
+
+/** Draw the whole panel: title, buttons, map, labels, strip (and vision overlay). */
+export function draw(v) {
+  const { model, panel, el, canvas } = v;
+  const th = theme(panel);
+  const tokens = model.get("tokens");
+  const n = tokens.length;
+  const cross = v.isCross();
+  const keys = v.keyLabels();
+  const nk = keys.length;
+  const keyTok = cross ? model.get("key_token") : null;
+  const layer = model.get("layer");
+  const head = model.get("head");
+  const token = model.get("token");
+  const dir = model.get("direction");
+  const view = v.currentView();
+  const full = isFull(view, n, nk);
+  v.title.textContent = mapTitle(layer, head, view, full);
+  v.btnFrom.setAttribute("aria-pressed", String(dir === "from"));
+  v.btnTo.setAttribute("aria-pressed", String(dir === "to"));
+  for (const [agg, btn] of Object.entries(v.aggButtons)) btn.setAttribute("aria-pressed", String(head === agg));
+  v.errors.show();
+  const current = v.current;
+  if (!current) return;
+
+  const ctx0 = canvas.getContext("2d");
+  ctx0.font = `${FONT}px ${th.code}`;
+  const left = Math.ceil(Math.min(MAX_LABEL_PX, labelWidth(v, ctx0, tokens, ctx0.font, "rows")) + 8);
+  const avail = (panel.clientWidth || el.clientWidth || 720) - left - 12;
+  const size = mapSize(model.get("size"), avail, n, nk);
+  // Cross-attention: key labels on top get their own height, and cells stay square.
+  const top = cross ? Math.ceil(Math.min(MAX_LABEL_PX, labelWidth(v, ctx0, keys, ctx0.font, "keys")) + 8) : left;
+  const box = cross ? mapBox(view.r1 - view.r0, view.c1 - view.c0, size) : { w: size, h: size };
+  const lay = viewLayout({ view, size, left, top, boxW: box.w, boxH: box.h });
+  v.lay = lay;
+  const bw = lay.sizeW;
+  const bh = lay.sizeH;
+  const ctx = sizeCanvas(canvas, lay.width, lay.height);
+  ctx.fillStyle = th.background;
+  ctx.fillRect(0, 0, lay.width, lay.height);
+  ctx.imageSmoothingEnabled = false;
+  const src = sourceRect(current, view);
+  if (src) {
+    const d = src.dst;
+    ctx.drawImage(
+      mapImage(v, current, th.background),
+      src.sx, src.sy, src.sw, src.sh,
+      lay.left + d.x * bw, lay.top + d.y * bh, d.w * bw, d.h * bh,
+    );
+  }
+  const step = current.step || 1;
+  const exact = covers(current, view);
+  v.note.textContent = overviewNote(exact, step);
+
+  // Selected token: its row (dir "from") or column (dir "to"); hover: a crosshair.
+  // Cross-attention: the subject is the query `token` ("from") or the key `key_token` ("to").
+  const ax = v.axis(dir);
+  const hover = v.hover;
+  for (const o of outlines({ view, dir, subject: ax.subject, other: cross ? ax.selected : null, hover, nq: n, nk })) {
+    strokeOutline(ctx, lay, th, o);
+  }
+
+  // Labels, thinned so they never overlap; selection and hover always labelled.
+  const cw = lay.cellW;
+  const ch = lay.cellH;
+  const em = labelEmphasis({ cross, token, keyToken: keyTok, hover });
+  ctx.font = `${FONT}px ${th.code}`;
+  ctx.textBaseline = "middle";
+  for (const i of rangeLabels(view.r0, view.r1, ch, FONT, em.rowAlways)) {
+    ctx.fillStyle = em.strongRow(i) ? th.foreground : th.muted;
+    ctx.textAlign = "right";
+    ctx.fillText(truncate(printable(tokens[i]), MAX_CHARS), lay.left - 4, lay.top + (i - view.r0 + 0.5) * ch);
+  }
+  for (const i of rangeLabels(view.c0, view.c1, cw, FONT, em.colAlways)) {
+    ctx.fillStyle = em.strongCol(i) ? th.foreground : th.muted;
+    ctx.save();
+    ctx.translate(lay.left + (i - view.c0 + 0.5) * cw, lay.top - 4);
+    ctx.rotate(-Math.PI / 2);
+    ctx.textAlign = "left";
+    ctx.fillText(truncate(printable(keys[i]), MAX_CHARS), 0, 0);
+    ctx.restore();
+  }
+  ctx.fillStyle = th.muted;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "top";
+  ctx.font = `10px ${th.font}`;
+  ctx.fillText(`max ${current.max.toFixed(3)}`, 2, 2);
+
+  const st = drawStrip(v, th, dir);
+  drawVision(v, th, st.lut, st.vals, st.subject, dir);
+  // Map geometry in canvas CSS px, for tests and tools that point at a cell.
+  canvas.dataset.left = String(lay.left);
+  canvas.dataset.top = String(lay.top);
+  canvas.dataset.size = String(size);
+  canvas.dataset.width = String(bw); // the map's box: size x size unless cross-attention
+  canvas.dataset.height = String(bh);
+  const ds = panel.dataset;
+  ds.cross = cross ? "1" : "0";
+  ds.keys = String(nk);
+  ds.keyToken = given(keyTok) ? String(keyTok) : "";
+  ds.stripAxis = ax.axis;
+  ds.shown = current.map;
+  ds.zoom = formatView(view);
+  ds.step = String(exact ? 1 : step);
+  ds.source = current.tile ? "tile" : step > 1 ? "overview" : "map";
+  ds.token = given(token) ? String(token) : "";
+  ds.direction = dir;
+  ds.draws = String(Number(ds.draws || 0) + 1);
+}

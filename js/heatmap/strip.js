@@ -1,0 +1,62 @@
+// The sentence strip under the map: every token (or, for cross-attention, every key or
+// every query) as a chip coloured by the subject token's row or column.
+import { maxOf } from "../lib/codec.js";
+import { lutCss, lutIndex, textOn, themeLut } from "../lib/colormap.js";
+import { h } from "../lib/dom.js";
+import { fetchStrip, stripValues } from "./cache.js";
+
+/** Colour a token chip by its value on the 0..vmax scale (null: uncoloured, clickable). */
+export function colourToken(el, value, vmax, lut) {
+  if (value === null || value === undefined) {
+    el.style.background = "";
+    el.style.color = "";
+    delete el.dataset.value;
+    el.title = "click to select this token";
+    return;
+  }
+  const idx = lutIndex(value, vmax);
+  el.style.background = lutCss(lut, idx);
+  el.style.color = textOn(lut, idx);
+  el.dataset.value = value.toFixed(4);
+  el.title = value.toFixed(4);
+}
+
+/** (Re)build the strip's chips for `tokens`, listed as `name` ("tokens" | "keys" | "queries"). */
+export function buildStrip(v, tokens = v.axis().labels, name = v.axis().axis) {
+  v.strip.replaceChildren();
+  // Special-token marks are known for the queries (`special`), not for cross-attention keys.
+  const special = name === "keys" ? [] : v.model.get("special") || [];
+  v.stripLabels = tokens;
+  v.strip.dataset.axis = name;
+  v.spans = tokens.map((tok, i) => {
+    const s = h("span", special[i] ? "aw-tok aw-special" : "aw-tok", tok);
+    s.dataset.index = String(i);
+    s.setAttribute("role", "option");
+    v.strip.appendChild(s);
+    return s;
+  });
+}
+
+/**
+ * Colour the strip by the subject's values; returns {lut, vals, subject} for the vision
+ * overlay (vals null when no token is selected or its values are still loading). Self-attention: the
+ * subject `token` over the tokens. Cross-attention: "from" lists the keys coloured by the
+ * query `token`'s row, "to" the queries by the `key_token`'s column.
+ */
+export function drawStrip(v, th, dir) {
+  const ax = v.axis(dir);
+  if (v.stripLabels !== ax.labels || v.spans.length !== ax.labels.length) buildStrip(v, ax.labels, ax.axis);
+  const lut = themeLut(th.background);
+  const subj = ax.subject;
+  const has = subj !== null && subj !== undefined && subj < (dir === "from" ? v.nTokens() : v.nKeys());
+  const vals = has ? stripValues(v, subj, dir) : null;
+  if (has && !vals) fetchStrip(v, subj, dir);
+  const vmax = vals ? maxOf(vals) : 0;
+  const sel = ax.selected;
+  v.spans.forEach((s, i) => {
+    s.classList.toggle("aw-selected", i === sel);
+    s.setAttribute("aria-selected", String(i === sel));
+    colourToken(s, vals ? vals[i] : null, vmax, lut);
+  });
+  return { lut, vals, subject: has ? subj : null };
+}
