@@ -309,3 +309,11 @@ def test_unsupported_model_is_a_clear_error():
                                num_attention_heads=4, intermediate_size=64))
     with pytest.raises(ValueError, match="model: .*supported model types.*vit"):
         ContributionRecorder(model)
+
+
+def test_row_by_row_chunks_match(arch_run):
+    """One query row per chunk (causal models then skip the keys after it) == one big chunk."""
+    attn = [a.float() for a in arch_run["attn"]]
+    one_row = compute_contributions(arch_run["blocks"], attn, chunk_bytes=1)
+    for k, big in arch_run["res"].items():
+        np.testing.assert_allclose(one_row[k], big, rtol=1e-5, atol=1e-6 * np.abs(big).max())
