@@ -491,7 +491,7 @@ class AttentionTrace:
         return alti(self, start_layer=start_layer)
 
 
-def _check_contribution_fields(tr: "AttentionTrace") -> None:
+def _check_contribution_fields(tr: AttentionTrace) -> None:
     """Validate and freeze the optional contribution arrays (shapes follow ``attentions``)."""
     n_layers, n_heads, t_q, t_k = tr.attentions.shape
     expected = {

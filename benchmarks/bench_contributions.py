@@ -36,9 +36,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks._common import PARAGRAPH, RESULTS_DIR, cpu_name, write_results  # noqa: E402
+from benchmarks._common import PARAGRAPH, RESULTS_DIR, cpu_name, write_results
 
 RESULTS = RESULTS_DIR / "contributions.md"
 TEXT = (PARAGRAPH + " ") * 4
@@ -120,7 +120,11 @@ def main(argv=None):
     import torch
 
     import attn_widgets as aw
-    from attn_widgets.capture.contrib import CHUNK_BYTES, ContributionRecorder, compute_contributions
+    from attn_widgets.capture.contrib import (
+        CHUNK_BYTES,
+        ContributionRecorder,
+        compute_contributions,
+    )
 
     torch.set_num_threads(max(1, args.torch_threads))
     load_before = os.getloadavg()

@@ -32,8 +32,9 @@ so no layer's full ``[T, T, d]`` tensor ever exists.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +43,9 @@ from ._common import _torch
 __all__ = [
     "BlockCapture",
     "ContributionRecorder",
+    "block_vectors",
     "capture_contributions",
     "compute_contributions",
-    "block_vectors",
     "supported_model_types",
 ]
 
@@ -263,13 +264,13 @@ class ContributionRecorder:
         self._v: dict[int, Any] = {}
         self._handles: list[Any] = []
 
-    def __enter__(self) -> "ContributionRecorder":
+    def __enter__(self) -> ContributionRecorder:
         for idx, spec in enumerate(self.specs):
             self._handles.append(spec.x_module.register_forward_pre_hook(self._x_hook(idx), with_kwargs=True))
             self._handles.append(spec.v_module.register_forward_hook(self._v_hook(idx, spec.v_slice)))
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()

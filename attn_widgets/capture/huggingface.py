@@ -12,8 +12,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..trace import AttentionTrace, looks_causal
-from .contrib import compute_contributions, recording
 from ._common import _attention_grads, _callable_target, _check_index, _select_sequence, _torch
+from .contrib import compute_contributions, recording
 
 __all__ = ["trace", "eager_attention", "model_kind"]
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..trace import AttentionTrace
 from ._inputs import check_attentions, check_int, to_array
 
-__all__ = ["value_norm", "contribution_layers", "alti"]
+__all__ = ["alti", "contribution_layers", "value_norm"]
 
 
 def _check_nonneg(a: np.ndarray, name: str, shape: tuple[int, ...], what: str) -> np.ndarray:

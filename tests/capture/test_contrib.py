@@ -16,7 +16,11 @@ import pytest
 import torch
 
 import attn_widgets as aw
-from attn_widgets.capture.contrib import ContributionRecorder, block_vectors, compute_contributions
+from attn_widgets.capture.contrib import (
+    ContributionRecorder,
+    block_vectors,
+    compute_contributions,
+)
 from attn_widgets.flows import alti
 
 from .conftest import VOCAB
@@ -125,7 +129,7 @@ def _weights(arch, layer, model):
     """Reference pieces from the weights, float64: (value-input norm fn or None, W_V [d, Hkv*dh],
     b_V, W_O [H*dh, d], b_O, post-LN (gamma, beta, eps) or None, H, Hkv)."""
     c = model.config
-    dd = lambda t: None if t is None else t.detach().double()  # noqa: E731
+    dd = lambda t: None if t is None else t.detach().double()
     if arch in ("minilm", "bert"):
         att = layer.attention
         ln = att.output.LayerNorm
