@@ -68,6 +68,15 @@ class AttentionTrace(TraceChecks):
         ``key_tokens``, ``attentions`` is ``[L, H, Tq, Tk]``; ``tokens``, ``special_mask``,
         ``token_ids`` and :attr:`n_tokens` describe the queries, :attr:`n_keys` the keys.
         A cross trace cannot be causal.
+    value_norms
+        Optional float32 ``[L, H, T]``: ``||f_h(x_j)||`` with ``f_h(x) = (x W_V^h + b_V^h) W_O^h``,
+        the norm of what head ``h`` moves from token ``j`` (Kobayashi et al. 2020).
+    mixed_norms
+        Optional float32 ``[L, T, T]``: the head-mixed ``||sum_h alpha[h, i, j] f_h(x_j)||``.
+    contributions
+        Optional float32 ``[L, T, T]``: ALTI ``c_ij = max(0, ||y_i||_1 - ||y_i - T_i(x_j)||_1)``
+        per layer, before row normalisation (Ferrando et al. 2022). All three come from
+        ``attn_widgets.trace(..., contributions=True)``; see :mod:`attn_widgets.flows.contrib`.
     """
 
     tokens: tuple[str, ...]
@@ -80,6 +89,9 @@ class AttentionTrace(TraceChecks):
     token_ids: tuple[int, ...] | None = None
     meta: dict = field(default_factory=dict)
     key_tokens: tuple[str, ...] | None = None
+    value_norms: np.ndarray | None = None
+    mixed_norms: np.ndarray | None = None
+    contributions: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         tokens = _check_strings(self.tokens, "tokens")
@@ -153,6 +165,7 @@ class AttentionTrace(TraceChecks):
         object.__setattr__(self, "model_name", str(self.model_name or ""))
         object.__setattr__(self, "meta", dict(self.meta or {}))
         object.__setattr__(self, "key_tokens", key_tokens)
+        _check_contribution_fields(self)
 
     # -- constructors -------------------------------------------------------------
 
@@ -175,7 +188,8 @@ class AttentionTrace(TraceChecks):
         sequence) or one ``[L, H, T, T]`` array / tensor. ``gradients`` takes the same
         forms. ``causal=None`` detects causality from the weights themselves (all zero
         above the diagonal). ``key_tokens`` marks a cross-attention trace (``[.., Tq, Tk]``
-        maps; never causal).
+        maps; never causal). ``value_norms=``, ``mixed_norms=`` and ``contributions=``
+        (``[L, H, T]``, ``[L, T, T]``, ``[L, T, T]``) pass through ``kwargs``.
         """
         attn = _stack_layers(attentions, batch_index, "attentions")
         grads = None if gradients is None else _stack_layers(gradients, batch_index, "gradients")
@@ -334,6 +348,53 @@ class AttentionTrace(TraceChecks):
 
         self._flow_input("head_stats")
         return head_stats(self)
+
+
+    # -- contribution methods (value norms, ALTI) ------------------------------------
+
+    def value_norm(self, mixed: bool = False, normalize: bool = False) -> np.ndarray:
+        """Norm-based attention; see :func:`attn_widgets.flows.value_norm`."""
+        from .flows import value_norm
+
+        return value_norm(self, mixed=mixed, normalize=normalize)
+
+    def contribution_layers(self) -> np.ndarray:
+        """Row-normalised per-layer ALTI matrices ``[L, T, T]``; see :func:`attn_widgets.flows.contribution_layers`."""
+        from .flows import contribution_layers
+
+        return contribution_layers(self)
+
+    def alti(self, start_layer: int = 0) -> np.ndarray:
+        """ALTI rollout after every layer ``[L, T, T]``; see :func:`attn_widgets.flows.alti`."""
+        from .flows import alti
+
+        return alti(self, start_layer=start_layer)
+
+
+def _check_contribution_fields(tr: AttentionTrace) -> None:
+    """Validate and freeze the optional contribution arrays (shapes follow ``attentions``)."""
+    n_layers, n_heads, t_q, t_k = tr.attentions.shape
+    expected = {
+        "value_norms": ((n_layers, n_heads, t_k), "[L, H, T]"),
+        "mixed_norms": ((n_layers, t_q, t_k), "[L, T, T]"),
+        "contributions": ((n_layers, t_q, t_k), "[L, T, T]"),
+    }
+    for name, (shape, what) in expected.items():
+        value = getattr(tr, name)
+        if value is None:
+            continue
+        if tr.key_tokens is not None:
+            raise ValueError(f"{name}: contribution arrays need self-attention; this trace is cross-attention")
+        arr = np.array(_to_numpy(value, name), copy=True)
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} {what} to match attentions, received {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name}: contains NaN or inf (shape {arr.shape})")
+        if (arr < 0).any():
+            where = np.argwhere(arr < 0)[0].tolist()
+            raise ValueError(f"{name}: norms and contributions must be >= 0, found {arr[tuple(where)]:.4g} at {where}")
+        arr.setflags(write=False)
+        object.__setattr__(tr, name, arr)
 
 
 def looks_causal(attn: np.ndarray) -> bool:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..trace import AttentionTrace, looks_causal
 from ._common import _attention_grads, _callable_target, _check_index, _select_sequence, _torch
+from .contrib import compute_contributions, recording
 
 __all__ = ["trace", "eager_attention", "model_kind"]
 
@@ -169,6 +170,7 @@ def trace(
     batch_index: int = 0,
     gradients: bool = True,
     max_length: int | None = None,
+    contributions: bool = False,
 ) -> AttentionTrace:
     """Run ``model`` on ``text`` and capture every layer's attention and its gradient.
 
@@ -188,6 +190,11 @@ def trace(
         ``outputs -> scalar tensor`` is used as is.
     gradients
         Set False to skip the backward pass.
+    contributions
+        Also record, in the same forward pass, what the contribution methods need: the
+        trace's ``value_norms`` ``[L, H, T]``, ``mixed_norms`` ``[L, T, T]`` and ALTI
+        ``contributions`` ``[L, T, T]`` (see :mod:`attn_widgets.capture.contrib`; BERT /
+        RoBERTa, GPT-2 and Llama-style models).
     """
     torch = _torch()
     if tokenizer is None and isinstance(text, str):
@@ -234,8 +241,9 @@ def trace(
         raise ValueError(f"position: expected -{n_tokens} <= position < {n_tokens}, received {position}")
     position = position % n_tokens
 
-    with eager_attention(model), _eval_mode(model), torch.enable_grad():
+    with eager_attention(model), _eval_mode(model), torch.enable_grad(), recording(model, contributions) as rec:
         outputs, attentions = _forward(model, sel, gradients)
+        contrib = {} if rec is None else compute_contributions(rec.blocks(), attentions)
         if gradients:
             y, desc = _resolve_target(
                 kind, outputs, target, position, tokenizer, getattr(model, "config", None)
@@ -256,6 +264,7 @@ def trace(
         model_name=str(name),
         token_ids=tuple(ids),
         meta={"kind": kind, "position": position},
+        **contrib,
     )
 
 

@@ -11,6 +11,9 @@ its input with a ValueError that names the problem (shape, dtype, NaN, row sums)
   :func:`relevance_view` turns it into ``R - I`` normalised per row.
 * :func:`attn_grad` -- attention x gradient per head, signed or clipped.
 * :func:`head_stats` -- entropy, distance, special-token share, gradient importance.
+* :func:`value_norm` -- norm-based attention (Kobayashi et al. 2020), per head or head-mixed.
+* :func:`contribution_layers`, :func:`alti` -- ALTI per-layer contributions and their
+  rollout (Ferrando et al. 2022).
 
 Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 ``G[l, h] = d y / d A[l, h]`` for a scalar target ``y``):
@@ -32,6 +35,7 @@ Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 Rollout and gradient rollout cost tens of milliseconds at T = 512; only the exact flow is slow.
 """
 
+from .contrib import alti, contribution_layers, value_norm
 from .maxflow import FlowCancelled, attention_flow
 from .rollout import attn_grad, grad_rollout, relevance_view, rollout
 from .stats import head_stats
@@ -44,4 +48,7 @@ __all__ = [
     "relevance_view",
     "attn_grad",
     "head_stats",
+    "value_norm",
+    "contribution_layers",
+    "alti",
 ]
