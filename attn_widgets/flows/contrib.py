@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..trace import AttentionTrace
+from .._checks import is_trace_like
 from ._inputs import check_attentions, check_int, to_array
 
 __all__ = ["alti", "contribution_layers", "value_norm"]
@@ -42,7 +42,7 @@ def _square_stack(x: Any, name: str) -> np.ndarray:
     return _check_nonneg(a, name, a.shape, "[L, T, T]")
 
 
-def _from_trace(trace: AttentionTrace, attr: str, what: str) -> Any:
+def _from_trace(trace: Any, attr: str, what: str) -> Any:
     value = getattr(trace, attr, None)
     if value is None:
         raise ValueError(
@@ -99,7 +99,7 @@ def value_norm(
     -------
     float64 ``[L, H, T, T]`` (per head) or ``[L, T, T]`` (mixed).
     """
-    trace = attentions if isinstance(attentions, AttentionTrace) else None
+    trace = attentions if is_trace_like(attentions) else None
     a = check_attentions(attentions)
     n_layers, n_heads, t, _ = a.shape
     if mixed:
@@ -143,7 +143,7 @@ def contribution_layers(contributions: Any) -> np.ndarray:
     float64 ``[L, T, T]``; every row sums to 1. A row whose ``c`` are all 0 (nothing is
     close to the output; not seen in practice) becomes ``e_i``: the token keeps itself.
     """
-    if isinstance(contributions, AttentionTrace):
+    if is_trace_like(contributions):
         contributions = _from_trace(contributions, "contributions", "ALTI contributions")
     c = _square_stack(contributions, "contributions").astype(np.float64)
     out = _normalize_rows(c)
