@@ -54,6 +54,7 @@ class HeadSummaryCanvas(anywidget.AnyWidget):
             raise TypeError(f"summary: expected a HeadSummary, received {type(summary).__name__}")
         tr = summary.trace
         self._trace = tr
+        self._summary = summary
         super().__init__(
             n_layers=tr.n_layers,
             n_heads=tr.n_heads,
@@ -113,8 +114,9 @@ def marimo_panels(explorer: Any) -> MarimoPanels:
     ``explorer.selection`` (every panel is linked in the kernel, so it is already current).
     Display them with ``panels.layout()`` or your own ``mo.hstack``/``mo.vstack``.
 
-    The Explorer's header and target picker (ipywidgets) are not shown; pass another
-    target's trace to a new Explorer instead.
+    Calling it again on the same explorer returns the same elements (``explorer`` shown as
+    a cell's output uses them too). The Explorer's header and target picker (ipywidgets)
+    are not shown; pass another target's trace to a new Explorer instead.
     """
     from .widgets.explorer import Explorer
 
@@ -124,8 +126,16 @@ def marimo_panels(explorer: Any) -> MarimoPanels:
         import marimo as mo
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError("marimo_panels needs marimo: pip install marimo") from exc
+    cached = getattr(explorer, "_aw_marimo_panels", None)
+    # One UI element per widget: marimo re-runs the cells of the element created last for a
+    # widget, so a second set of wrappers would silently take the clicks from the first.
+    # (The Explorer swaps its flow and summary when its target changes: then build anew.)
+    if cached is not None and cached.flow.widget is explorer.flow and cached.summary.widget._summary is explorer.summary:
+        return cached
     canvas = HeadSummaryCanvas(explorer.summary)
     # The link's observers live on the widgets, so it lasts as long as they do; keep a
     # handle on the canvas so it can be undone (canvas._aw_link.unlink()).
     canvas._aw_link = link(explorer, canvas, names=("layer", "head"))
-    return MarimoPanels(*(mo.ui.anywidget(w) for w in (explorer.matrix, explorer.heatmap, explorer.flow, canvas)))
+    panels = MarimoPanels(*(mo.ui.anywidget(w) for w in (explorer.matrix, explorer.heatmap, explorer.flow, canvas)))
+    explorer._aw_marimo_panels = panels
+    return panels

@@ -43,13 +43,14 @@ def _(aw, trace):
     explorer = aw.Explorer(trace, method="rollout", threshold=0.1)
     explorer.select(layer=0, head=0, token=1)
     # One UI element per panel, bound to names so that cells mentioning them re-run on clicks.
-    matrix_ui, heatmap_ui, flow_ui, summary_ui = panels = aw.marimo_panels(explorer)
-    return explorer, flow_ui, heatmap_ui, matrix_ui, panels, summary_ui
+    matrix_ui, heatmap_ui, flow_ui, summary_ui = aw.marimo_panels(explorer)
+    return explorer, flow_ui, heatmap_ui, matrix_ui, summary_ui
 
 
 @app.cell
-def _(panels):
-    panels.layout()
+def _(explorer):
+    # The Explorer shows itself in marimo as these four panels (the same elements as above).
+    explorer
     return
 
 

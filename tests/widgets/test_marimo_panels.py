@@ -41,6 +41,9 @@ def test_marimo_panels_wrap_the_explorers_own_widgets(explorer):
     assert panels.flow.widget is explorer.flow
     assert isinstance(panels.summary.widget, aw.HeadSummaryCanvas)
     assert panels.layout() is not None
+    # One set of elements per explorer: marimo sends a widget's clicks to its newest wrapper.
+    assert aw.marimo_panels(explorer) is panels
+    assert "marimo-anywidget" in explorer._display_().text
 
 
 def test_canvas_click_moves_the_explorer_and_back(explorer):
@@ -81,3 +84,11 @@ def test_notebook_runs_as_a_script_and_prints_the_selection():
     assert defs["explorer"].selection == {"layer": 0, "head": 0, "token": 1}
     assert defs["matrix_ui"].widget is defs["explorer"].matrix
     assert "selection: layer 0, head 0, token 1 (the)" in outputs[-1].text
+    # The explorer's own cell shows its four panels (marimo would say "unsupported" to a VBox).
+    import marimo as mo
+
+    assert outputs[-2] is defs["explorer"]
+    shown = mo.as_html(outputs[-2]).text
+    assert shown.count("<marimo-anywidget") == 4, shown[:500]
+    model_ids = {p.widget._model_id for p in aw.marimo_panels(defs["explorer"])}
+    assert all(m in shown for m in model_ids)
