@@ -17,7 +17,7 @@ const METHODS = [
 const BUCKETS = 8;
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const panel = h("div", "aw-panel aw-flow");
   const title = h("div", "aw-title");
   const controls = h("div", "aw-controls");

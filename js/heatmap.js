@@ -51,7 +51,7 @@ function colourToken(el, value, vmax, lut) {
 }
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const panel = h("div", "aw-panel aw-heatmap");
   const title = h("div", "aw-title");
   const controls = h("div", "aw-controls");

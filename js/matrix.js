@@ -8,7 +8,7 @@ import { attachExport } from "./lib/exportbar.js";
 import { createClient } from "./lib/requests.js";
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const panel = h("div", "aw-panel aw-matrix");
   const title = h("div", "aw-title");
   const note = h("div", "aw-sub aw-note"); // approximations (preview thumbnails) are said here

@@ -90,6 +90,18 @@ def _data(page, selector: str, name: str) -> str | None:
     return page.locator(selector).get_attribute(f"data-{name}")
 
 
+def test_panel_styles_reach_into_marimos_shadow_roots(marimo_app):
+    """marimo draws each view in a shadow root; the panels' stylesheet must be inside it
+    (else tooltips sit in the page flow and pressed buttons look like the others)."""
+    page = marimo_app.page
+    for sel in (MATRIX, HEATMAP, FLOW, SUMMARY):
+        assert page.locator(f"{sel} .aw-tip").evaluate("e => getComputedStyle(e).position") == "absolute", sel
+    pressed = page.locator(f'{HEATMAP} button[aria-pressed="true"]').first
+    plain = page.locator(f'{HEATMAP} button[aria-pressed="false"]').first
+    bg = "e => getComputedStyle(e).backgroundColor"
+    assert pressed.evaluate(bg) != plain.evaluate(bg)
+
+
 def test_matrix_head_click_moves_heatmap_summary_and_python(marimo_app):
     page = marimo_app.page
     assert _data(page, HEATMAP, "shown") != "3:7"  # the click must change something
