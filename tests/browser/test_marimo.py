@@ -46,7 +46,7 @@ def marimo_app(browser):
     from playwright.sync_api import expect
 
     server = H.MarimoServer(NOTEBOOK).start()
-    context = browser.new_context(viewport={"width": 1500, "height": 1400})
+    context = browser.new_context(viewport={"width": 1500, "height": 1400}, accept_downloads=True)
     app = MarimoPage(context.new_page(), server)
     try:
         app.page.goto(server.url)
@@ -100,6 +100,17 @@ def test_panel_styles_reach_into_marimos_shadow_roots(marimo_app):
     plain = page.locator(f'{HEATMAP} button[aria-pressed="false"]').first
     bg = "e => getComputedStyle(e).backgroundColor"
     assert pressed.evaluate(bg) != plain.evaluate(bg)
+
+
+def test_svg_export_answers_through_marimo(marimo_app):
+    """The SVG button asks the kernel for the figure (a custom message) and downloads it."""
+    page = marimo_app.page
+    with page.expect_download(timeout=20_000) as download:
+        page.locator(f"{FLOW} .aw-export button", has_text="SVG").first.click()
+    path = download.value.path()
+    svg = open(path, encoding="utf-8").read()
+    assert download.value.suggested_filename.endswith(".svg") and svg.lstrip().startswith(("<?xml", "<svg"))
+    assert "<path" in svg or "<line" in svg
 
 
 def test_matrix_head_click_moves_heatmap_summary_and_python(marimo_app):
