@@ -8,6 +8,7 @@ marimo draws each anywidget inside an open shadow root: Playwright locators pier
 
 from __future__ import annotations
 
+import pathlib
 import re
 
 import pytest
@@ -107,8 +108,7 @@ def test_svg_export_answers_through_marimo(marimo_app):
     page = marimo_app.page
     with page.expect_download(timeout=20_000) as download:
         page.locator(f"{FLOW} .aw-export button", has_text="SVG").first.click()
-    path = download.value.path()
-    svg = open(path, encoding="utf-8").read()
+    svg = pathlib.Path(download.value.path()).read_text(encoding="utf-8")
     assert download.value.suggested_filename.endswith(".svg") and svg.lstrip().startswith(("<?xml", "<svg"))
     assert "<path" in svg or "<line" in svg
 
