@@ -22,6 +22,7 @@ from .capture import (
     trace_seq2seq,
     trace_torch,
 )
+from ._marimo import HeadSummaryCanvas, marimo_panels
 from .lazy import LazyTrace
 from .trace import AttentionTrace
 from .widgets import (
@@ -58,6 +59,8 @@ __all__ = [
     "HeadSummary",
     "Explorer",
     "save_html",
+    "marimo_panels",
+    "HeadSummaryCanvas",
     "link",
     "SelectionLink",
     "__version__",

@@ -7,7 +7,7 @@ import { drawGridFrame, publishGrid } from "./lib/grid.js";
 import { cellOrigin, fitCell, hitMatrix, matrixLayout } from "./lib/layout.js";
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const panel = h("div", "aw-panel aw-summary");
   const title = h("div", "aw-title");
   const controls = h("div", "aw-controls");

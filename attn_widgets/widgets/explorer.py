@@ -156,3 +156,10 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         from .export import save_html
 
         return save_html(path, self, title=kwargs.pop("title", f"attn_widgets: {self.trace.model_name}"), **kwargs)
+
+    def _display_(self) -> Any:
+        """What marimo shows for an Explorer (it does not draw ipywidgets containers or
+        bqplot): its panels as marimo UI elements, see :func:`attn_widgets.marimo_panels`."""
+        from .._marimo import marimo_panels
+
+        return marimo_panels(self).layout()

@@ -116,7 +116,7 @@ function createState(model, el, dom) {
 }
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const v = createState(model, el, buildDom(el));
   const stop = disposer();
   stop.add(() => v.client.dispose());

@@ -79,8 +79,12 @@ export function setTraits(model, values) {
 }
 
 /** Shared stylesheet (scoped by the aw- prefix), injected once per document. */
-export function ensureStyles() {
-  if (document.getElementById("aw-styles")) return;
+export function ensureStyles(el) {
+  // Hosts that draw each view in its own shadow root (marimo) keep document styles out:
+  // there the sheet goes into the view's root, once per root.
+  const root = el && typeof el.getRootNode === "function" ? el.getRootNode() : null;
+  const shadow = root && root !== document && typeof root.host !== "undefined" ? root : null;
+  if ((shadow || document).getElementById("aw-styles")) return;
   const s = document.createElement("style");
   s.id = "aw-styles";
   s.textContent = `
@@ -114,7 +118,7 @@ export function ensureStyles() {
 .aw-tok.aw-selected { border-color: var(--jp-warn-color1, #f57c00); font-weight: 700; }
 .aw-tok.aw-special { font-style: italic; }
 `;
-  document.head.appendChild(s);
+  (shadow || document.head).appendChild(s);
 }
 
 /** A tooltip element inside `panel`. */

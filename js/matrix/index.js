@@ -25,7 +25,7 @@ function buildDom(el) {
 }
 
 function render({ model, el }) {
-  ensureStyles();
+  ensureStyles(el);
   const dom = buildDom(el);
   const v = viewState(model, el, dom, {
     client: createClient(model),

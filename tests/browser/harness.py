@@ -524,3 +524,80 @@ class NotebookPage:
                 kc = self.server._clients.pop(self.kernel_id, None)
                 if kc is not None:
                     kc.stop_channels()
+
+
+# -- marimo ----------------------------------------------------------------------------------
+class MarimoServer:
+    """``marimo run`` (an app: the notebook's cells run on page load) on a temp copy of a
+    notebook, headless, no token, on a free port, in its own process group.
+
+    marimo's config and cache go under the same temp dir, so the user's settings never
+    change what the test sees.
+    """
+
+    def __init__(self, notebook: pathlib.Path, extra_env: dict | None = None):
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="aw-marimo-"))
+        self.path = self.tmp / notebook.name
+        shutil.copy(notebook, self.path)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = self.tmp / "server.log"
+        self.env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TRANSFORMERS_VERBOSITY": "error",
+            "XDG_CONFIG_HOME": str(self.tmp / "config"),
+            "XDG_CACHE_HOME": str(self.tmp / "cache"),
+            "XDG_STATE_HOME": str(self.tmp / "state"),
+            "MARIMO_SKIP_UPDATE_CHECK": "1",
+            **(extra_env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "MarimoServer":
+        cmd = [
+            sys.executable, "-m", "marimo", "run", str(self.path), "--headless", "--no-token",
+            "--host", "127.0.0.1", "--port", str(self.port), "--no-sandbox", "--no-check",
+        ]
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.tmp, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"marimo exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"marimo did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            pgid = os.getpgid(self.proc.pid)  # start_new_session: the group is ours alone
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pgid, signal.SIGKILL)
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> "MarimoServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
