@@ -197,7 +197,7 @@ def _prune(mag: np.ndarray, keep: float, cap: int | None) -> tuple[np.ndarray, f
     if keep >= 1.0:
         needed = order.size
     else:
-        # float tolerance: the prefix sum may land a rounding error below the target
+        # met to a relative 1e-12: a float prefix sum may land a rounding error below the target
         needed = int(np.searchsorted(cs, target * (1.0 - 1e-12), side="left")) + 1
         needed = min(needed, order.size)
     n = needed if cap is None else min(needed, cap)

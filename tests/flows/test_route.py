@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -73,12 +75,15 @@ def walk_ref(mats, extra, token, keep):
         carry[layer] = [r[q] * (m[q][q] + extra[layer][q]) for q in range(t)]
         nxt = [abs(carry[layer][k]) + sum(abs(w) for (q, kk), w in layer_edges.items() if kk == k) for k in range(t)]
         totals[layer] = sum(abs(w) for w in layer_edges.values())
-        chosen, acc = set(), 0.0
+        # exact sums (Fractions); keep < 1 is met to a relative 1e-12, keep = 1 keeps every edge
+        target = Fraction(keep) * sum(Fraction(abs(w)) for w in layer_edges.values())
+        target = target * (1 - Fraction(1, 10**12)) if keep < 1 else target
+        chosen, acc = set(), Fraction(0)
         for (q, k), w in sorted(layer_edges.items(), key=lambda kv: -abs(kv[1])):
-            if acc >= keep * totals[layer] * (1 - 1e-12):
+            if acc >= target:
                 break
             chosen.add((q, k))
-            acc += abs(w)
+            acc += Fraction(abs(w))
         edges[layer] = layer_edges
         kept[layer] = chosen
         s = sum(nxt)
@@ -275,8 +280,10 @@ def check_keep(g, full):
         if not g.capped[layer]:
             assert kept.size == g.needed[layer]
             assert kept.sum() >= g.keep * total * (1 - 1e-12)
-            if kept.size:  # minimal: without the weakest kept edge it falls short
-                assert kept.sum() - kept.min() < g.keep * total
+            if kept.size:  # minimal: without the weakest kept edge it falls short (exact sums)
+                exact_total = sum(Fraction(float(w)) for w in allw)
+                without = sum(Fraction(float(w)) for w in kept) - Fraction(float(kept.min()))
+                assert without < Fraction(g.keep) * exact_total
         else:
             assert kept.size < g.needed[layer]
 
