@@ -44,7 +44,15 @@ import numpy as np
 from ..trace import AttentionTrace
 from ._inputs import attentions_and_gradients, check_attentions, check_residual, mixed_maps
 
-__all__ = ["RouteGraph", "route_graph", "route_from_layers", "route_layers", "route_union", "ROUTE_METHODS"]
+__all__ = [
+    "RouteGraph",
+    "route_graph",
+    "route_from_layers",
+    "route_layers",
+    "route_union",
+    "max_flow_edges",
+    "ROUTE_METHODS",
+]
 
 ROUTE_METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad")
 
@@ -406,8 +414,7 @@ def route_graph(
     ----------
     attentions
         ``[L, H, T, T]`` post-softmax weights, torch tensors, or an :class:`AttentionTrace`
-        (whose gradients are used by default). May be None when ``layers`` is given and
-        (for ``flow``) ``source`` too.
+        (whose gradients are used by default). May be None when ``layers`` is given.
     method
         ``"attention"``, ``"rollout"``, ``"flow"``, ``"grad_rollout"`` or ``"attn_grad"``
         (see the module docs for each per-layer matrix).
@@ -422,14 +429,16 @@ def route_graph(
         Residual weight in ``[0, 1]`` for ``rollout`` and ``flow`` (0.5 as in the paper).
     source
         ``flow`` only: the input token the max-flow runs to. None picks the input with the
-        largest flow value (one :func:`attention_flow` row, the costly part).
+        largest flow value, ``argmax`` of ``attention_flow(rows=[token], normalize=False)``
+        (lowest index among ties), found by bounded search (see :func:`max_flow_edges`).
     signed
         ``attn_grad`` only: keep negative weights (sign preserved, pruning on ``|w|``);
         False clips them (``relu``).
     max_edges_per_layer
         Hard cap on kept edges per layer (None: no cap); ``capped`` says where it bit.
     layers
-        Precomputed ``route_layers(attentions, method, ...)``, reused across clicks.
+        Precomputed ``route_layers(attentions, method, ...)``, reused across clicks (built
+        with the same ``residual`` and ``signed``; those arguments are then not re-applied).
 
     Returns
     -------
@@ -446,6 +455,7 @@ def route_graph(
     (the value is): another solver may route the same value along other edges.
     """
     method = _check_method(method)
+    check_residual(residual)
     k = _check_keep(keep)
     cap = _check_cap(max_edges_per_layer)
     if not isinstance(signed, (bool, np.bool_)):
@@ -459,7 +469,7 @@ def route_graph(
     else:
         mats, carry = _check_layers(layers, method)
     if method == "flow":
-        return _flow_route(attentions, mats, token, k, cap, residual, source)
+        return _flow_route(mats, token, k, cap, source)
     return route_from_layers(
         mats, token, carry=carry, keep=k, carry_diag=True, normalize=True, max_edges_per_layer=cap, method=method
     )
@@ -468,28 +478,24 @@ def route_graph(
 # -- exact flow ------------------------------------------------------------------------------------
 
 
-def _flow_route(attentions, ah, token, keep, cap, residual, source) -> RouteGraph:
+def _flow_route(ah, token, keep, cap, source) -> RouteGraph:
     from ._pushrelabel import SCALE
 
     ah = np.asarray(ah, dtype=np.float64)
     n_layers, t = ah.shape[0], ah.shape[-1]
     tok = _check_token(token, t)
-    if source is None:
-        if attentions is None:
-            raise ValueError("source: needed when attentions is None (the default source needs a flow row)")
-        from .maxflow import attention_flow
-
-        row = attention_flow(attentions, rows=[tok], residual=residual, normalize=False)[0]
-        src = int(np.argmax(row))
-    else:
-        src = _check_token(source, t, "source")
-    flows = max_flow_edges(ah, tok, src)  # int64 [L, T, T], units of 1 / SCALE
-    value_int = int(flows[0].sum())
+    if source is not None:
+        source = _check_token(source, t, "source")
+    flows, src = max_flow_edges(ah, tok, source)  # int64 [L, T, T], units of 1 / SCALE
+    value = int(flows[0].sum()) / SCALE
     f = flows / SCALE
+    if n_layers == 1:
+        # one edge, no max-flow: its capacity unrounded, as attention_flow reports it
+        value = f[0, tok, src] = float(ah[0, tok, src])
     node = np.zeros((n_layers + 1, t))
-    node[n_layers, tok] = value_int / SCALE
+    node[n_layers, tok] = value
     for layer in range(n_layers):
-        node[layer] = flows[layer].sum(axis=0) / SCALE
+        node[layer] = f[layer].sum(axis=0)
     idx = np.arange(t)
     carry = np.ascontiguousarray(f[:, idx, idx])
     layer_total = np.zeros(n_layers)
@@ -528,19 +534,29 @@ def _flow_route(attentions, ah, token, keep, cap, residual, source) -> RouteGrap
         needed=_frozen(needed),
         capped=_frozen(capped),
         total=_frozen(tot),
-        value=value_int / SCALE,
+        value=value,
         source=src,
     )
 
 
-def max_flow_edges(ah: np.ndarray, token: int, source: int) -> np.ndarray:
-    """Edge flows of one maximum flow from ``(L, token)`` to ``(0, source)``: int64 ``[L, T, T]``.
+def max_flow_edges(ah: np.ndarray, token: int, source: int | None = None) -> tuple[np.ndarray, int]:
+    """Edge flows of one maximum flow from ``(L, token)`` to ``(0, source)``: (int64 ``[L, T, T]``, source).
 
     ``out[l][q, k]`` is the flow on ``(l + 1, q) -> (l, k)`` in units of ``2**-48`` (the
-    capacities ``rint(Ah * 2**48)`` of :mod:`._pushrelabel`). The numba push-relabel stops
-    at a maximum *preflow*; the excess stranded at inner nodes is sent back towards the
-    source here by lowering incoming flows, column by column from the bottom up (the graph
-    is a layered DAG, so this ends at the source and keeps the sink's inflow, the value).
+    capacities ``rint(Ah * 2**48)`` of :mod:`._pushrelabel`, as in :func:`attention_flow`).
+
+    ``source=None`` picks the input token with the largest max-flow value (the lowest
+    index among ties), i.e. ``argmax`` of ``attention_flow(rows=[token], normalize=False)``,
+    without computing the whole row: sinks are tried in decreasing order of an upper bound
+    on their value (the smaller of the source's out-capacity and the sink's in-capacity),
+    warm-starting one solver, until no untried sink can beat the best value found. On real
+    attention the sink that receives most (often [CLS]) usually attains the source's whole
+    out-capacity, so one or two max-flows suffice.
+
+    The numba push-relabel stops at a maximum *preflow*; the excess stranded at inner nodes
+    is sent back towards the source here by lowering incoming flows, column by column from
+    the bottom up (the graph is a layered DAG, so this ends at the source and keeps the
+    sink's inflow, the value).
     """
     from ._pushrelabel import SCALE
 
@@ -548,19 +564,36 @@ def max_flow_edges(ah: np.ndarray, token: int, source: int) -> np.ndarray:
     q = np.rint(ah * SCALE).astype(np.int64)
     out = np.zeros((n_layers, t, t), dtype=np.int64)
     if n_layers == 1:
-        out[0, token, source] = q[0, token, source]
-        return out
+        src = int(np.argmax(q[0, token])) if source is None else source
+        out[0, token, src] = q[0, token, src]
+        return out, src
     from .maxflow import _ensure_compiled
     from ._pushrelabel import RowSolver
 
     _ensure_compiled()
     solver = RowSolver(ah)
     solver.start_row(token)
-    solver.solve(source)
+    if source is None:
+        bound = np.minimum(q[n_layers - 1, token].sum(), q[0].sum(axis=0))
+        order = np.lexsort((np.arange(t), -bound))  # bound descending, then index ascending
+        best, src, last = -1, 0, -1
+        for j in order.tolist():
+            b = int(bound[j])
+            if b < best or (b == best and j > src):
+                break  # no untried sink can beat (or tie with a lower index than) the best
+            v = solver.solve(j)
+            last = j
+            if v > best or (v == best and j < src):
+                best, src = v, j
+        if last != src:
+            solver.solve(src)
+    else:
+        src = source
+        solver.solve(src)
     out[n_layers - 1, token] = solver.source_caps[token]  # saturated by reset_row
     for b in range(n_layers - 2):  # block b = layer L - 2 - b
         out[n_layers - 2 - b] = solver.flow[b]
-    out[0, :, source] = solver.fsnk
+    out[0, :, src] = solver.fsnk
     # Return stranded excess: boundary c's inflow is layer c's column sums, its outflow layer
     # c - 1's row sums.
     for c in range(1, n_layers):
@@ -573,7 +606,7 @@ def max_flow_edges(ah: np.ndarray, token: int, source: int) -> np.ndarray:
         before = np.cumsum(f, axis=0) - f  # flow already taken from earlier queries
         red = np.clip(exc[None, :] - before, 0, f)
         out[c] = f - red
-    return out
+    return out, src
 
 
 def route_union(

@@ -248,6 +248,24 @@ def test_flow_route_random(a, residual, data):
     np.testing.assert_allclose(g.node[-1][token], g.value, rtol=0, atol=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(attention_stacks(max_layers=4, max_heads=2, max_tokens=6), st.sampled_from([0.0, 0.5]), st.data())
+def test_flow_default_source_is_the_argmax(a, residual, data):
+    token = data.draw(st.integers(0, a.shape[-1] - 1))
+    raw = attention_flow(a, rows=[token], residual=residual, normalize=False)[0]
+    g = route_graph(a, "flow", token, residual=residual)
+    assert g.source == int(np.argmax(raw)) and g.value == raw[g.source]
+
+
+def test_flow_default_source_all_tokens_minilm(minilm_long):
+    a = minilm_long.attentions
+    layers = route_layers(a, "flow")
+    for token in range(0, a.shape[-1], 7):
+        raw = attention_flow(a, rows=[token], normalize=False)[0]
+        g = route_graph(a, "flow", token, layers=layers)
+        assert g.source == int(np.argmax(raw)) and g.value == raw[g.source]
+
+
 def test_flow_carry_is_the_self_edge_flow(minilm_trace):
     a = minilm_trace.attentions
     g = route_graph(a, "flow", 4, keep=0.5)
