@@ -200,16 +200,22 @@ def _prune(mag: np.ndarray, keep: float, cap: int | None) -> tuple[np.ndarray, f
         cand = np.flatnonzero(vals > tau)
     else:
         cand = np.arange(vals.size)
-    order = cand[np.argsort(-vals[cand], kind="stable")]
-    cs = np.cumsum(vals[order])
+    cv = vals[cand]
+    # Values alone (np.sort is much faster than a stable argsort) give the count and the cut.
+    desc = np.sort(cv)[::-1]
     if keep >= 1.0:
-        needed = order.size
+        needed = desc.size
     else:
         # met to a relative 1e-12: a float prefix sum may land a rounding error below the target
-        needed = int(np.searchsorted(cs, target * (1.0 - 1e-12), side="left")) + 1
-        needed = min(needed, order.size)
+        needed = int(np.searchsorted(np.cumsum(desc), target * (1.0 - 1e-12), side="left")) + 1
+        needed = min(needed, desc.size)
     n = needed if cap is None else min(needed, cap)
-    return nz[order[:n]], total, needed
+    cut = desc[n - 1]
+    above = np.flatnonzero(cv > cut)
+    ties = np.flatnonzero(cv == cut)[: n - above.size]  # lowest indices first among equal weights
+    sel = np.concatenate([above, ties])
+    sel = sel[np.argsort(-cv[sel], kind="stable")]  # n edges, strongest first, ties by index
+    return nz[cand[sel]], total, needed
 
 
 # -- the walk ------------------------------------------------------------------------------------
