@@ -39,8 +39,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import RESULTS_DIR, cpu_name, write_results  # noqa: E402
 from benchmarks._common import PARAGRAPH_SHORT as PARAGRAPH  # noqa: E402
+from benchmarks._common import RESULTS_DIR, cpu_name, write_results  # noqa: E402
 
 RESULTS = RESULTS_DIR / "route.md"
 TEXT = " ".join([PARAGRAPH] * 6)

@@ -36,8 +36,9 @@ Everything is pure numpy (plus the numba max-flow for ``flow``); no widget code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -573,8 +574,8 @@ def max_flow_edges(ah: np.ndarray, token: int, source: int | None = None) -> tup
         src = int(np.argmax(q[0, token])) if source is None else source
         out[0, token, src] = q[0, token, src]
         return out, src
-    from .maxflow import _ensure_compiled
     from ._pushrelabel import RowSolver
+    from .maxflow import _ensure_compiled
 
     _ensure_compiled()
     solver = RowSolver(ah)

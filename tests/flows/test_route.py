@@ -19,7 +19,6 @@ from attn_widgets.flows import (
     route_layers,
     route_union,
 )
-from attn_widgets.flows._pushrelabel import SCALE
 
 from .reference import mixed_maps_ref
 from .strategies import attention_stacks
@@ -123,7 +122,7 @@ def full_flow(g):
 def check_valid_flow(g, a, residual=0.5):
     ah = np.array(mixed_maps_ref(a, residual))
     f = full_flow(g)
-    n_layers, t = f.shape[0], f.shape[-1]
+    n_layers = f.shape[0]
     assert (f >= 0).all()
     assert (f <= ah + 2.0**-47).all(), "capacity exceeded"
     # only the source (L, token) sends and only the sink (0, source) receives
