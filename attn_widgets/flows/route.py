@@ -291,7 +291,6 @@ def route_from_layers(
     capped = np.zeros(n_layers, dtype=bool)
     tot = np.zeros(n_layers)
     out_l, out_q, out_k, out_w = [], [], [], []
-    idx = np.arange(t)
     for layer in range(n_layers - 1, -1, -1):
         r = node[layer + 1]
         rows = np.flatnonzero(r)
@@ -325,9 +324,9 @@ def route_from_layers(
         s = float(nxt.sum())
         tot[layer] = s
         node[layer] = nxt / s if (normalize and s > 0) else nxt
-    del idx
     if out_l:
-        out_l.reverse(), out_q.reverse(), out_k.reverse(), out_w.reverse()
+        for part in (out_l, out_q, out_k, out_w):
+            part.reverse()
         cat = [np.concatenate(x) for x in (out_l, out_q, out_k, out_w)]
     else:  # pragma: no cover - a route always has a top layer
         cat = [np.zeros(0, np.int32)] * 3 + [np.zeros(0)]

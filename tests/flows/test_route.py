@@ -265,6 +265,16 @@ def test_flow_default_source_all_tokens_minilm(minilm_long):
         assert g.source == int(np.argmax(raw)) and g.value == raw[g.source]
 
 
+@pytest.mark.parametrize("method", ROUTE)
+def test_causal_routes_only_look_back(gpt2_trace, method):
+    t = gpt2_trace.n_tokens
+    src = 0 if method == "flow" else None
+    g = route_graph(gpt2_trace, method, t - 1, keep=1.0, source=src, max_edges_per_layer=None)
+    assert g.n_edges > 0 and (g.key < g.query).all()
+    g = route_graph(gpt2_trace, method, t - 3, keep=1.0, source=src, max_edges_per_layer=None)
+    assert (g.key < g.query).all() and (g.node[:, t - 2 :] == 0).all()  # later tokens are not on it
+
+
 def test_flow_carry_is_the_self_edge_flow(minilm_trace):
     a = minilm_trace.attentions
     g = route_graph(a, "flow", 4, keep=0.5)
