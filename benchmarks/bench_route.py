@@ -130,7 +130,7 @@ def main(argv=None) -> int:
         f"residual=0.5; clicked tokens {tokens} (last size); medians over tokens x {args.runs} runs "
         "(cold: over tokens, one run each).",
         "flow 'click' includes picking the source (the input with the largest flow value, by a bounded "
-        "search over sinks: here 1-2 max-flows, at worst a serial exact flow row) and the edge flows; "
+        "search over sinks: usually one max-flow, at worst a serial exact flow row) and the edge flows; "
         "'source given' is one max-flow with its edge flows. Each source was checked against argmax of "
         "attention_flow(rows=[token]).",
         f"Load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (shared machine). {env}",
