@@ -365,6 +365,11 @@ def route_layers(
     ones for ``grad_rollout`` (the identity of ``I + Abar``) and None otherwise. For
     ``flow`` these are the capacities ``Ah_l`` of the max-flow graph. Compute them once per
     (trace, method, residual, signed) and pass them to every click's ``route_graph``.
+
+    Memory: ``L * T * T * 8`` bytes (``2 / H`` of the float32 attentions it is built from);
+    the gradient methods build it one layer at a time. A ``flow`` click allocates up to
+    ``64 * L * T * T`` bytes more (integer flows and the max-flow solver's state; 100 MB
+    at T=512, L=6), freed when it returns.
     """
     _check_method(method)
     if method in ("grad_rollout", "attn_grad"):

@@ -390,6 +390,16 @@ def test_route_from_layers_custom_carry():
     np.testing.assert_allclose(g.node[0], [1.625, 0.625, 1.25])
 
 
+def test_tokens_on_route_and_nbytes(minilm_trace):
+    g = route_graph(minilm_trace, "rollout", 4, keep=0.5)
+    on = g.tokens_on_route()
+    assert set(on.tolist()) == set(g.query.tolist()) | set(g.key.tolist()) | {4}
+    assert (np.diff(on) > 0).all()
+    assert g.nbytes == g.n_edges * (4 + 4 + 4 + 8)
+    f = route_graph(minilm_trace, "flow", 4, source=7)
+    assert 7 in f.tokens_on_route().tolist()
+
+
 def test_route_union(minilm_trace):
     one = route_graph(minilm_trace, "rollout", 2)
     u1 = route_union(minilm_trace, "rollout", [2])
