@@ -13,15 +13,21 @@ For T = 16, 64, 128, 256, 512 tokens of a real paragraph (repeated, cropped with
 * flow matrix: the full ``T x T`` exact flow (only for T <= 128 unless ``--full-max``);
 * scipy row: the per-pair baseline, one ``scipy.sparse.csgraph.maximum_flow(method="dinic")``
   per pair on the full graph with int32 capacities (engine="scipy");
-* networkx: the published reference, ``networkx.maximum_flow_value`` per pair
-  (preflow-push, float capacities): the full matrix at T=16, one pair otherwise,
-  extrapolated (x T for a row, x T^2 for the matrix) and marked "~".
+* networkx preflow-push: ``networkx.maximum_flow_value`` per pair with networkx's default
+  algorithm (preflow-push, float capacities): the full matrix at T=16, one pair otherwise,
+  extrapolated (x T for a row, x T^2 for the matrix) and marked "~";
+* authors' Edmonds-Karp: what the published code runs (``compute_flows`` in
+  samiraabnar/attention_flow calls ``networkx.maximum_flow_value(...,
+  flow_func=edmonds_karp)`` once per (output, input) pair): a few pairs timed (at most
+  ``--ek-pairs``, stopping once ``--ek-budget`` seconds are spent; only for T <=
+  ``--ek-max``), the median extrapolated x T for a row and x T^2 for the matrix, marked "~".
 
 Numbers are medians over ``--runs`` runs (5 by default); slow items use fewer, as the
 notes under the table say. This machine may be shared: the load average before and after
 is printed with the table.
 
-Usage: ``python benchmarks/bench_flows.py [--quick] [--runs 5] [--sizes 16,64,128,256,512]``.
+Usage: ``python benchmarks/bench_flows.py [--quick] [--runs 5] [--sizes 16,64,128,256,512]
+[--ek-max 128] [--ek-pairs 3] [--ek-budget 120]``.
 Prints a markdown table and writes benchmarks/results/flows.md.
 """
 
@@ -60,10 +66,11 @@ def timeit(fn, runs: int) -> list[float]:
     return out
 
 
-def fmt(seconds: float | None, approx: bool = False) -> str:
+def fmt(seconds: float | None, approx: bool = False, lower: bool = False) -> str:
+    """Seconds as text; ``approx`` marks an extrapolation "~", ``lower`` a lower bound ">"."""
     if seconds is None:
         return "-"
-    pre = "~" if approx else ""
+    pre = ">" if lower else ("~" if approx else "")
     if seconds < 1e-3:
         return f"{pre}{seconds * 1e6:.0f} µs"
     if seconds < 1:
@@ -77,8 +84,8 @@ def fmt(seconds: float | None, approx: bool = False) -> str:
     return f"{pre}{seconds / 86400:.0f} days"
 
 
-def nx_pair_time(ah: np.ndarray, i: int, j: int) -> tuple[float, float]:
-    """(value, seconds) of one networkx max-flow on the full graph (graph build not timed)."""
+def nx_graph(ah: np.ndarray):
+    """The full (L + 1) * T-node networkx DiGraph with float capacities ``Ah_l[i, j]``."""
     import networkx as nx
 
     n_layers, t, _ = ah.shape
@@ -88,9 +95,49 @@ def nx_pair_time(ah: np.ndarray, i: int, j: int) -> tuple[float, float]:
         g.add_edges_from(
             ((layer, a), (layer - 1, b), {"capacity": float(m[a, b])}) for a in range(t) for b in range(t)
         )
+    return g
+
+
+def nx_pair_time(ah: np.ndarray, i: int, j: int, flow_func=None, graph=None) -> tuple[float, float]:
+    """(value, seconds) of one networkx max-flow on the full graph (graph build not timed).
+
+    ``flow_func=None`` is networkx's default (preflow-push); the published code passes
+    ``networkx.algorithms.flow.edmonds_karp``."""
+    import networkx as nx
+
+    g = nx_graph(ah) if graph is None else graph
+    n_layers = ah.shape[0]
     t0 = time.perf_counter()
-    val = nx.maximum_flow_value(g, (n_layers, i), (0, j), capacity="capacity")
+    val = nx.maximum_flow_value(g, (n_layers, i), (0, j), capacity="capacity", flow_func=flow_func)
     return val, time.perf_counter() - t0
+
+
+def _ek_child(graph, s, t, out) -> None:
+    import networkx as nx
+    from networkx.algorithms.flow import edmonds_karp
+
+    t0 = time.perf_counter()
+    val = nx.maximum_flow_value(graph, s, t, capacity="capacity", flow_func=edmonds_karp)
+    out.put((val, time.perf_counter() - t0))
+
+
+def ek_pair_bounded(graph, n_layers: int, i: int, j: int, timeout: float) -> tuple[float | None, float]:
+    """(value, seconds) of one Edmonds-Karp max-flow, run in a forked child killed after ``timeout``.
+
+    A pair can take minutes at T >= 128, so the wait is bounded: on timeout the value is
+    None and the seconds are ``timeout`` (a lower bound)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")  # the child inherits the built graph
+    out = ctx.Queue()
+    proc = ctx.Process(target=_ek_child, args=(graph, (n_layers, i), (0, j), out), daemon=True)
+    proc.start()
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+        return None, timeout
+    return out.get(timeout=5)
 
 
 def main(argv=None) -> int:
@@ -102,6 +149,12 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--torch-threads", type=int, default=1,
         help="torch intra-op threads for the model timings (default 1: stable on a shared machine)",
+    )
+    ap.add_argument("--ek-max", type=int, default=128, help="largest T for the Edmonds-Karp timing (default 128)")
+    ap.add_argument("--ek-pairs", type=int, default=3, help="most Edmonds-Karp pairs timed per T (default 3)")
+    ap.add_argument(
+        "--ek-budget", type=float, default=120.0,
+        help="stop timing further Edmonds-Karp pairs at a T once this many seconds are spent (default 120)",
     )
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -207,14 +260,54 @@ def main(argv=None) -> int:
             nx_row = nx_full / T
             nx_approx = False
             ours = attention_flow(a, normalize=False)
-            check_lines.append(f"T={T}: max |numba - networkx| over the full matrix = {np.abs(ours - ref).max():.2e}")
+            check_lines.append(f"T={T}: max |numba - networkx preflow-push| over the full matrix = {np.abs(ours - ref).max():.2e}")
         elif not (args.quick and T > 128):
             val, dt = nx_pair_time(ah, i_mid, max(0, i_mid - 1))
             nx_row, nx_full = dt * T, dt * T * T
             ours = attention_flow(a, rows=[i_mid], normalize=False)[0, max(0, i_mid - 1)]
-            check_lines.append(f"T={T}: one pair, |numba - networkx| = {abs(ours - val):.2e} (networkx {fmt(dt)})")
+            check_lines.append(f"T={T}: one pair, |numba - networkx preflow-push| = {abs(ours - val):.2e} ({fmt(dt)})")
             notes["nx"] = (
-                "networkx marked ~: one pair timed (graph build excluded), x T for a row, x T^2 for the matrix."
+                "networkx preflow-push (networkx's default flow_func) marked ~: one pair timed (graph build "
+                "excluded), x T for a row, x T^2 for the matrix."
+            )
+
+        # the authors' algorithm: Edmonds-Karp per pair, a few pairs, extrapolated
+        ek_row = ek_full = None
+        ek_lower = False
+        if T <= args.ek_max:
+            gek = nx_graph(ah)
+            rng = np.random.default_rng(T)
+            pairs = [(int(rng.integers(T)), int(rng.integers(T))) for _ in range(max(1, args.ek_pairs))]
+            ek_times, spent = [], 0.0
+            ours_all = attention_flow(a, rows=sorted({p[0] for p in pairs}), normalize=False)
+            row_of = {r: k for k, r in enumerate(sorted({p[0] for p in pairs}))}
+            worst = 0.0
+            for i, j in pairs:
+                val, dt = ek_pair_bounded(gek, ah.shape[0], i, j, max(0.01, args.ek_budget - spent))
+                spent += dt
+                if val is None:  # stopped: the budget is a lower bound for this pair
+                    ek_lower = not ek_times
+                    if ek_times:
+                        check_lines.append(f"T={T}: an Edmonds-Karp pair was stopped after {fmt(dt)} (not counted)")
+                    break
+                ek_times.append(dt)
+                worst = max(worst, abs(ours_all[row_of[i], j] - val))
+                if spent >= args.ek_budget:
+                    break
+            ek_pair = statistics.median(ek_times) if ek_times else dt
+            ek_row, ek_full = ek_pair * T, ek_pair * T * T
+            if ek_times:
+                check_lines.append(
+                    f"T={T}: Edmonds-Karp on {len(ek_times)} pair(s), max |numba - Edmonds-Karp| = {worst:.2e} "
+                    f"(median {fmt(ek_pair)} per pair)"
+                )
+            else:
+                check_lines.append(f"T={T}: Edmonds-Karp stopped after {fmt(dt)} on its first pair (no value)")
+            notes["ek"] = (
+                "authors' Edmonds-Karp (networkx edmonds_karp, as compute_flows in samiraabnar/attention_flow) "
+                f"marked ~: median of up to {args.ek_pairs} random pairs per T (fewer once {args.ek_budget:.0f} s "
+                f"were spent; graph build excluded), x T for a row, x T^2 for the matrix; not run above T={args.ek_max}; "
+                f"a pair still running after the budget is stopped, and '>' marks the budget as a lower bound."
             )
 
         rows_out.append(
@@ -234,6 +327,9 @@ def main(argv=None) -> int:
                 "nx_row": nx_row,
                 "nx_full": nx_full,
                 "nx_approx": nx_approx,
+                "ek_row": ek_row,
+                "ek_full": ek_full,
+                "ek_lower": ek_lower,
             }
         )
         print(f"   done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
@@ -242,7 +338,8 @@ def main(argv=None) -> int:
     head = (
         "| T | forward | trace | trace + grads | grads / forward | rollout | grad rollout "
         "| flow row, 1 thread | flow row, auto | flow matrix | scipy Dinic row | speed-up vs scipy "
-        "| networkx row | networkx matrix |"
+        "| networkx preflow-push row | networkx preflow-push matrix "
+        "| authors' Edmonds-Karp row | authors' Edmonds-Karp matrix |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows_out:
@@ -250,7 +347,8 @@ def main(argv=None) -> int:
             f"| {r['T']} | {fmt(r['forward'])} | {fmt(r['trace'])} | {fmt(r['trace_grad'])} | {r['ratio']:.1f}x "
             f"| {fmt(r['rollout'])} | {fmt(r['grad_rollout'])} | {fmt(r['row1'])} | {fmt(r['rowN'])} "
             f"| {fmt(r['full'])} | {fmt(r['scipy_row'], r['scipy_approx'])} | {r['scipy_row'] / r['row1']:.0f}x "
-            f"| {fmt(r['nx_row'], r['nx_approx'])} | {fmt(r['nx_full'], r['nx_approx'])} |"
+            f"| {fmt(r['nx_row'], r['nx_approx'])} | {fmt(r['nx_full'], r['nx_approx'])} "
+            f"| {fmt(r['ek_row'], True, r['ek_lower'])} | {fmt(r['ek_full'], True, r['ek_lower'])} |"
         )
     cpu = cpu_name()
     meta = [

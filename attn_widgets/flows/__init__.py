@@ -14,6 +14,9 @@ its input with a ValueError that names the problem (shape, dtype, NaN, row sums)
 * :func:`value_norm` -- norm-based attention (Kobayashi et al. 2020), per head or head-mixed.
 * :func:`contribution_layers`, :func:`alti` -- ALTI per-layer contributions and their
   rollout (Ferrando et al. 2022).
+* :func:`route_graph` -- the pruned route of one output token through a method's layered
+  graph (:class:`RouteGraph`); :func:`route_from_layers` walks any per-layer matrices,
+  :func:`route_layers` precomputes them, :func:`route_union` merges several tokens' routes.
 
 Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 ``G[l, h] = d y / d A[l, h]`` for a scalar target ``y``):
@@ -38,6 +41,7 @@ Rollout and gradient rollout cost tens of milliseconds at T = 512; only the exac
 from .contrib import alti, contribution_layers, value_norm
 from .maxflow import FlowCancelled, attention_flow
 from .rollout import attn_grad, grad_rollout, relevance_view, rollout
+from .route import RouteGraph, route_from_layers, route_graph, route_layers, route_union
 from .stats import head_stats
 
 __all__ = [
@@ -51,4 +55,9 @@ __all__ = [
     "value_norm",
     "contribution_layers",
     "alti",
+    "route_graph",
+    "route_from_layers",
+    "route_layers",
+    "route_union",
+    "RouteGraph",
 ]
