@@ -66,8 +66,9 @@ def test_restored_even_when_target_fails():
     def bad_target(outputs):
         raise RuntimeError("boom")
 
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(ValueError, match="target: the target callable 'bad_target' raised RuntimeError: boom") as info:
         aw.trace(model, tok, "hello world", target=bad_target)
+    assert isinstance(info.value.__cause__, RuntimeError)
     assert model.config._attn_implementation == "sdpa"
 
 
