@@ -195,6 +195,8 @@ def test_gradient_finite_difference(monkeypatch):
     text = "the quick brown fox"
     tr = aw.trace(model, tok, text, position=2, target=7)
     enc = tok(text, return_tensors="pt")
+    # GPT-2 has no segment embeddings: the capture passes only what it means (no token_type_ids).
+    enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
     t = enc["input_ids"].shape[1]
 
     delta: dict[int, torch.Tensor] = {}
