@@ -574,7 +574,9 @@ class AttentionTrace:
         attn = _stack_layers(attentions, batch_index, "attentions")
         grads = None if gradients is None else _stack_layers(gradients, batch_index, "gradients")
         if causal is None:
-            causal = key_tokens is None and looks_causal(attn)
+            # Malformed shapes (rank 1, L = 0, ...) are reported by the constructor.
+            well_formed = attn.ndim == 4 and min(attn.shape) > 0
+            causal = key_tokens is None and well_formed and looks_causal(attn)
         if key_tokens is not None:
             key_tokens = _check_strings(key_tokens, "key_tokens", "a list of strings or None")
         return cls(

@@ -27,8 +27,6 @@ LAYERS, HEADS, EMBD = 16, 16, 256
 
 
 def _child(t: int) -> None:
-    import resource
-
     import numpy as np
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -46,7 +44,10 @@ def _child(t: int) -> None:
     with open("/proc/self/statm") as f:
         baseline = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     tr = aw.trace(model, None, {"input_ids": ids})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM: the peak of this process's own memory (ru_maxrss would carry the parent's
+    # high-water mark over through fork + exec).
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
     returned = tr.attentions.nbytes + tr.gradients.nbytes
     assert np.isfinite(tr.gradients).all()
     print(json.dumps({"t": t, "returned": returned, "baseline": baseline, "peak": peak}))

@@ -106,7 +106,7 @@ def test_dense_capture_guard_uses_available_memory(gpt2, monkeypatch):
 
 _PEAK_SCRIPT = textwrap.dedent(
     """
-    import json, os, resource, torch
+    import json, os, torch
     from transformers import GPT2Config, GPT2LMHeadModel
     import attn_widgets as aw
     torch.manual_seed(0)
@@ -116,7 +116,10 @@ _PEAK_SCRIPT = textwrap.dedent(
     with open("/proc/self/statm") as f:
         base = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     tr = aw.trace(model, None, {"input_ids": ids})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    # VmHWM, the peak of this process's own memory: ru_maxrss would carry over the parent's
+    # (pytest's) high-water mark through fork + exec.
+    with open("/proc/self/status") as f:
+        peak = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
     print(json.dumps({"returned": tr.attentions.nbytes + tr.gradients.nbytes, "capture": peak - base}))
     """
 )
