@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import attn_widgets as aw
-from attn_widgets.capture.huggingface import _position_limit
 
 trace_mod = importlib.import_module("attn_widgets.trace")
 
@@ -64,11 +63,13 @@ def test_input_longer_than_gpt2_positions():
     with pytest.raises(ValueError, match=r"text: 1025 tokens, but tiny-gpt2-2x4 has 1024 positions.*max_length=1024.*trace_lazy"):
         aw.trace(model, tok, {"input_ids": ids})
     assert calls == []
-    assert _position_limit(aw.tiny_gpt2()[0]) == 1024
 
 
 def test_rotary_models_have_no_position_table(llama):
+    from attn_widgets.capture.huggingface import _position_limit
+
     assert _position_limit(llama) is None
+    assert _position_limit(aw.tiny_gpt2()[0]) == 1024
 
 
 # -- memory -------------------------------------------------------------------------------
