@@ -405,3 +405,23 @@ def test_soak_many_captures_return_memory():
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["tokens"] > 40 * 8
     assert r["end"] <= 1.10 * r["base"], (r["end"] - r["base"]) / 2**20
+
+
+# -- the lazy capture shares the checks ----------------------------------------------------
+
+
+def test_trace_lazy_checks_model_ids_and_positions(minilm, gpt2):
+    model, tok = minilm
+    with pytest.raises(TypeError, match=r"model: expected a transformers model .* received None"):
+        aw.trace_lazy(None, tok, SENTENCE)
+    with pytest.raises(ValueError, match=r"input_ids: expected ids in \[0, 30522\)"):
+        aw.trace_lazy(model, None, [1, 2, 99999])
+    with pytest.raises(ValueError, match=r"text: 602 tokens, but all-MiniLM-L6-v2 has 512 positions .* max_length=512"):
+        aw.trace_lazy(model, tok, " ".join(["word"] * 600))
+    # GPT-2 gets no token_type_ids from the BERT tokenizer here either.
+    g_model, g_tok = gpt2
+    lazy = aw.trace_lazy(g_model, g_tok, SENTENCE)
+    ids = g_tok(SENTENCE, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = g_model(input_ids=ids, output_attentions=True).attentions
+    np.testing.assert_allclose(lazy.head_map(1, 2), ref[1][0, 2].numpy(), atol=1e-5)
