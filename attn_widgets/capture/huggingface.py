@@ -293,7 +293,6 @@ def _model_inputs(model: Any, inputs: dict) -> dict:
 
 def _call_tokenizer(tokenizer: Any, texts: Any, text_pair: Any, max_length: int | None) -> dict:
     """Tokenize with a transformers tokenizer, a ``tokenizers.Tokenizer`` or a minimal callable."""
-    torch = _torch()
     if not callable(tokenizer) and callable(getattr(tokenizer, "encode", None)):
         # tokenizers.Tokenizer: encode(text, pair) -> Encoding with ids, type ids and a special mask.
         if not isinstance(texts, str):
