@@ -18,7 +18,7 @@ Run against another checkout (e.g. the code before a change) with ``PYTHONPATH=/
 measures what the capture holds rather than glibc's sliding threshold, which keeps freed
 4-16 MiB torch temporaries in the heap at T <= 512.
 
-Measured on the 2-core CI machine (capture MiB / capture-to-returned ratio):
+Measured on a 2-core Linux machine (CPU torch) (capture MiB / capture-to-returned ratio):
 
 ======  ========  ============  ============  ============  ============
 T       returned  before        after         before        after
