@@ -18,23 +18,34 @@ Nothing here imports ipywidgets.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ._checks import (
+    DEFAULT_SPECIAL_TOKENS,
     MAX,
     MEAN,
+    ROW_SUM_ATOL,  # noqa: F401  (re-exported)
     TraceChecks,
+    _VALIDATED,
+    _check_bool,
     _check_special_mask,
     _check_strings,
     _check_token_ids,
     _check_weights,
+    _dense_shape,
+    _own_float32,
+    _source_dtype,
+    _special_mask_from_tokens,
     _stack_layers,
     _to_numpy,
+    check_dense_size,
+    display_labels,
+    row_sum_atol,
 )
 
-__all__ = ["AttentionTrace"]
+__all__ = ["AttentionTrace", "display_labels", "check_dense_size", "row_sum_atol", "DEFAULT_SPECIAL_TOKENS"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,9 +106,19 @@ class AttentionTrace(TraceChecks):
 
     def __post_init__(self) -> None:
         tokens = _check_strings(self.tokens, "tokens")
+        meta = dict(self.meta or {}) if isinstance(self.meta, dict) or self.meta is None else None
+        if meta is None:
+            raise TypeError(f"meta: expected a dict, received {type(self.meta).__name__}")
+        # Refuse what cannot fit before converting anything (a broadcast view is cheap to pass in).
+        shape = _dense_shape(self.attentions, 0)
+        if shape is not None and min(shape) > 0:
+            check_dense_size(*shape, gradients=self.gradients is not None, what="attentions")
+        source = meta.get("dtype") or _source_dtype(self.attentions)
+        if source is not None:
+            meta["dtype"] = str(source)
 
         # Own copy: the trace is read-only and must not alias (or freeze) the caller's array.
-        attn = np.array(_to_numpy(self.attentions, "attentions"), copy=True)
+        attn = _own_float32(self.attentions, "attentions")
         if attn.ndim != 4:
             raise ValueError(f"attentions: expected rank 4 [L, H, T, T], received shape {attn.shape}")
         n_layers, n_heads, t_q, t_k = attn.shape
@@ -111,7 +132,10 @@ class AttentionTrace(TraceChecks):
         else:
             key_tokens = _check_strings(key_tokens, "key_tokens", "a list of strings or None")
         if min(attn.shape) == 0:
-            raise ValueError(f"attentions: empty array, received shape {attn.shape}")
+            raise ValueError(
+                f"attentions: empty array, received shape {attn.shape} "
+                "(expected at least one layer, one head and one token)"
+            )
         if len(tokens) != t_q:
             raise ValueError(
                 f"tokens: expected {t_q} tokens (queries) to match attentions {attn.shape}, "
@@ -122,31 +146,32 @@ class AttentionTrace(TraceChecks):
                 f"key_tokens: expected {t_k} key tokens to match attentions {attn.shape}, "
                 f"received {len(key_tokens)}"
             )
-        _check_weights(attn, "attentions")
+        _check_weights(attn, "attentions", row_sum_atol(source))
 
-        causal = bool(self.causal)
+        causal = _check_bool(self.causal, "causal")
         if causal and key_tokens is not None:
             raise ValueError(
                 "causal: a cross-attention trace (key_tokens given) cannot be causal; "
                 "decoder queries see every encoder key"
             )
         if causal and t_q > 1:
+            # One layer at a time: the upper triangle of all layers is half a copy.
             upper = np.triu(np.ones((t_q, t_q), dtype=bool), k=1)
-            leak = attn[:, :, upper]
-            if leak.size and leak.max() > 1e-6:
+            leak = max(float(attn[layer][:, upper].max()) for layer in range(n_layers))
+            if leak > 1e-6:
                 raise ValueError(
                     "causal: trace is marked causal but attentions put weight "
-                    f"{leak.max():.4g} on future keys (above the diagonal)"
+                    f"{leak:.4g} on future keys (above the diagonal)"
                 )
 
         grads = self.gradients
         if grads is not None:
-            grads = np.array(_to_numpy(grads, "gradients"), copy=True)
+            grads = _own_float32(grads, "gradients")
             if grads.shape != attn.shape:
                 raise ValueError(
                     f"gradients: expected shape {attn.shape} (same as attentions), received {grads.shape}"
                 )
-            if not np.isfinite(grads).all():
+            if not all(np.isfinite(grads[layer]).all() for layer in range(n_layers)):
                 raise ValueError(f"gradients: contains NaN or inf (shape {grads.shape})")
 
         mask = _check_special_mask(self.special_mask, t_q)
@@ -163,9 +188,10 @@ class AttentionTrace(TraceChecks):
         object.__setattr__(self, "special_mask", mask)
         object.__setattr__(self, "token_ids", ids)
         object.__setattr__(self, "model_name", str(self.model_name or ""))
-        object.__setattr__(self, "meta", dict(self.meta or {}))
+        object.__setattr__(self, "meta", meta)
         object.__setattr__(self, "key_tokens", key_tokens)
         _check_contribution_fields(self)
+        _VALIDATED[id(attn)] = attn
 
     # -- constructors -------------------------------------------------------------
 
@@ -179,6 +205,7 @@ class AttentionTrace(TraceChecks):
         gradients: Any = None,
         causal: bool | None = None,
         key_tokens: Sequence[str] | None = None,
+        special_tokens: Iterable[str] | bool | None = None,
         **kwargs: Any,
     ) -> "AttentionTrace":
         """Build a trace from precomputed weights.
@@ -190,16 +217,45 @@ class AttentionTrace(TraceChecks):
         above the diagonal). ``key_tokens`` marks a cross-attention trace (``[.., Tq, Tk]``
         maps; never causal). ``value_norms=``, ``mixed_norms=`` and ``contributions=``
         (``[L, H, T]``, ``[L, T, T]``, ``[L, T, T]``) pass through ``kwargs``.
+
+        Special tokens: ``special_mask=`` (bool ``[T]``) sets them explicitly. Otherwise
+        ``special_tokens`` decides: ``None`` / ``True`` marks the usual markers
+        (:data:`DEFAULT_SPECIAL_TOKENS`: ``[CLS]``, ``[SEP]``, ``<s>``, ``</s>``,
+        ``<|endoftext|>``, ``<pad>``, ``<|im_start|>``, ...), a collection of strings marks
+        exactly those, ``False`` marks none. The source dtype (e.g. ``bfloat16``) is kept in
+        ``meta["dtype"]`` and sets the row-sum tolerance.
+
+        The size is checked before anything is converted: a trace that would not fit in
+        memory is refused with a pointer to :func:`attn_widgets.trace_lazy`.
         """
+        tokens = _check_strings(tokens, "tokens")
+        if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)):
+            raise TypeError(f"batch_index: expected an int, received {batch_index!r}")
+        if causal is not None:
+            causal = _check_bool(causal, "causal")
+        shape = _dense_shape(attentions, batch_index)
+        if shape is not None and min(shape) > 0:
+            check_dense_size(*shape, gradients=gradients is not None, what="attentions")
+        meta = dict(kwargs.pop("meta", None) or {})
+        source = _source_dtype(attentions)
+        if source is not None:
+            meta.setdefault("dtype", source)
+        if "special_mask" in kwargs and kwargs["special_mask"] is not None:
+            if special_tokens is not None:
+                raise TypeError("special_tokens: pass either special_mask= or special_tokens=, not both")
+        else:
+            kwargs["special_mask"] = _special_mask_from_tokens(tokens, special_tokens)
         attn = _stack_layers(attentions, batch_index, "attentions")
         grads = None if gradients is None else _stack_layers(gradients, batch_index, "gradients")
         if causal is None:
-            causal = key_tokens is None and looks_causal(attn)
+            # Malformed shapes (rank 1, L = 0, ...) are reported by the constructor.
+            well_formed = attn.ndim == 4 and min(attn.shape) > 0
+            causal = key_tokens is None and well_formed and looks_causal(attn)
         if key_tokens is not None:
-            key_tokens = tuple(key_tokens)
+            key_tokens = _check_strings(key_tokens, "key_tokens", "a list of strings or None")
         return cls(
-            tokens=tuple(tokens), attentions=attn, gradients=grads, causal=causal,
-            key_tokens=key_tokens, **kwargs,
+            tokens=tokens, attentions=attn, gradients=grads, causal=causal,
+            key_tokens=key_tokens, meta=meta, **kwargs,
         )
 
     # -- shape helpers ------------------------------------------------------------

@@ -28,6 +28,8 @@ T = 64
 def eager_attentions(model, tok, text, max_length=T):
     """The model's own weights: eager attention with output_attentions=True."""
     enc = tok(text, return_tensors="pt", truncation=True, max_length=max_length)
+    if not getattr(model.config, "type_vocab_size", 0):  # GPT-2 has no segment embeddings
+        enc = {k: v for k, v in enc.items() if k != "token_type_ids"}
     original = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:

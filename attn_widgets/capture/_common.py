@@ -26,21 +26,63 @@ def _check_index(target: Any, n: int, what: str) -> int:
     return int(target) % n
 
 
-def _check_batch_index(batch_index: int, n_batch: int) -> None:
+def _check_batch_index(batch_index: Any, n_batch: int) -> int:
+    """``batch_index`` as an index in ``[0, n_batch)`` (negative ones count from the end)."""
+    if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)):
+        raise TypeError(f"batch_index: expected an int, received {batch_index!r}")
     if not -n_batch <= batch_index < n_batch:
         raise ValueError(f"batch_index: expected -{n_batch} <= batch_index < {n_batch}, received {batch_index}")
+    # Normalised here: a raw -1 would slice [-1:0], an empty batch.
+    return int(batch_index) % n_batch
 
 
-def _callable_target(target: Any, outputs: Any, arg: str = "outputs"):
-    """``target(outputs)`` as a 0-d tensor, and its description ``custom target name(arg)``."""
+def _callable_name(target: Any) -> str:
+    """A short name for a callable target: its ``__name__`` (of the wrapped function for a
+    ``functools.partial``), the class name for a callable object, ``lambda`` for a lambda."""
+    func = getattr(target, "func", target)  # functools.partial
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if not isinstance(name, str) or not name:
+        name = type(func).__name__
+    name = name.split(".")[-1] if "<locals>" in name else name
+    if name == "<lambda>":
+        return "lambda"
+    # A name is a label, not a paragraph: headers show it on one line.
+    return name if len(name) <= 40 else name[:39] + "\u2026"
+
+
+def _callable_target(target: Any, outputs: Any, arg: str = "outputs", label: str | None = None):
+    """``target(outputs)`` as a 0-d tensor in the autograd graph, and its description.
+
+    The description is ``label`` when given, else ``custom target <name>`` (see
+    :func:`_callable_name`)."""
     torch = _torch()
-    y = target(outputs)
+    name = _callable_name(target)
+    try:
+        y = target(outputs)
+    except Exception as exc:
+        raise ValueError(
+            f"target: the target callable {name!r} raised {type(exc).__name__}: {exc}. It is called as "
+            f"target({arg}) with the model's output object and must return a scalar tensor."
+        ) from exc
     if not isinstance(y, torch.Tensor) or y.numel() != 1:
         raise ValueError(
             "target: a callable target must return a scalar tensor, "
             f"received {type(y).__name__}{tuple(y.shape) if isinstance(y, torch.Tensor) else ''}"
         )
-    return y.reshape(()), f"custom target {getattr(target, '__name__', 'callable')}({arg})"
+    if not (y.dtype.is_floating_point or y.dtype.is_complex):
+        raise TypeError(
+            f"target: a callable target must return a floating point scalar (gradients are taken of it), "
+            f"received a {y.dtype} tensor from {name!r}; an argmax or an index is not differentiable"
+        )
+    if not y.requires_grad:
+        raise ValueError(
+            f"target: the scalar returned by {name!r} is not connected to the model (requires_grad=False: "
+            "a constant, or detached with .detach() / .item() / torch.no_grad()); return an expression of "
+            f"the {arg} tensors so its gradient can be taken"
+        )
+    if label is not None:
+        return y.reshape(()), str(label)
+    return y.reshape(()), f"custom target {name}({arg})"
 
 
 def _attention_grads(y: Any, attentions: Any) -> list:
@@ -57,7 +99,7 @@ def _select_sequence(enc: dict, batch_index: int, tokenizer: Any):
     ids and its special-token mask (from ``enc["special_tokens_mask"]``, which is taken out of
     ``enc``, else from the tokenizer; None without either)."""
     torch = _torch()
-    _check_batch_index(batch_index, enc["input_ids"].shape[0])
+    batch_index = _check_batch_index(batch_index, enc["input_ids"].shape[0])
     if enc["input_ids"].shape[1] == 0:
         raise ValueError("text: tokenization produced no tokens")
     special = enc.pop("special_tokens_mask", None)
@@ -72,6 +114,6 @@ def _select_sequence(enc: dict, batch_index: int, tokenizer: Any):
     elif special is not None:
         special = special[batch_index]
     ids = sel["input_ids"][0].tolist()
-    if special is None and tokenizer is not None:
+    if special is None and callable(getattr(tokenizer, "get_special_tokens_mask", None)):
         special = torch.tensor(tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True), dtype=torch.bool)
     return sel, ids, special

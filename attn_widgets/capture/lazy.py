@@ -30,10 +30,14 @@ import numpy as np
 from ..lazy import LazyTrace
 from ._common import _select_sequence, _torch
 from .huggingface import (
+    _check_input_ids,
+    _check_model,
     _display_tokens,
     _eval_mode,
     _get_attn_impl,
     _model_device,
+    _model_inputs,
+    _position_limit,
     model_kind,
 )
 
@@ -248,9 +252,19 @@ def trace_lazy(
         raise ValueError(f"dtype: expected 'float32' or 'float16', received {dtype!r}")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
         raise ValueError(f"max_length: expected None or an int >= 1, received {max_length!r}")
+    _check_model(model)
     enc = _encode(tokenizer, text, max_length, add_special_tokens)
+    _check_input_ids(enc["input_ids"], model)
     sel, ids, special = _select_sequence(enc, batch_index, tokenizer)
     n_tokens = len(ids)
+    limit = _position_limit(model)
+    if limit is not None and n_tokens > limit:
+        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
+        raise ValueError(
+            f"text: {n_tokens} tokens, but {name} has {limit} positions (a learned position table); "
+            f"pass max_length={limit} (or less), or use a model with rotary positions (Llama, Qwen, "
+            "Mistral, ...; see long_context_model())"
+        )
     if tokens is not None:
         tokens = list(tokens)
         if len(tokens) != n_tokens:
@@ -261,8 +275,8 @@ def trace_lazy(
         tokens = [str(i) for i in ids]
 
     device = _model_device(model)
-    sel = {k: v.to(device) for k, v in sel.items()}
     base = getattr(model, "base_model", model) or model
+    sel = _model_inputs(base, {k: v.to(device) for k, v in sel.items()})
     np_dtype = np.dtype(dtype)
     with _eval_mode(model), torch.no_grad(), _recording(model, 0, np_dtype) as rec:
         extra = {"use_cache": False} if _accepts_use_cache(base) else {}

@@ -104,7 +104,7 @@ def trace_image(
         pv = pv[None]
     if pv.ndim != 4:
         raise ValueError(f"pixel_values: expected [B, C, H, W] or [C, H, W], received shape {tuple(pv.shape)}")
-    _check_batch_index(batch_index, pv.shape[0])
+    batch_index = _check_batch_index(batch_index, pv.shape[0])
     pv = pv[batch_index : batch_index + 1]
     if not pv.dtype.is_floating_point:
         raise TypeError(

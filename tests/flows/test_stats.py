@@ -29,7 +29,7 @@ def test_matches_reference_on_minilm(minilm_trace):
 
 
 def test_without_gradients_grad_importance_is_nan(minilm_trace):
-    tr = AttentionTrace.from_tensors(minilm_trace.attentions, minilm_trace.tokens)
+    tr = AttentionTrace.from_tensors(minilm_trace.attentions, minilm_trace.tokens, special_tokens=False)
     out = head_stats(tr)
     assert np.isnan(out["grad_importance"]).all()
     assert (out["special"] == 0).all()  # no special-token mask given
