@@ -254,7 +254,8 @@ def test_memory_is_estimated_before_generating(gqa_llama, chat_tok, monkeypatch)
         raise AssertionError("generate ran although the capture cannot fit")
 
     monkeypatch.setattr(gqa_llama, "generate", boom)
-    need = estimate_capture_bytes(2, 4, 3 + 50)
-    assert need == 6 * 4 * 2 * 4 * 53**2
+    need = estimate_capture_bytes(2, 4, 3 + 50, vocab_size=30522)
+    assert need == 7 * 4 * 2 * 4 * 53**2 + 2 * 4 * 53 * 30522
+    assert estimate_capture_bytes(2, 4, 53, gradients=False, vocab_size=30522) == 4 * 4 * 2 * 4 * 53**2 + 4 * 53 * 30522
     with pytest.raises(ValueError, match="max_bytes.*GiB"):
         aw.trace_generate(gqa_llama, chat_tok, "hi", max_new_tokens=50, max_bytes=need - 1)
