@@ -134,8 +134,28 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
             picker.options = list(self._targets)
             picker.value = current
         finally:
-            picker.observe(self._on_target, "value")
+            picker.observe(self._on_provider_target, "value")
         picker.layout.display = "" if len(self._targets) > 1 else "none"
+
+    def _on_provider_target(self, change: dict) -> None:
+        """Compute the chosen target's trace first; if that fails, put the picker back (the
+        explorer keeps its trace), say why in the header, and raise to a Python caller."""
+        try:
+            self._targets[change["new"]]
+        except Exception as exc:
+            import html
+
+            picker = self.target_picker
+            picker.unobserve(self._on_provider_target, "value")
+            try:
+                picker.value = change["old"]
+            finally:
+                picker.observe(self._on_provider_target, "value")
+            self._update_header()
+            self._header.value += "<br><span class='aw-error'>" + html.escape(
+                f"target {change['new']}: {exc}") + "</span>"
+            raise
+        self._on_target(change)
 
     # -- the trace(s) ------------------------------------------------------------------------
     @property
@@ -207,15 +227,22 @@ class _ProviderTargets(Mapping):
         self._provider = provider
         self._keys = {label: key for label, key in provider.target_options()}
         self._initial = dict(initial)
+        # The last trace looked up: explorer.trace reads it on every access, and a provider
+        # that caches nothing must not recompute it each time.
+        self._last: tuple[str, Any] | None = None
 
     def __getitem__(self, label: str) -> Any:
         if label in self._initial:
             return self._initial[label]
+        if self._last is not None and self._last[0] == label:
+            return self._last[1]
         try:
             key = self._keys[label]
         except KeyError:
             raise KeyError(label) from None
-        return self._provider.retarget(key)
+        tr = self._provider.retarget(key)
+        self._last = (label, tr)
+        return tr
 
     def __iter__(self):
         return iter(self._keys)

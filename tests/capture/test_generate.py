@@ -183,6 +183,30 @@ def test_explorer_target_picker_lists_generated_tokens(gen):
     assert ex.trace is gen.retarget(p)
 
 
+def test_explorer_keeps_its_trace_when_a_target_fails(chat_tok):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=30522, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64,
+    )).eval()
+    g = aw.trace_generate(model, chat_tok, "a dog", max_new_tokens=3, do_sample=False, max_cached=0)
+    ex = aw.Explorer(g)
+    ok = g.label(g.prompt_length + 1)
+    ex.target_picker.value = ok
+    kept = ex.trace
+    assert ex.trace is kept  # nothing cached by g, yet the explorer does not recompute per access
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)
+    with pytest.raises(ValueError, match="changed"):
+        ex.target_picker.value = g.label(g.prompt_length)
+    assert ex.target_picker.value == ok and ex.trace is kept and ex.flow.trace is kept
+    assert "changed" in ex._header.value
+
+
 def test_tiny_gpt2_string_prompt():
     model, tok = aw.tiny_gpt2()
     g = aw.trace_generate(model, tok, "the cat sat", max_new_tokens=3, do_sample=False)
