@@ -24,7 +24,8 @@ Nothing here imports ipywidgets.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from ..trace import AttentionTrace
 from ._common import _torch
 from .huggingface import model_kind, trace
 
-__all__ = ["GenerationTrace", "trace_generate", "estimate_capture_bytes"]
+__all__ = ["GenerationTrace", "estimate_capture_bytes", "trace_generate"]
 
 # Keyword arguments of model.generate that trace_generate sets itself (or that would make
 # generate return something other than one sequence).

@@ -17,8 +17,9 @@ def _build(family: str):
     import torch
     import transformers as T
 
-    common = dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
+    common = {"vocab_size": 30522, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+              "pad_token_id": 0}
     if family == "qwen2":
         cls, config = T.Qwen2ForCausalLM, T.Qwen2Config(**common)
     elif family == "mistral":
