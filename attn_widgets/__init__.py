@@ -12,11 +12,13 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
 from .capture import (
+    GenerationTrace,
     Seq2SeqTrace,
     demo_model,
     from_transformer_lens,
     tiny_gpt2,
     trace,
+    trace_generate,
     trace_image,
     trace_lazy,
     trace_seq2seq,
@@ -46,6 +48,8 @@ __all__ = [
     "LazyTrace",
     "trace",
     "trace_lazy",
+    "trace_generate",
+    "GenerationTrace",
     "trace_seq2seq",
     "Seq2SeqTrace",
     "trace_image",

@@ -6,10 +6,13 @@
 * :func:`trace_image` - vision transformers (ViT): [CLS] + patch tokens
 * :func:`trace_torch` - plain PyTorch models built on ``torch.nn.MultiheadAttention``
 * :func:`from_transformer_lens` - a TransformerLens activation cache (extra ``lens``)
+* :func:`trace_generate` - generate with a causal LM, capture prompt + answer, any
+  generated token as the target (a :class:`GenerationTrace`)
 * :func:`trace_lazy` - long contexts: queries and keys only, maps on demand (a LazyTrace)
 """
 
 from .demo import demo_model, tiny_gpt2
+from .generate import GenerationTrace, estimate_capture_bytes, trace_generate
 from .huggingface import eager_attention, model_kind, trace
 from .lazy import long_context_model, trace_lazy
 from .lens import from_transformer_lens
@@ -26,6 +29,9 @@ __all__ = [
     "trace_torch",
     "from_transformer_lens",
     "trace_lazy",
+    "trace_generate",
+    "GenerationTrace",
+    "estimate_capture_bytes",
     "long_context_model",
     "eager_attention",
     "model_kind",

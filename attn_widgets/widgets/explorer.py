@@ -32,7 +32,10 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
     trace
         The trace to explore, or a mapping ``{target name: trace}`` of traces of the same
         text that differ in their gradient target; the *target* control switches between
-        them (gradient-based views follow).
+        them (gradient-based views follow). Or a target provider such as the
+        :class:`~attn_widgets.GenerationTrace` of :func:`attn_widgets.trace_generate`: the
+        target control then lists every generated token (``#17 'cat'``) and choosing one
+        computes that target's trace on demand (cached by the provider).
     compare
         Optional second trace for the Flow panel (side by side or difference).
     method, threshold
@@ -47,6 +50,7 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         threshold: float = 0.1,
         **kwargs: Any,
     ) -> None:
+        trace, provider = self._split_provider(trace)
         targets = dict(trace) if isinstance(trace, Mapping) else {self._target_name(trace): trace}
         if not targets:
             raise ValueError("trace: expected an AttentionTrace or a non-empty mapping of them")
@@ -98,11 +102,60 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         self._relink()
         if kwargs:
             self.select(**kwargs)
+        if provider is not None:
+            self._use_provider(provider)
         self._update_header()
 
     @staticmethod
     def _target_name(trace: AttentionTrace) -> str:
         return (trace.target or "target").split("(")[0].strip() or "target"
+
+    # -- targets on demand (a provider such as GenerationTrace) -------------------------------
+    @staticmethod
+    def _split_provider(trace: Any) -> tuple[Any, Any]:
+        """``(initial traces, provider)``: a target provider (duck typed: ``target_options()``
+        -> ``[(label, key)]``, ``retarget(key)`` -> trace, ``trace``, ``default_position``)
+        starts the explorer on its default trace alone; :meth:`_use_provider` adds the rest."""
+        if isinstance(trace, Mapping) or not all(
+            callable(getattr(trace, a, None)) for a in ("target_options", "retarget", "label")
+        ):
+            return trace, None
+        return {trace.label(trace.default_position): trace.trace}, trace
+
+    def _use_provider(self, provider: Any) -> None:
+        """List the provider's targets in the picker; choosing one computes its trace (once,
+        the provider caches it) and swaps it in through the same path as a mapping of traces."""
+        current = self.target_picker.value
+        self._targets = _ProviderTargets(provider, initial={current: self._targets[current]})
+        picker = self.target_picker
+        # Filling the options must not fire _on_target (nothing changes: same trace).
+        picker.unobserve(self._on_target, "value")
+        try:
+            picker.options = list(self._targets)
+            picker.value = current
+        finally:
+            picker.observe(self._on_provider_target, "value")
+        picker.layout.display = "" if len(self._targets) > 1 else "none"
+
+    def _on_provider_target(self, change: dict) -> None:
+        """Compute the chosen target's trace first; if that fails, put the picker back (the
+        explorer keeps its trace), say why in the header, and raise to a Python caller."""
+        try:
+            self._targets[change["new"]]
+        except Exception as exc:
+            import html
+
+            picker = self.target_picker
+            picker.unobserve(self._on_provider_target, "value")
+            try:
+                picker.value = change["old"]
+            finally:
+                picker.observe(self._on_provider_target, "value")
+            self._update_header()
+            self._header.value += "<br><span class='aw-error'>" + html.escape(
+                f"target {change['new']}: {exc}") + "</span>"
+            raise
+        self._on_target(change)
 
     # -- the trace(s) ------------------------------------------------------------------------
     @property
@@ -163,3 +216,36 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         from .._marimo import marimo_panels
 
         return marimo_panels(self).layout()
+
+
+class _ProviderTargets(Mapping):
+    """``{label: trace}`` over a target provider: a trace is computed when first looked up.
+
+    Iterating lists the labels only; nothing is computed until a target is chosen."""
+
+    def __init__(self, provider: Any, initial: Mapping[str, Any]) -> None:
+        self._provider = provider
+        self._keys = {label: key for label, key in provider.target_options()}
+        self._initial = dict(initial)
+        # The last trace looked up: explorer.trace reads it on every access, and a provider
+        # that caches nothing must not recompute it each time.
+        self._last: tuple[str, Any] | None = None
+
+    def __getitem__(self, label: str) -> Any:
+        if label in self._initial:
+            return self._initial[label]
+        if self._last is not None and self._last[0] == label:
+            return self._last[1]
+        try:
+            key = self._keys[label]
+        except KeyError:
+            raise KeyError(label) from None
+        tr = self._provider.retarget(key)
+        self._last = (label, tr)
+        return tr
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
