@@ -241,7 +241,7 @@ def flow_svg(
                     f'<line x1="{_num(x0[j])}" y1="{_num(y0[j])}" x2="{_num(x1[j])}" y2="{_num(y1[j])}" '
                     f'stroke-opacity="{_num(st[1])}" stroke-width="{_num(st[0])}"/>'
                 )
-            body.append(f'<g class="aw-traced" stroke="{th["warn"]}" stroke-linecap="round">{"".join(parts)}</g>')
+            body.append(f'<g class="aw-traced" stroke="{xml_escape(th["warn"])}" stroke-linecap="round">{"".join(parts)}</g>')
             parts = [
                 _el("circle", cx=float(lay.x(c)), cy=float(lay.y(i)), r=rad, fill=neg if negative else th["warn"],
                     fill_opacity=alpha)

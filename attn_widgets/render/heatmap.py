@@ -176,7 +176,7 @@ def heatmap_svg(
                         stroke_width=1, class_="aw-colorbar"))
         ticks = _nice_ticks(vmax)
         tw = 0.0
-        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{th["muted"]}">')
+        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{xml_escape(th["muted"])}">')
         for v in ticks:
             y = top + size - (v / vmax if vmax > 0 else 0) * size
             body.append(_el("line", x1=bx + bw, y1=y, x2=bx + bw + 3, y2=y, stroke=th["muted"], stroke_width=1,
