@@ -221,6 +221,12 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
             y += row_h + gap
         return _svg(width, y - gap, body, th, title=title)
 
+    def _png_array(self, scale: int | None = None) -> Any:
+        raise NotImplementedError(
+            "Explorer: there is no single unlabelled raster of four panels; use save_png() "
+            "(labels=True, the composed figure) or a panel's save_png(labels=False)"
+        )
+
     def _header_text(self) -> str:
         tr = self.trace
         bits = [tr.model_name or "attention", f"{tr.n_layers} layers \u00d7 {tr.n_heads} heads", f"{tr.n_tokens} tokens"]
