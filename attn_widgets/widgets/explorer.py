@@ -25,14 +25,17 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
     sets it (validated first: a bad value changes nothing); ``explorer.observe(fn, "head")``
     fires on clicks in any panel. Two explorers (e.g. base vs fine-tuned) share a selection
-    with ``attn_widgets.link(explorer_a, explorer_b)``.
+    with ``attn_widgets.link(explorer_a, explorer_b)``. Like every panel it has
+    ``save_html`` (one linked page), ``save_svg`` (one figure of the four panels) and
+    ``save_png`` (that figure with its labels, drawn without a browser).
 
     Parameters
     ----------
     trace
         The trace to explore, or a mapping ``{target name: trace}`` of traces of the same
         text that differ in their gradient target; the *target* control switches between
-        them (gradient-based views follow).
+        them (gradient-based views follow). A list is refused: for two models pass the
+        second as ``compare=``.
     compare
         Optional second trace for the Flow panel (side by side or difference).
     method, threshold
