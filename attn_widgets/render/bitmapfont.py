@@ -116,11 +116,13 @@ _GLYPHS = {
     "|": "..#..|..#..|..#..|..#..|..#..|..#..|..#..",
     "}": ".#...|..#..|..#..|...#.|..#..|..#..|.#...",
     "~": ".....|.....|.#...|#.#.#|...#.|.....|.....",
+    # One cell wide, as the layout counts it (labels are cut with one "\u2026").
+    "\u2026": ".....|.....|.....|.....|.....|.....|#.#.#",
 }
 #: Drawn for a character with no ASCII form: a hollow box (visibly "not rendered").
 _MISSING = "#####|#...#|#...#|#...#|#...#|#...#|#####"
 #: A few symbols the figures write themselves.
-_SUBSTITUTES = {"\u00d7": "x", "\u2026": "...", "\u00b7": ".", "\u2264": "<=", "\u2265": ">=", "\u2212": "-",
+_SUBSTITUTES = {"\u00d7": "x", "\u00b7": ".", "\u2264": "<=", "\u2265": ">=", "\u2212": "-",
                 "\u2192": "->", "\u2190": "<-", "\ufffd": "?", "\u2013": "-", "\u2014": "-"}
 
 
