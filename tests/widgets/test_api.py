@@ -202,6 +202,14 @@ def test_figures_take_numpy_integers(tr):
         F.matrix_svg(tr, 1.0, 0)
     with pytest.raises(ValueError, match="range"):
         F.matrix_svg(tr, np.int64(9), 0)
+    with pytest.raises(TypeError, match="type"):
+        F.heatmap_svg(tr, 0, 0, token=2.0)
+    with pytest.raises(ValueError, match="range"):
+        F.heatmap_svg(tr, 0, 0, token=np.int64(6))
+    edges = tr.attentions.mean(axis=1)
+    assert ET.fromstring(F.flow_svg(edges, list(tr.tokens), token=Idx(2))) is not None
+    with pytest.raises(TypeError, match="type"):
+        F.flow_svg(edges, list(tr.tokens), token=True)
     assert tr.head_map(np.int64(1), np.uint8(2)).shape == (6, 6)
     with pytest.raises(TypeError, match="type"):
         tr.head_map(True, 0)
