@@ -367,7 +367,7 @@ def test_unknown_theme_key_is_refused(tr):
 
 def hostile_trace():
     toks = ["[CLS]", HOSTILE, "</script><b>x", "a&b", "\"'", "<svg onload=alert(1)>"]
-    return make_trace(tokens=toks, model_name=HOSTILE)
+    return make_trace(tokens=toks, model_name=HOSTILE, target=HOSTILE + " (custom)")
 
 
 @pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
@@ -389,6 +389,12 @@ def test_hostile_text_is_escaped_in_every_html_export(cls, tmp_path):
     assert HOSTILE not in html and "<svg onload" not in html and "</script><b>" not in html
     benign = cls(make_trace(), layer=1, head=1, token=1).save_html(tmp_path / "ok.html").read_text(encoding="utf-8")
     assert html.count("<script") == benign.count("<script")  # nothing injected
+
+
+def test_hostile_model_and_target_are_text_in_the_explorer_header():
+    ex = aw.Explorer(hostile_trace())
+    assert "<script" not in ex._header.value and "&lt;script&gt;" in ex._header.value
+    assert "<script" not in ex.to_svg()
 
 
 def test_hostile_flow_labels_are_escaped():
