@@ -8,7 +8,6 @@ expected and what was received.
 
 from __future__ import annotations
 
-import operator
 from typing import Any, Literal, Sequence, Union
 
 import numpy as np
@@ -134,8 +133,10 @@ def check_index(value: Any, name: str, n: int | None = None, what: str = "") -> 
     ``ValueError`` whose message says "range" when the value is out of range.
     """
     if not isinstance(value, (bool, np.bool_, str, bytes, float, np.floating)):
+        from operator import index  # (imported here: keeps this module's imports unchanged)
+
         try:
-            i = operator.index(value)
+            i = index(value)
         except TypeError:
             pass
         else:
