@@ -20,6 +20,7 @@ __all__ = [
     "MAX",
     "MEAN",
     "check_head_selector",
+    "check_index",
     "check_layer",
 ]
 
@@ -325,31 +326,48 @@ def _check_tile_range(r0: Any, r1: Any, c0: Any, c1: Any, n_rows: int, n_cols: i
     """A half-open tile ``[r0, r1) x [c0, c1)`` of an ``n_rows x n_cols`` map, as plain ints."""
     out = []
     for name, v in (("r0", r0), ("r1", r1), ("c0", c0), ("c1", c1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name}: expected an int, received {v!r}")
-        out.append(int(v))
+        out.append(check_index(v, name))
     r0, r1, c0, c1 = out
     if not 0 <= r0 < r1 <= n_rows:
-        raise ValueError(f"rows: expected 0 <= r0 < r1 <= {n_rows}, received r0={r0}, r1={r1}")
+        raise ValueError(f"rows: expected 0 <= r0 < r1 <= {n_rows}, received r0={r0}, r1={r1} (out of range)")
     if not 0 <= c0 < c1 <= n_cols:
-        raise ValueError(f"cols: expected 0 <= c0 < c1 <= {n_cols}, received c0={c0}, c1={c1}")
+        raise ValueError(f"cols: expected 0 <= c0 < c1 <= {n_cols}, received c0={c0}, c1={c1} (out of range)")
     return r0, r1, c0, c1
 
 
+def check_index(value: Any, name: str, n: int | None = None, what: str = "") -> int:
+    """``value`` as a plain int: any integral type (``int``, numpy integers such as the
+    ``np.int64`` of ``argmax`` / ``unravel_index``, anything with ``__index__``), never a
+    bool, a float or a string; with ``n``, also ``0 <= value < n``.
+
+    Raises ``TypeError`` whose message says "type" when the type is wrong and
+    ``ValueError`` whose message says "range" when the value is out of range.
+    """
+    if not isinstance(value, (bool, np.bool_, str, bytes, float, np.floating)):
+        from operator import index  # (imported here: keeps this module's imports unchanged)
+
+        try:
+            i = index(value)
+        except TypeError:
+            pass
+        else:
+            if n is not None and not 0 <= i < n:
+                raise ValueError(f"{name}: expected 0 <= {name} < {n}{what}, received {i} (out of range)")
+            return i
+    raise TypeError(f"{name}: expected an int, received {value!r} (wrong type: {type(value).__name__})")
+
+
 def _check_layer(layer: Any, n_layers: int) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-        raise TypeError(f"layer: expected an int, received {layer!r}")
-    if not 0 <= layer < n_layers:
-        raise ValueError(f"layer: expected 0 <= layer < {n_layers}, received {layer}")
-    return int(layer)
+    return check_index(layer, "layer", n_layers)
 
 
 def _check_head(head: Any, n_heads: int) -> int:
-    if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
-        raise TypeError(f"head: expected an int, 'mean' or 'max', received {head!r}")
-    if not 0 <= head < n_heads:
-        raise ValueError(f"head: expected 0 <= head < {n_heads}, received {head}")
-    return int(head)
+    try:
+        return check_index(head, "head", n_heads)
+    except TypeError:
+        raise TypeError(
+            f"head: expected an int, 'mean' or 'max', received {head!r} (wrong type: {type(head).__name__})"
+        ) from None
 
 
 def _stack_layers(attentions: Any, batch_index: int, name: str) -> np.ndarray:

@@ -40,6 +40,9 @@ __all__ = [
 
 WIRE_DTYPES = ("float32", "float16", "uint8", "int32", "uint16")
 
+#: Largest finite float16; wider floats are clipped to it on the wire.
+F16_MAX = float(np.finfo(np.float16).max)
+
 #: The Jupyter server drops websocket messages over 10 MB by default; stay well below.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
@@ -73,6 +76,11 @@ class PackedArray:
         a = np.asarray(arr)
         if dtype == "uint8" and a.dtype != np.uint8:
             raise TypeError(f"arr: uint8 wire dtype needs a uint8 array (quantise first), received {a.dtype}")
+        if dtype == "float16" and a.dtype.kind == "f":
+            # float16 tops out at 65504: a wider value (a 3e38 gradient) would become inf and
+            # the view would draw inf edges / NaN colours. Clip to the float16 range (NaN stays
+            # NaN); the view's scales are relative to the maximum, so the picture is kept.
+            a = np.clip(a, -F16_MAX, F16_MAX)
         a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
         check_message_size(a.nbytes, "arr", detail=f" of shape {a.shape}")
         return cls(dtype, tuple(int(s) for s in a.shape), a.tobytes())

@@ -189,7 +189,7 @@ def test_matrix_widget_png_and_svg(minilm_trace, tmp_path):
     m = aw.AttentionMatrix(minilm_trace, layer=1, head=4)
     root = parse(m.to_svg())
     assert len(by_class(root, "image", "aw-cell")) == minilm_trace.n_layers * minilm_trace.n_heads
-    p = m.save_png(tmp_path / "m.png", scale=2)
+    p = m.save_png(tmp_path / "m.png", scale=2, labels=False)
     img = decode_png(p.read_bytes())
     q = quantize_u8(maxpool2d(minilm_trace.attentions, 48))[0]
     s = q.shape[-1]
@@ -285,7 +285,7 @@ def test_heatmap_region_and_widget(minilm_trace, tmp_path):
     assert len(by_class(root, "text", "aw-col-label")) == 6
     assert len(by_class(root, "text", "aw-strip-token")) == minilm_trace.n_tokens
     h.zoom = []
-    p = h.save_png(tmp_path / "h.png", scale=4)
+    p = h.save_png(tmp_path / "h.png", scale=4, labels=False)
     img = decode_png(p.read_bytes())
     m = minilm_trace.head_map(3, 1)
     T = m.shape[0]
@@ -424,8 +424,8 @@ def test_flow_svg_pure_function_counts():
 
 def test_flow_widget_png(minilm_trace, tmp_path):
     f = aw.AttentionFlow(minilm_trace, method="rollout", token=3)
-    img = decode_png(f.save_png(tmp_path / "f.png", scale=1).read_bytes())
-    img2 = decode_png(f.save_png(tmp_path / "f2.png").read_bytes())  # default: 2 px per SVG px
+    img = decode_png(f.save_png(tmp_path / "f.png", scale=1, labels=False).read_bytes())
+    img2 = decode_png(f.save_png(tmp_path / "f2.png", labels=False).read_bytes())  # default: 2 px per SVG px
     assert img.ndim == 3 and img2.shape[0] > img.shape[0]
     bg = np.array(F.THEMES["light"]["background"])
     painted = np.any(img != bg, axis=-1)

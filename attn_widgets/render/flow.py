@@ -17,6 +17,7 @@ from .style import label_stride as _label_stride
 from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .style import visible_labels as _visible_labels
+from .._checks import check_index
 from .png import _check_scale
 from .svg import _el, _num, _strip, _svg, _text_width, xml_escape
 
@@ -94,9 +95,7 @@ def _flow_inputs(edges: Any, nodes: Any, scores: Any, labels: Any, token: Any) -
         raise ValueError(f"edges: expected [L, T, T] or [G, L, T, T], received shape {list(np.shape(edges))}")
     g, n = e.shape[0], e.shape[-1]
     if token is not None:
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n:
-            raise ValueError(f"token: expected None or 0 <= token < {n}, received {token!r}")
-        token = int(token)
+        token = check_index(token, "token", n)  # any integral type; "type" / "range" errors
     nd = None
     if nodes is not None and token is not None:
         nd = np.asarray(nodes, dtype=np.float64)
@@ -241,7 +240,7 @@ def flow_svg(
                     f'<line x1="{_num(x0[j])}" y1="{_num(y0[j])}" x2="{_num(x1[j])}" y2="{_num(y1[j])}" '
                     f'stroke-opacity="{_num(st[1])}" stroke-width="{_num(st[0])}"/>'
                 )
-            body.append(f'<g class="aw-traced" stroke="{th["warn"]}" stroke-linecap="round">{"".join(parts)}</g>')
+            body.append(f'<g class="aw-traced" stroke="{xml_escape(th["warn"])}" stroke-linecap="round">{"".join(parts)}</g>')
             parts = [
                 _el("circle", cx=float(lay.x(c)), cy=float(lay.y(i)), r=rad, fill=neg if negative else th["warn"],
                     fill_opacity=alpha)

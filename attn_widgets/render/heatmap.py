@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .._checks import _check_tile_range
+from .._checks import _check_tile_range, check_index
 from ..interface import Trace
 from . import style as _style
 from .style import colorize, colormap_lut, printable, truncate
@@ -101,9 +101,7 @@ def heatmap_svg(
     cross = trace.is_cross or t_q != t_k
     if token is not None:
         n_sel = t_k if cross and direction == "to" else t_q
-        if isinstance(token, bool) or not isinstance(token, (int, np.integer)) or not 0 <= token < n_sel:
-            raise ValueError(f"token: expected None or 0 <= token < {n_sel}, received {token!r}")
-        token = int(token)
+        token = check_index(token, "token", n_sel)  # any integral type; "type" / "range" errors
     if size is None or size == 0:
         size = _style.heatmap_size(max(rows, cols))
     size = float(size)
@@ -176,7 +174,7 @@ def heatmap_svg(
                         stroke_width=1, class_="aw-colorbar"))
         ticks = _nice_ticks(vmax)
         tw = 0.0
-        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{th["muted"]}">')
+        body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{xml_escape(th["muted"])}">')
         for v in ticks:
             y = top + size - (v / vmax if vmax > 0 else 0) * size
             body.append(_el("line", x1=bx + bw, y1=y, x2=bx + bw + 3, y2=y, stroke=th["muted"], stroke_width=1,

@@ -127,7 +127,7 @@ def matrix_svg(
         if d:
             body.append(_el("path", d="".join(d), fill=th["muted"], class_="aw-pending"))
     stride = math.ceil(14 / cell) if cell < 14 else 1
-    body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="{font}" fill="{th["muted"]}">')
+    body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="{font}" fill="{xml_escape(th["muted"])}">')
     for hi in range(0, n_heads, stride):
         body.append(_el("text", str(hi), x=left + hi * pitch + cell / 2, y=top - 3, text_anchor="middle",
                         class_="aw-head-label"))

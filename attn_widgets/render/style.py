@@ -112,9 +112,9 @@ def parse_rgb(c: Any) -> tuple[int, int, int]:
 def resolve_theme(theme: str | dict) -> dict:
     """A theme name (``"light"``/``"dark"``) or a dict of overrides of the light theme."""
     if isinstance(theme, dict):
-        merged = {**THEMES["light"], **theme}
-        merged["background"] = parse_rgb(merged["background"])
-        return merged
+        from .svg import check_theme  # colours / fonts reach SVG attributes: strict grammar
+
+        return {**THEMES["light"], **check_theme(theme)}
     if theme not in THEMES:
         raise ValueError(f"theme: expected one of {sorted(THEMES)} or a dict, received {theme!r}")
     return THEMES[theme]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,106 @@ from .style import css as _css
 from .style import lut_index as _lut_index
 from .style import parse_rgb as _parse_rgb
 from .style import text_on as _text_on
+
+# -- colours and fonts from users (themes): a strict grammar, never raw text ------------
+
+#: The CSS colour keywords a theme may name (lower case), with their RGB values: the 16
+#: HTML 4 colours, orange, and common CSS extended ones. Anything else: use '#rrggbb'.
+NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
+    name: (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
+    for name, h in (item.split(":") for item in (
+        "black:000000 silver:c0c0c0 gray:808080 grey:808080 white:ffffff maroon:800000 red:ff0000 "
+        "purple:800080 fuchsia:ff00ff magenta:ff00ff green:008000 lime:00ff00 olive:808000 "
+        "yellow:ffff00 navy:000080 blue:0000ff teal:008080 aqua:00ffff cyan:00ffff orange:ffa500 "
+        "darkgray:a9a9a9 darkgrey:a9a9a9 lightgray:d3d3d3 lightgrey:d3d3d3 dimgray:696969 "
+        "dimgrey:696969 gainsboro:dcdcdc whitesmoke:f5f5f5 slategray:708090 darkslategray:2f4f4f "
+        "gold:ffd700 pink:ffc0cb brown:a52a2a crimson:dc143c firebrick:b22222 darkred:8b0000 "
+        "tomato:ff6347 orangered:ff4500 darkorange:ff8c00 coral:ff7f50 salmon:fa8072 "
+        "steelblue:4682b4 royalblue:4169e1 dodgerblue:1e90ff skyblue:87ceeb darkblue:00008b "
+        "midnightblue:191970 indigo:4b0082 violet:ee82ee orchid:da70d6 plum:dda0dd "
+        "lavender:e6e6fa turquoise:40e0d0 darkgreen:006400 forestgreen:228b22 seagreen:2e8b57 "
+        "limegreen:32cd32 khaki:f0e68c tan:d2b48c beige:f5f5dc ivory:fffff0 chocolate:d2691e "
+        "sienna:a0522d goldenrod:daa520"
+    ).split())
+}
+
+_HEX6 = re.compile(r"#([0-9a-fA-F]{6})")
+_HEX3 = re.compile(r"#([0-9a-fA-F]{3})")
+_RGB_FN = re.compile(r"rgb\(\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\)")
+#: A font-family list: names of letters, digits, spaces, dots, hyphens, underscores, each
+#: optionally in quotes, separated by commas. No ``<``, ``>``, ``&``, ``"``, ``;`` ...
+_FONT = re.compile(r"\s*(?:'[\w .-]+'|[\w .-]+)\s*(?:,\s*(?:'[\w .-]+'|[\w .-]+)\s*)*")
+
+
+def colour_rgb(value: Any, name: str = "colour") -> tuple[int, int, int]:
+    """A user colour as ``(r, g, b)``, from a strict grammar: ``'#rgb'``, ``'#rrggbb'``,
+    ``'rgb(r, g, b)'`` (integers 0..255), a keyword of :data:`NAMED_COLOURS`, or a
+    sequence of three integers 0..255. Anything else (e.g. text with quotes or markup,
+    which would end an SVG attribute) is a ``ValueError`` naming ``name``."""
+    if isinstance(value, str):
+        v = value.strip()
+        m = _HEX6.fullmatch(v)
+        if m:
+            h = m.group(1)
+            return (int(h[0:2], 16), int(h[2:4], 16), int(h[4:6], 16))
+        m = _HEX3.fullmatch(v)
+        if m:
+            return tuple(int(ch * 2, 16) for ch in m.group(1))  # type: ignore[return-value]
+        m = _RGB_FN.fullmatch(v)
+        if m and all(int(g) <= 255 for g in m.groups()):
+            return tuple(int(g) for g in m.groups())  # type: ignore[return-value]
+        if v.lower() in NAMED_COLOURS:
+            return NAMED_COLOURS[v.lower()]
+        raise ValueError(
+            f"{name}: expected a colour ('#rrggbb', '#rgb', 'rgb(r, g, b)' or a CSS colour name "
+            f"such as 'red'), received {value!r}"
+        )
+    if isinstance(value, (tuple, list, np.ndarray)) and len(value) == 3:
+        try:
+            rgb = tuple(int(c) for c in value)
+        except (TypeError, ValueError):
+            rgb = ()
+        if len(rgb) == 3 and all(0 <= c <= 255 and c == float(x) for c, x in zip(rgb, value)):
+            return rgb  # type: ignore[return-value]
+    raise ValueError(f"{name}: expected a colour string or three integers 0..255, received {value!r}")
+
+
+def check_colour(value: Any, name: str = "colour") -> str:
+    """:func:`colour_rgb` as a canonical ``'#rrggbb'`` (safe anywhere in SVG / HTML)."""
+    return _css(colour_rgb(value, name))
+
+
+def check_font(value: Any, name: str = "font") -> str:
+    """A CSS font-family list from a strict grammar (see ``_FONT``); ``ValueError`` else."""
+    if not isinstance(value, str) or not _FONT.fullmatch(value):
+        raise ValueError(
+            f"{name}: expected a font-family list such as \"'DejaVu Sans', Arial, sans-serif\" "
+            f"(letters, digits, spaces, '.', '-', '_', quotes and commas only), received {value!r}"
+        )
+    return value
+
+
+#: The keys of a theme: colours, then fonts (a theme dict may override any of them).
+THEME_COLOURS = ("background", "foreground", "muted", "border", "accent", "warn")
+THEME_FONTS = ("font", "code")
+
+
+def check_theme(theme: dict) -> dict:
+    """A theme dict with every colour canonical (``background`` as ``(r, g, b)``, the
+    others ``'#rrggbb'``) and every font checked; unknown keys are a ``ValueError``."""
+    unknown = sorted(set(theme) - set(THEME_COLOURS) - set(THEME_FONTS))
+    if unknown:
+        raise ValueError(f"theme: unknown key(s) {unknown}; expected some of {list(THEME_COLOURS + THEME_FONTS)}")
+    out = dict(theme)
+    for k in THEME_COLOURS:
+        if k in out:
+            rgb = colour_rgb(out[k], f"theme[{k!r}]")
+            out[k] = rgb if k == "background" else _css(rgb)
+    for k in THEME_FONTS:
+        if k in out:
+            out[k] = check_font(out[k], f"theme[{k!r}]")
+    return out
+
 
 # -- text -------------------------------------------------------------------------------
 

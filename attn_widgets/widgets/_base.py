@@ -20,7 +20,7 @@ from . import protocol
 from ._assets import STATIC, _esm  # noqa: F401  (re-exported)
 from .selection import SELECTION, SyncedSelection
 
-__all__ = ["AttnWidget", "STATIC"]
+__all__ = ["AttnWidget", "Figures", "STATIC"]
 
 #: Synced traits of ipywidgets itself, not part of a panel's exported state.
 _EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
@@ -45,7 +45,78 @@ class TraceRanges:
         return list(self._trace.tokens)
 
 
-class AttnWidget(SyncedSelection, anywidget.AnyWidget):
+class Figures:
+    """``to_svg`` / ``save_svg`` / ``save_png`` for every panel and the Explorer (one
+    implementation): a subclass provides :meth:`to_svg` and, for unlabelled pixels,
+    :meth:`_png_array`."""
+
+    # -- figures (no browser: see attn_widgets.figures) -----------------------------------
+    def to_svg(self, **kwargs: Any) -> str:
+        """This panel as a standalone SVG 1.1 document (vector labels), for papers.
+
+        Uses the current selection and settings; ``kwargs`` go to the panel's figure
+        function in :mod:`attn_widgets.figures` (e.g. ``theme="dark"``, ``title=...``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no SVG export")
+
+    def _png_array(self, scale: int | None = None) -> Any:
+        """The panel's raster content as ``uint8 [H, W, 3]`` (no text)."""
+        raise NotImplementedError(f"{type(self).__name__} has no unlabelled PNG export")
+
+    def save_svg(self, path: Any, **kwargs: Any) -> pathlib.Path:
+        """Write :meth:`to_svg` to ``path`` (UTF-8); returns the path.
+
+        ``kwargs`` as :meth:`to_svg` (``theme="dark"`` or a dict of colours, ``title=``).
+        Theme colours must be ``'#rrggbb'``, ``'#rgb'``, ``'rgb(r, g, b)'`` or a CSS colour
+        name, fonts a plain font-family list: anything else is refused (``ValueError``),
+        so no argument can put markup into the file."""
+        p = pathlib.Path(path)
+        p.write_text(self.to_svg(**kwargs), encoding="utf-8")
+        return p
+
+    def save_png(self, path: Any, scale: int | None = None, dpi: float | None = None, *,
+                 labels: bool = True, **kwargs: Any) -> pathlib.Path:
+        """Write the figure to a PNG file, with its labels and colour legend.
+
+        The PNG is :meth:`to_svg` drawn to pixels by attn_widgets itself (no browser, no
+        font or imaging library): token, layer and head labels, titles and tick labels
+        in a built-in 5 x 7 pixel font. That font has ASCII only: accented letters lose
+        their accents and other scripts show as boxes; for those, and for print, use
+        :meth:`save_svg` (vector text in the real fonts, any resolution).
+
+        Parameters
+        ----------
+        path
+            The file to write.
+        scale
+            Pixels per SVG pixel (default 2; at most 8 and 64 Mpx in all). With
+            ``labels=False``: the pixel multiplier of the bare raster.
+        dpi
+            Written into the file (``pHYs``) for print software.
+        labels
+            False: only the raster content (maps, thumbnails, edges) without any text,
+            pixel-exact as :mod:`attn_widgets.figures` ``*_raster``.
+        **kwargs
+            As :meth:`to_svg` (``theme=``, ``title=``); only with ``labels=True``.
+        """
+        from ..render.png import _check_scale, encode_png
+
+        p = pathlib.Path(path)
+        if not labels:
+            if kwargs:
+                raise TypeError(f"save_png: {sorted(kwargs)} only apply with labels=True")
+            p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))
+            return p
+        from ..render.rasterize import svg_to_array
+
+        k = 2 if scale is None else _check_scale(scale)
+        if k > 8:
+            raise ValueError(f"scale: expected an int with 1 <= scale <= 8 for a labelled PNG, received {scale!r}")
+        p.write_bytes(encode_png(svg_to_array(self.to_svg(**kwargs), k), dpi=dpi))
+        return p
+
+
+class AttnWidget(Figures, SyncedSelection, anywidget.AnyWidget):
     """Base class: a trace, a synced selection (layer, head, token) and data requests."""
 
     # -- synced, static per trace -----------------------------------------------------
@@ -131,42 +202,6 @@ class AttnWidget(SyncedSelection, anywidget.AnyWidget):
         from .export import save_html
 
         return save_html(path, self, **kwargs)
-
-    # -- figures (no browser: see attn_widgets.figures) -----------------------------------
-    def to_svg(self, **kwargs: Any) -> str:
-        """This panel as a standalone SVG 1.1 document (vector labels), for papers.
-
-        Uses the current selection and settings; ``kwargs`` go to the panel's figure
-        function in :mod:`attn_widgets.figures` (e.g. ``theme="dark"``, ``title=...``).
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no SVG export")
-
-    def _png_array(self, scale: int | None = None) -> Any:
-        """The panel's raster content as ``uint8 [H, W, 3]`` (no text)."""
-        raise NotImplementedError(f"{type(self).__name__} has no PNG export")
-
-    def save_svg(self, path: Any, **kwargs: Any) -> pathlib.Path:
-        """Write :meth:`to_svg` to ``path`` (UTF-8); returns the path."""
-        p = pathlib.Path(path)
-        p.write_text(self.to_svg(**kwargs), encoding="utf-8")
-        return p
-
-    def save_png(self, path: Any, scale: int | None = None, dpi: float | None = None) -> pathlib.Path:
-        """Write the panel's *raster content* to a PNG file, without any text labels.
-
-        From Python (no browser) a PNG holds only the pixels: the map(s), thumbnails or
-        edges, coloured as on the panel, with no token, layer or head labels and no
-        colour bar. For a labelled figure use :meth:`save_svg` (vector text, any
-        resolution), or the panel's image button in the browser for a labelled PNG.
-
-        ``scale`` is an integer pixel multiplier (default: the panel's own choice, about
-        the on-screen size); ``dpi`` is written into the file for print software.
-        """
-        from ..render.png import encode_png
-
-        p = pathlib.Path(path)
-        p.write_bytes(encode_png(self._png_array(scale), dpi=dpi))
-        return p
 
     def _handle_get_svg(self, content: dict) -> protocol.Reply:
         """The panel's SVG button: :meth:`to_svg` as UTF-8 bytes in one buffer."""

@@ -8,24 +8,26 @@ import ipywidgets as widgets
 
 from ..flows.paths import METHODS
 from ..trace import AttentionTrace
-from ._base import TraceRanges
+from ._base import Figures, TraceRanges
 from .flow import AttentionFlow
 from .heatmap import AttentionHeatmap
 from .link import SelectionLink, link
 from .matrix import AttentionMatrix
-from .selection import LocalSelection
+from .selection import SELECTION, LocalSelection
 from .summary import HeadSummary
 
 __all__ = ["Explorer"]
 
 
-class Explorer(TraceRanges, LocalSelection, widgets.VBox):
+class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
     """The linked workspace: every panel of one trace, sharing one selection.
 
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
     sets it (validated first: a bad value changes nothing); ``explorer.observe(fn, "head")``
     fires on clicks in any panel. Two explorers (e.g. base vs fine-tuned) share a selection
-    with ``attn_widgets.link(explorer_a, explorer_b)``.
+    with ``attn_widgets.link(explorer_a, explorer_b)``. Like every panel it has
+    ``save_html`` (one linked page), ``save_svg`` (one figure of the four panels) and
+    ``save_png`` (that figure with its labels, drawn without a browser).
 
     Parameters
     ----------
@@ -35,7 +37,8 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         them (gradient-based views follow). Or a target provider such as the
         :class:`~attn_widgets.GenerationTrace` of :func:`attn_widgets.trace_generate`: the
         target control then lists every generated token (``#17 'cat'``) and choosing one
-        computes that target's trace on demand (cached by the provider).
+        computes that target's trace on demand (cached by the provider). A list is
+        refused: for two models pass the second as ``compare=``.
     compare
         Optional second trace for the Flow panel (side by side or difference).
     method, threshold
@@ -50,6 +53,14 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         threshold: float = 0.1,
         **kwargs: Any,
     ) -> None:
+        if isinstance(trace, (list, tuple)):
+            raise TypeError(
+                f"trace: expected one trace, or a mapping {{target name: trace}} of traces of the same "
+                f"text that differ in their gradient target (e.g. {{'logit': t1, 'norm': t2}}), received "
+                f"a {type(trace).__name__} of {len(trace)}; to compare two models pass the second one as "
+                "compare=, e.g. Explorer(t1, compare=t2)"
+            )
+        self._check_kwargs(kwargs)
         trace, provider = self._split_provider(trace)
         targets = dict(trace) if isinstance(trace, Mapping) else {self._target_name(trace): trace}
         if not targets:
@@ -71,9 +82,6 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
                     f"trace[{name!r}]: all targets must be traces of the same tokens and shape "
                     f"{list(first.shape)}, received {list(tr.shape)}"
                 )
-        unknown = sorted(set(kwargs) - {"layer", "head", "token", "layout"})
-        if unknown:
-            raise TypeError(f"Explorer: unknown argument(s) {unknown}")
         self._targets = targets
         self._compare_trace = compare
         self._trace = first
@@ -105,6 +113,21 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         if provider is not None:
             self._use_provider(provider)
         self._update_header()
+
+    @classmethod
+    def _accepted(cls) -> list[str]:
+        """The keyword arguments the constructor takes: its named parameters (whatever
+        they are), the selection and ``layout``."""
+        import inspect
+
+        params = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                  if n not in ("self", "trace") and p.kind is not p.VAR_KEYWORD]
+        return sorted(set(params) | set(SELECTION) | {"layout"})
+
+    def _check_kwargs(self, kwargs: dict) -> None:
+        unknown = sorted(set(kwargs) - set(self._accepted()))
+        if unknown:
+            raise TypeError(f"Explorer: unknown argument(s) {unknown}; expected some of {self._accepted()}")
 
     @staticmethod
     def _target_name(trace: AttentionTrace) -> str:
@@ -190,14 +213,10 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         self._update_header()
 
     def _update_header(self) -> None:
-        tr = self.trace
-        bits = [tr.model_name or "attention", f"{tr.n_layers} layers \u00d7 {tr.n_heads} heads", f"{tr.n_tokens} tokens"]
-        if tr.target:
-            bits.append(f"target: {tr.target}")
         # Text only: model names and targets are escaped, never injected as HTML.
         import html
 
-        self._header.value = "<b>" + html.escape(" \u00b7 ".join(bits)) + "</b>"
+        self._header.value = "<b>" + html.escape(self._header_text()) + "</b>"
 
     def export_panels(self) -> list:
         """The panels an HTML export of the explorer holds, in page order."""
@@ -209,6 +228,67 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         from .export import save_html
 
         return save_html(path, self, title=kwargs.pop("title", f"attn_widgets: {self.trace.model_name}"), **kwargs)
+
+    # -- figures: one SVG / PNG of the whole workspace ----------------------------------------
+    def to_svg(self, gap: int = 16, **kwargs: Any) -> str:
+        """The four panels as *one* SVG figure, laid out as on screen (matrix and heatmap
+        above, flow and head summary below), each panel's own vector figure nested in it.
+
+        One file rather than one per panel: a paper figure is placed, scaled and captioned
+        as a unit, and the panels show one shared selection that only makes sense
+        together; a single panel is ``explorer.heatmap.save_svg(...)``.
+
+        ``kwargs`` (``theme=``) go to every panel; ``title`` (default: the header line
+        with model, sizes and target) is drawn on top.
+        """
+        import re
+
+        from ..render.style import resolve_theme
+        from ..render.svg import _el, _svg
+
+        title = kwargs.pop("title", None)
+        if title is None:
+            title = self._header_text()
+        th = resolve_theme(kwargs.get("theme", "light"))
+        docs = [p.to_svg(**kwargs) for p in self.panels]
+
+        def size(doc: str) -> tuple[float, float]:
+            m = re.search(r'<svg [^>]*width="([\d.]+)" height="([\d.]+)"', doc)
+            return float(m.group(1)), float(m.group(2))
+
+        sizes = [size(d) for d in docs]
+        top = 24 if title else 0
+        rows = [(0, 1), (2, 3)]
+        body: list[str] = []
+        if title:
+            body.append(_el("text", title, x=4, y=16, class_="aw-title", font_family=th["font"], font_size=13,
+                            font_weight="bold", fill=th["foreground"]))
+        y, width = float(top), 0.0
+        for row in rows:
+            x, row_h = 0.0, 0.0
+            for i in row:
+                w, h = sizes[i]
+                inner = docs[i].split("\n", 1)[1] if docs[i].startswith("<?xml") else docs[i]
+                inner = inner.replace("<svg ", f'<svg x="{x:g}" y="{y:g}" class="aw-panel" ', 1)
+                body.append(inner.rstrip("\n"))
+                x += w + gap
+                row_h = max(row_h, h)
+            width = max(width, x - gap)
+            y += row_h + gap
+        return _svg(width, y - gap, body, th, title=title)
+
+    def _png_array(self, scale: int | None = None) -> Any:
+        raise NotImplementedError(
+            "Explorer: there is no single unlabelled raster of four panels; use save_png() "
+            "(labels=True, the composed figure) or a panel's save_png(labels=False)"
+        )
+
+    def _header_text(self) -> str:
+        tr = self.trace
+        bits = [tr.model_name or "attention", f"{tr.n_layers} layers \u00d7 {tr.n_heads} heads", f"{tr.n_tokens} tokens"]
+        if tr.target:
+            bits.append(f"target: {tr.target}")
+        return " \u00b7 ".join(bits)
 
     def _display_(self) -> Any:
         """What marimo shows for an Explorer (it does not draw ipywidgets containers or

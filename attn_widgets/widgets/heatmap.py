@@ -16,6 +16,7 @@ from ..render.style import tile_step
 from . import protocol
 from ._assets import _esm
 from ._base import AttnWidget
+from .selection import Index, check_selection_index
 
 __all__ = ["AttentionHeatmap"]
 
@@ -67,7 +68,7 @@ class AttentionHeatmap(AttnWidget):
 
     direction = t.Enum(["from", "to"], default_value="from").tag(sync=True)
     #: Cross-attention only: the selected key (column) index, shown by ``direction="to"``.
-    key_token = t.Int(None, allow_none=True).tag(sync=True)
+    key_token = Index(None, allow_none=True).tag(sync=True)
     #: Vision traces: the image as packed uint8 ``[H, W, 3]`` (sent once); ``{}`` otherwise.
     image = t.Dict().tag(sync=True)
     #: Vision traces: ``[rows, cols]`` of the patch grid over ``image``; ``[]`` otherwise.
@@ -141,9 +142,7 @@ class AttentionHeatmap(AttnWidget):
                 "for self-attention `token` selects the row (direction='from') and the column ('to')"
             )
         n = self._n_keys()
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-            raise t.TraitError(f"key_token: expected None or 0 <= key_token < {n} (a key token: a column), received {v!r}")
-        return v
+        return check_selection_index(v, "key_token", n, f"None or 0 <= key_token < {n} (a key token: a column)")
 
     @t.validate("key_token")
     def _validate_key_token(self, proposal):
@@ -284,10 +283,19 @@ class AttentionHeatmap(AttnWidget):
             self._pushed.popitem(last=False)
         self.send({**reply, "id": None}, buffers=buffers)
 
-    def _handle_get_map(self, content: dict) -> tuple[dict, list]:
-        layer = self._trace.check_layer(int(content["layer"]))
+    def _request_layer_head(self, content: dict) -> tuple[int, Any]:
+        """``layer`` and ``head`` of a get_map / get_tile request, one validator for both:
+        integral JSON numbers (3 or 3.0), ``"mean"`` / ``"max"``; never "0", 2.7 or true."""
+        missing = [k for k in ("layer", "head") if k not in content]
+        if missing:
+            raise ValueError(f"{content.get('type')}: missing field(s) {missing}")
+        layer = self._trace.check_layer(_json_int(content["layer"]))
         head = content["head"]
-        head = head if head in HEAD_AGGREGATES else self._trace.check_head(int(head))
+        head = head if isinstance(head, str) and head in HEAD_AGGREGATES else self._trace.check_head(_json_int(head))
+        return layer, head
+
+    def _handle_get_map(self, content: dict) -> tuple[dict, list]:
+        layer, head = self._request_layer_head(content)
         arr, step = self._map_for_wire(layer, head)
         return protocol.map_message(arr, layer, head, step)
 
@@ -295,9 +303,7 @@ class AttentionHeatmap(AttnWidget):
         missing = [k for k in ("layer", "head", "r0", "r1", "c0", "c1") if k not in content]
         if missing:
             raise ValueError(f"get_tile: missing field(s) {missing}")
-        layer = self._trace.check_layer(_json_int(content["layer"]))
-        head = content["head"]
-        head = head if head in HEAD_AGGREGATES else self._trace.check_head(_json_int(head))
+        layer, head = self._request_layer_head(content)
         # JSON numbers: accept 3.0 for 3 (as get_map does), nothing else that is not an int.
         r0, r1, c0, c1 = self._check_range(*(_json_int(content[k]) for k in ("r0", "r1", "c0", "c1")))
         step = self.tile_step(r0, r1, c0, c1)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
 import numpy as np
 import traitlets as t
 
-from .._wire import pack, pack_thumbnails, quantize_u8
+from .._wire import MAX_MESSAGE_BYTES, pack, pack_thumbnails, pool_step, quantize_u8
 from ..interface import Trace
 from . import protocol
 from ._assets import _esm
@@ -62,6 +63,7 @@ class AttentionMatrix(AttnWidget):
         super().__init__(trace, **kwargs)
         if not 4 <= self.thumb_size <= 256:
             raise ValueError(f"thumb_size: expected 4 <= thumb_size <= 256, received {self.thumb_size}")
+        self._fit_thumb_size(explicit="thumb_size" in kwargs)
         self._thumb_lock = threading.RLock()
         self._thumb_done = threading.Event()
         self._thumb_stop = threading.Event()
@@ -72,6 +74,37 @@ class AttentionMatrix(AttnWidget):
         else:
             self.thumbs = pack_thumbnails(trace.thumbnails(self.thumb_size))
             self._thumb_done.set()
+
+    def _fit_thumb_size(self, explicit: bool) -> None:
+        """Keep every thumbnail in one message: many heads (64 x 64) at the default size
+        would be over the per-message cap, so the default shrinks to the largest size that
+        fits; a ``thumb_size`` the user asked for is refused with the size that would fit."""
+        tr = self._trace
+        n_heads = tr.n_layers * tr.n_heads
+        budget = MAX_MESSAGE_BYTES - 4 * n_heads - 4096  # the float32 scales, headers
+
+        def nbytes(s: int) -> int:  # uint8 thumbnails, each axis max-pooled by pool_step
+            return n_heads * math.ceil(tr.n_tokens / pool_step(tr.n_tokens, s)) * math.ceil(
+                tr.n_keys / pool_step(tr.n_keys, s))
+
+        if nbytes(self.thumb_size) <= budget:
+            return
+        fit = max((s for s in range(4, self.thumb_size) if nbytes(s) <= budget), default=None)
+        if fit is None:
+            raise ValueError(
+                f"thumb_size: {tr.n_layers} x {tr.n_heads} heads do not fit in one message even at "
+                f"4 x 4 px thumbnails; show a part of the model (a trace of fewer layers)"
+            )
+        if explicit:
+            raise ValueError(
+                f"thumb_size: {tr.n_layers} x {tr.n_heads} heads of {self.thumb_size} x {self.thumb_size} px "
+                f"thumbnails are {nbytes(self.thumb_size) / 1e6:.1f} MB, over the "
+                f"{MAX_MESSAGE_BYTES / 1e6:.1f} MB per-message cap; pass thumb_size={fit} or less, "
+                f"e.g. AttentionMatrix(trace, thumb_size={fit})"
+            )
+        log.info("attn_widgets: %d x %d heads: thumbnails shrunk to %d px to fit one message",
+                 tr.n_layers, tr.n_heads, fit)
+        self.thumb_size = fit
 
     # -- progressive thumbnails of a LazyTrace ----------------------------------------------
     @property

@@ -239,9 +239,10 @@ def dispatch(handlers: dict[str, Handler], content: Any, send: Callable[..., Any
         return
     kind = content.get("type")
     req_id = content.get("id")
-    handler = handlers.get(kind)  # type: ignore[arg-type]
+    # A list / dict `type` is unhashable: answer it like any unknown request.
+    handler = handlers.get(kind) if isinstance(kind, str) else None
     if handler is None:
-        send(error_reply(req_id, f"unknown request {kind!r}"))
+        send(error_reply(req_id, f"unknown request {repr(kind)[:80]}"))
         return
     try:
         fields, buffers = handler(content)

@@ -12,12 +12,51 @@ from typing import Any
 
 import traitlets as t
 
-from .._checks import HEAD_AGGREGATES
+from .._checks import HEAD_AGGREGATES, check_index
 
-__all__ = ["SELECTION", "LocalSelection", "SyncedSelection", "selection_mixin"]
+__all__ = [
+    "SELECTION",
+    "Index",
+    "LocalSelection",
+    "SelectionRangeError",
+    "SelectionTypeError",
+    "SyncedSelection",
+    "check_selection_index",
+    "selection_mixin",
+]
 
 #: The shared selection's fields, in the order panels are linked.
 SELECTION = ("layer", "head", "token")
+
+
+class SelectionTypeError(t.TraitError, TypeError):
+    """A selection value of the wrong type (a float, a string, a bool)."""
+
+
+class SelectionRangeError(t.TraitError, ValueError):
+    """A selection value of the right type, out of range."""
+
+
+def check_selection_index(v: Any, name: str, n: int, expected: str | None = None) -> int:
+    """``v`` as a plain int in ``[0, n)`` (any integral type, never bool / float / str).
+
+    ``expected`` describes the accepted values (default ``"an int with 0 <= name < n"``);
+    the message ends in "(wrong type: ...)" or "(out of range)"."""
+    expected = expected or f"an int with 0 <= {name} < {n}"
+    try:
+        return check_index(v, name, n)
+    except TypeError:
+        raise SelectionTypeError(f"{name}: expected {expected}, received {v!r} (wrong type: {type(v).__name__})") from None
+    except ValueError:
+        raise SelectionRangeError(f"{name}: expected {expected}, received {v!r} (out of range)") from None
+
+
+class Index(t.TraitType):
+    """An index trait that keeps the raw value for the validator: ``traitlets.Int`` would
+    silently turn ``1.0`` into ``1``; here the panel's validator decides (any integral
+    type, stored as ``int``; floats, strings and bools refused)."""
+
+    info_text = "an int"
 
 
 class _SelectionBase(t.HasTraits):
@@ -28,26 +67,25 @@ class _SelectionBase(t.HasTraits):
     _select_fields: tuple[str, ...] = SELECTION
 
     def _check(self, name: str, v: Any) -> Any:
-        """A bad selection from Python is an error (TraitError naming it), never silent."""
+        """A bad selection from Python is an error naming it, never silent: a
+        :class:`SelectionTypeError` (also a ``TypeError``) when the type is wrong, a
+        :class:`SelectionRangeError` (also a ``ValueError``) when the range is. Any integral
+        type is accepted (``np.int64`` from ``argmax``) and stored as a plain int."""
         tr = self._trace
         if name == "layer":
-            n = tr.n_layers
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                raise t.TraitError(f"layer: expected an int with 0 <= layer < {n}, received {v!r}")
-        elif name == "head":
+            return check_selection_index(v, "layer", tr.n_layers)
+        if name == "head":
             if isinstance(v, str):
                 if v not in HEAD_AGGREGATES:
-                    raise t.TraitError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {v!r}")
+                    raise SelectionRangeError(f"head: expected an int or one of {HEAD_AGGREGATES}, received {v!r}")
                 return v
-            n = tr.n_heads
-            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
-                raise t.TraitError(f"head: expected 0 <= head < {n}, 'mean' or 'max', received {v!r}")
-        elif name == "token":
-            n = tr.n_tokens
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n):
-                # Cross-attention: `token` is always a query (row) index, as in `tokens`.
-                what = " (a query token: a row)" if tr.is_cross else ""
-                raise t.TraitError(f"token: expected None or 0 <= token < {n}{what}, received {v!r}")
+            return check_selection_index(v, "head", tr.n_heads, f"0 <= head < {tr.n_heads}, 'mean' or 'max'")
+        if name == "token":
+            if v is None:
+                return v
+            # Cross-attention: `token` is always a query (row) index, as in `tokens`.
+            what = " (a query token: a row)" if tr.is_cross else ""
+            return check_selection_index(v, "token", tr.n_tokens, f"None or 0 <= token < {tr.n_tokens}{what}")
         return v
 
     @t.validate(*SELECTION)
@@ -79,9 +117,9 @@ class _SelectionBase(t.HasTraits):
 def selection_mixin(sync: bool) -> type:
     """The selection traits as a mixin class; ``sync=True`` syncs them to the view."""
     traits = {
-        "layer": t.Int(0),
-        "head": t.Union([t.Int(), t.Unicode()], default_value=0),
-        "token": t.Int(None, allow_none=True),
+        "layer": Index(0),
+        "head": Index(0),
+        "token": Index(None, allow_none=True),
     }
     if sync:
         traits = {k: v.tag(sync=True) for k, v in traits.items()}

@@ -11,7 +11,7 @@ from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScal
 
 from ..trace import AttentionTrace
 from .._wire import pack, to_jsonable
-from ._base import TraceRanges
+from ._base import Figures, TraceRanges
 from .selection import LocalSelection
 
 __all__ = ["HeadSummary", "METRICS"]
@@ -24,7 +24,7 @@ METRICS = {
 }
 
 
-class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
+class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     """Per-head statistics of a trace as a layers x heads bqplot ``GridHeatMap``.
 
     A metric selector switches between entropy, mean attention distance, special-token
@@ -173,6 +173,28 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
         from .export import save_html
 
         return save_html(path, self, **kwargs)
+
+    # -- figures (the same methods as every panel: select, selection, save_html/svg/png) ----
+    def to_svg(self, **kwargs: Any) -> str:
+        """The chart as SVG: the current metric's ``[L, H]`` values as coloured cells, vector
+        layer / head labels, a colour bar with value ticks, the selection outlined.
+        ``kwargs``: ``theme=``, ``title=``, ``cell=`` (see
+        :func:`attn_widgets.render.summary.summary_svg`)."""
+        from ..render.summary import summary_svg
+
+        kwargs.setdefault("title", self._title(self.metric))
+        return summary_svg(self.value(), self.layer, self.head, label=self.metric.replace("_", " "), **kwargs)
+
+    def _png_array(self, scale: int | None = None) -> np.ndarray:
+        """The cells only (no text), ``scale`` pixels per cell (default 24)."""
+        from ..render.png import _check_scale, _upscale
+        from ..render.style import colorize
+
+        v = self.value()
+        lo = min(0.0, float(np.nanmin(v)))
+        span = float(np.nanmax(v)) - lo
+        img = colorize(v - lo, span if span > 0 else 1.0, "light")
+        return _upscale(img, 24 if scale is None else _check_scale(scale))
 
     def value(self, metric: str | None = None) -> np.ndarray:
         """The ``[L, H]`` statistic shown (default: the current metric)."""

@@ -338,7 +338,7 @@ def test_every_head_is_distinct_on_the_wire(synth):
 def test_get_map_accepts_json_shaped_numbers(synth):
     w = AttentionHeatmap(synth)
     sent = Sent(w)
-    custom(w, {"type": "get_map", "id": "x", "layer": 1.0, "head": "2"})
+    custom(w, {"type": "get_map", "id": "x", "layer": 1.0, "head": 2.0})
     reply, buffers = sent.last
     assert (reply["type"], reply["layer"], reply["head"]) == ("map", 1, 2)
     np.testing.assert_allclose(unpack({**reply, "data": buffers[0]}).astype(np.float32), synth.attentions[1, 2], **F16)
@@ -350,8 +350,8 @@ def test_get_map_accepts_json_shaped_numbers(synth):
         ({"type": "get_map", "layer": 2, "head": 0}, "ValueError: layer: expected 0 <= layer < 2, received 2"),
         ({"type": "get_map", "layer": -1, "head": 0}, "ValueError: layer: expected 0 <= layer < 2, received -1"),
         ({"type": "get_map", "layer": 0, "head": 3}, "ValueError: head: expected 0 <= head < 3, received 3"),
-        ({"type": "get_map", "layer": 0, "head": "sum"}, "ValueError: invalid literal for int()"),
-        ({"type": "get_map", "head": 0}, "KeyError: 'layer'"),
+        ({"type": "get_map", "layer": 0, "head": "sum"}, "TypeError: head: expected an int, 'mean' or 'max'"),
+        ({"type": "get_map", "head": 0}, "ValueError: get_map: missing field(s) ['layer']"),
         ({"type": "get_everything", "layer": 0, "head": 0}, "unknown request 'get_everything'"),
         ({"layer": 0}, "unknown request None"),
     ],
