@@ -140,3 +140,40 @@ export function updateLegend(root, lut, opts) {
   });
   return model;
 }
+
+const SCALE_OPTIONS = [["head", "per head"], ["layer", "per layer"], ["global", "global"]];
+const NORM_OPTIONS = [["linear", "linear"], ["sqrt", "sqrt"], ["log", "log"]];
+
+/**
+ * Small <select>s for the `scale` and `norm` traits of `model` (only the traits named in
+ * `which`), saved on change; `sync()` sets them from the model (call on trait changes).
+ * Returns { el, sync }.
+ */
+export function scaleControls(model, which = ["scale", "norm"], doc = globalThis.document) {
+  const box = el(doc, "span", "aw-scale-controls");
+  Object.assign(box.style, { display: "inline-flex", gap: "4px", alignItems: "center" });
+  const selects = {};
+  for (const name of which) {
+    const opts = name === "scale" ? SCALE_OPTIONS : NORM_OPTIONS;
+    const sel = el(doc, "select", `aw-${name}`);
+    sel.setAttribute("aria-label", name === "scale" ? "colour scale: what the bar tops out at" : "colour normalisation");
+    sel.title = name === "scale" ? "colour scale shared per head, per layer or globally" : "colour normalisation";
+    Object.assign(sel.style, { font: "inherit", fontSize: "11px" });
+    for (const [value, label] of opts) {
+      const o = el(doc, "option", "", label);
+      o.value = value;
+      sel.appendChild(o);
+    }
+    sel.addEventListener("change", () => {
+      model.set(name, sel.value);
+      model.save_changes();
+    });
+    selects[name] = sel;
+    box.appendChild(sel);
+  }
+  const sync = () => {
+    for (const [name, sel] of Object.entries(selects)) sel.value = model.get(name);
+  };
+  sync();
+  return { el: box, sync };
+}
