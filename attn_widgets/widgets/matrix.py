@@ -77,7 +77,7 @@ class AttentionMatrix(AttnWidget):
 
     def __init__(self, trace: Trace, compare: Trace | None = None, **kwargs: Any) -> None:
         super().__init__(trace, **kwargs)
-        self._compare = compare
+        self._other = compare
         if not 4 <= self.thumb_size <= 256:
             raise ValueError(f"thumb_size: expected 4 <= thumb_size <= 256, received {self.thumb_size}")
         self._thumb_lock = threading.RLock()

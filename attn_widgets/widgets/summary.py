@@ -68,7 +68,7 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
             raise TypeError(f"HeadSummary: unknown argument(s) {unknown}; expected some of {sorted(allowed | {'metric'})}")
         self._trace = trace
         self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
-        self._compare = compare
+        self._other = compare
         if compare is not None:
             from .matrix import _compare_label, check_comparable
 
@@ -137,23 +137,23 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
         return self._trace
 
     def _title(self, metric: str) -> str:
-        if self._compare is not None:
+        if self._other is not None:
             return f"{self.names[0]} \u2212 {self.names[1]}: {metric.replace('_', ' ')}"
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
 
     def _color_scale(self, metric: str) -> ColorScale:
-        if self._compare is None:
+        if self._other is None:
             return ColorScale(colors=SEQUENTIAL_COLORS)
         m = float(np.abs(self.stats[metric]).max()) or 1e-12
         return ColorScale(colors=DIVERGING_COLORS, min=-m, max=m, mid=0.0)
 
     def _color_label(self, metric: str) -> str:
-        return ("\u0394 " if self._compare is not None else "") + metric.replace("_", " ")
+        return ("\u0394 " if self._other is not None else "") + metric.replace("_", " ")
 
     def _legend_text(self, metric: str) -> str:
         v = self.stats[metric]
         word = metric.replace("_", " ")
-        if self._compare is not None:
+        if self._other is not None:
             m = float(np.abs(v).max())
             a, b = self.names
             if m == 0:
@@ -176,7 +176,7 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
     def _on_metric(self, change: dict) -> None:
         self.mark.color = self.stats[change["new"]]
         self.figure.title = self._title(change["new"])
-        if self._compare is not None:
+        if self._other is not None:
             m = float(np.abs(self.stats[change["new"]]).max()) or 1e-12
             self._colors.min, self._colors.max = -m, m
         self.figure.axes[2].label = self._color_label(change["new"])
