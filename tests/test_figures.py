@@ -306,7 +306,7 @@ def test_heatmap_region_and_widget(minilm_trace, tmp_path):
     assert len(by_class(root, "text", "aw-col-label")) == 6
     assert len(by_class(root, "text", "aw-strip-token")) == minilm_trace.n_tokens
     h.zoom = []
-    h.norm = "linear"
+    h.norm, h.cap = "linear", 100.0
     p = h.save_png(tmp_path / "h.png", scale=4)
     img = decode_png(p.read_bytes())
     m = minilm_trace.head_map(3, 1)

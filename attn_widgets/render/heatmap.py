@@ -72,6 +72,7 @@ def heatmap_svg(
     norm: str = "sqrt",
     vmax: float | None = None,
     scale: str = "head",
+    cap: float = 100.0,
 ) -> str:
     """One head's map as SVG: embedded pixel-crisp PNG, vector labels, colour bar, strip.
 
@@ -96,8 +97,9 @@ def heatmap_svg(
         Draw the colour bar / the sentence strip (only drawn when a token is selected).
     norm, vmax, scale
         The colour normalisation (``"linear"`` / ``"sqrt"`` / ``"log"``), the top of the
-        colour bar (default: the map's max, at least ``min(1, 4 / n_keys)``) and what that
-        top is (``scale``, named in the colour bar's title), as on the panel.
+        colour bar (default: the map's ``cap``-th percentile -- its max at 100 -- at least
+        ``min(1, 4 / n_keys)``) and what that top is (``scale``, named in the colour bar's
+        title), as on the panel.
     """
     _style.check_norm(norm)
     if direction not in ("from", "to"):
@@ -126,7 +128,7 @@ def heatmap_svg(
     top = math.ceil(min(110, max((_text_width(s, font) for s in col_tokens), default=0)) + 8) + title_h
     ch, cw = size / rows, size / cols
     if vmax is None:
-        vmax = float(np.nanmax(arr)) if arr.size else 0.0
+        vmax = _style.percentile(arr, cap)
         vmax = max(vmax if math.isfinite(vmax) else 0.0, _style.uniform_floor(t_k))
     vmax = float(vmax)
 
@@ -206,7 +208,8 @@ def heatmap_svg(
             label = f"{vmax:.3g}"
             tw = max(tw, _text_width(label, 10))
             body.append(_el("text", label, x=bx + bw + 5, y=y, dy="0.35em", class_="aw-tick aw-tick-max"))
-        body.append(_el("text", _style.legend_title("weight", norm, scale), x=bx + bw, y=top + size + 12,
+        cap_note = f", capped at p{cap:g}" if scale == "head" and cap < 100 else ""
+        body.append(_el("text", _style.legend_title("weight", norm, scale) + cap_note, x=bx + bw, y=top + size + 12,
                         text_anchor="end", class_="aw-legend-title"))
         if step > 1:
             body.append(_el("text", f"max of {step}\u00d7{step}", x=bx, y=top + size + 24, class_="aw-note"))
@@ -246,6 +249,7 @@ def heatmap_raster(
     theme: str | dict = "light",
     norm: str = "sqrt",
     vmax: float | None = None,
+    cap: float = 100.0,
 ) -> np.ndarray:
     """The map as ``uint8 [H, W, 3]`` pixels without labels: value ``(i, j)`` of
     :func:`heatmap_region` is the ``scale`` x ``scale`` block at ``(i * scale, j * scale)``,
@@ -253,6 +257,5 @@ def heatmap_raster(
     arr, _step, _reg = heatmap_region(trace, layer, head, region, overview_size)
     k = _check_scale(scale) if scale is not None else max(1, min(64, 640 // max(arr.shape)))
     if vmax is None:
-        finite = arr[np.isfinite(arr)]
-        vmax = max(float(finite.max()) if finite.size else 0.0, _style.uniform_floor(trace.n_keys))
+        vmax = max(_style.percentile(arr, cap), _style.uniform_floor(trace.n_keys))
     return _upscale(colormap_lut(theme)[_style.norm_index(arr, float(vmax), _style.check_norm(norm))], k)

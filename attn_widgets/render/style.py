@@ -437,3 +437,16 @@ def quantize_signed(arr: Any, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.ndar
     safe = np.where(m > 0, m, 1.0)
     q = np.clip(np.rint((a / safe + 1) / 2 * 255.0), 0, 255).astype(np.uint8)
     return q, np.squeeze(m, axis=axes).astype(np.float32)
+
+
+def percentile(values: Any, q: float) -> float:
+    """The ``q``-th percentile (0..100) of the finite values, linear between order statistics
+    (numpy's default), 0.0 when there are none. ``percentile`` of js/heatmap/draw.js."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    if not v.size:
+        return 0.0
+    pos = (v.size - 1) * min(max(float(q), 0.0), 100.0) / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, v.size - 1)
+    return float(v[lo] + (v[hi] - v[lo]) * (pos - lo))

@@ -61,9 +61,10 @@ class AttentionHeatmap(AttnWidget):
     **Colour scale**: ``norm`` (``"sqrt"``, the default, ``"linear"`` or ``"log"``) maps
     weights onto the colour bar, so the many small weights of a long text stay visible
     next to a few large ones; ``scale`` says what the bar tops out at: the shown map's max
-    (``"head"``, the default), the layer's largest head max (``"layer"``) or all layers'
-    (``"global"``), never below ``min(1, 4 / n_keys)`` (uniform attention never fills the
-    bar). The strip uses the same ``norm`` on 0..its row's (column's) max. A colour bar on
+    (``"head"``, the default; capped at its ``cap``-th percentile, 99.5 by default, so a
+    few sink weights do not wash out a long map -- the top 0.5 % are drawn darkest), the
+    layer's largest head max (``"layer"``) or all layers' (``"global"``), never below
+    ``min(1, 4 / n_keys)`` (uniform attention never fills the bar). The strip uses the same ``norm`` on 0..its row's (column's) max. A colour bar on
     the panel (class ``aw-legend``) says both.
     """
 
@@ -98,6 +99,8 @@ class AttentionHeatmap(AttnWidget):
     scale = t.Enum(list(SCALES), default_value="head").tag(sync=True)
     #: How weights map onto the colour bar.
     norm = t.Enum(list(NORMS), default_value="sqrt").tag(sync=True)
+    #: ``scale="head"``: the bar tops out at this percentile of the shown map (100: its max).
+    cap = t.Float(99.5).tag(sync=True)
     #: Each head's largest weight, packed float32 ``[L, H]`` (for ``scale="layer"`` / ``"global"``;
     #: computed on first use for a LazyTrace, whose maxima cost a softmax per head).
     head_max = t.Dict().tag(sync=True)
@@ -133,13 +136,14 @@ class AttentionHeatmap(AttnWidget):
     def colour_top(self, layer: int | None = None, head: Any = None) -> float:
         """The top of the colour bar for ``(layer, head)`` (default: the selection) under
         :attr:`scale`, as the view computes it (``mapTop`` of js/heatmap/draw.js)."""
-        from ..render.style import uniform_floor
+        from ..render.style import percentile, uniform_floor
 
         layer = self.layer if layer is None else layer
         head = self.head if head is None else head
         if self.scale == "head":
             arr, _step = self._map_for_wire(layer, head)
-            top = float(np.nanmax(arr)) if arr.size else 0.0
+            # the view computes it on the float16 map it received
+            top = percentile(np.asarray(arr, np.float16).astype(np.float32), self.cap)
         else:
             mx = self.head_maxima()
             top = float(mx[layer].max() if self.scale == "layer" else mx.max())
@@ -156,6 +160,13 @@ class AttentionHeatmap(AttnWidget):
             return list(self._check_range(*v))
         except (TypeError, ValueError) as exc:
             raise t.TraitError(f"zoom: {exc}") from None
+
+    @t.validate("cap")
+    def _validate_cap(self, proposal):
+        v = proposal["value"]
+        if not 50 <= v <= 100:
+            raise t.TraitError(f"cap: expected a percentile with 50 <= cap <= 100, received {v}")
+        return float(v)
 
     @t.validate("overview_size")
     def _validate_overview_size(self, proposal):
@@ -230,6 +241,7 @@ class AttentionHeatmap(AttnWidget):
         kwargs.setdefault("overview_size", self.overview_size)
         kwargs.setdefault("norm", self.norm)
         kwargs.setdefault("scale", self.scale)
+        kwargs.setdefault("cap", self.cap if self.scale == "head" else 100.0)
         if self.scale != "head" and not kwargs.get("region"):
             kwargs.setdefault("vmax", self.colour_top())
         return heatmap_svg(self._trace, self.layer, self.head, self.strip_subject(), self.direction,
@@ -240,6 +252,7 @@ class AttentionHeatmap(AttnWidget):
 
         return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
                               overview_size=self.overview_size, norm=self.norm,
+                              cap=self.cap if self.scale == "head" else 100.0,
                               vmax=None if self.scale == "head" else self.colour_top())
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as widgets
@@ -118,8 +119,9 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
             style={"button_width": "auto"},
         )
         self.description = widgets.HTML()
-        # Plain text (a Label, never HTML): what the colours mean and their range.
-        self.legend = widgets.Label(self._legend_text(metric))
+        # What the colours mean and their range; the text is escaped (model names are user
+        # strings) and wraps with the panel (a Label would be cut at its width).
+        self.legend = widgets.HTML(self._legend_html(metric))
         self.legend.add_class("aw-legend")
         super().__init__(children=[self.selector, self.figure, self.legend],
                          **{k: v for k, v in kwargs.items() if k == "layout"})
@@ -149,6 +151,15 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
 
     def _color_label(self, metric: str) -> str:
         return ("\u0394 " if self._other is not None else "") + metric.replace("_", " ")
+
+    def _legend_html(self, metric: str) -> str:
+        text = html.escape(self._legend_text(metric))
+        return f'<div style="white-space: normal; font-size: 11px; line-height: 1.3">{text}</div>'
+
+    @property
+    def legend_text(self) -> str:
+        """What the colour bar shows, as plain text (the ``aw-legend`` line under the chart)."""
+        return self._legend_text(self.metric)
 
     def _legend_text(self, metric: str) -> str:
         v = self.stats[metric]
@@ -180,7 +191,7 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
             m = float(np.abs(self.stats[change["new"]]).max()) or 1e-12
             self._colors.min, self._colors.max = -m, m
         self.figure.axes[2].label = self._color_label(change["new"])
-        self.legend.value = self._legend_text(change["new"])
+        self.legend.value = self._legend_html(change["new"])
         if self.selector.value != change["new"]:
             self.selector.value = change["new"]
 

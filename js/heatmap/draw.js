@@ -87,6 +87,27 @@ export function uniformFloor(nKeys) {
 }
 
 /**
+ * The `q`-th percentile (0..100) of the finite values, linear between order statistics
+ * (numpy's default); 0 when there are none. render/style.percentile.
+ */
+export function percentile(values, q) {
+  const v = Float64Array.from(Array.prototype.filter.call(values, Number.isFinite)).sort();
+  if (!v.length) return 0;
+  const pos = ((v.length - 1) * Math.min(Math.max(q, 0), 100)) / 100;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, v.length - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+/** The record's `cap`-th percentile, memoised on the record (maps do not change). */
+export function recordTop(rec, cap) {
+  if (!(cap < 100)) return rec.max;
+  if (!rec.tops) rec.tops = new Map();
+  if (!rec.tops.has(cap)) rec.tops.set(cap, percentile(rec.data, cap));
+  return rec.tops.get(cap);
+}
+
+/**
  * The top of the map's colour bar: the shown record's max ("head"), the layer's largest
  * head max ("layer") or all heads' ("global"; heads' maxima `headMax` [L * H], null while
  * unknown: then the record's max), at least uniformFloor(nKeys). AttentionHeatmap.colour_top.
@@ -185,7 +206,8 @@ export function draw(v) {
   const src = sourceRect(current, view);
   const scale = model.get("scale") || "head";
   const norm = model.get("norm") || "linear";
-  const cTop = mapTop(scale, current.max, v.headMax ? v.headMax() : null, layer, model.get("n_heads"), nk);
+  const cap = Number(model.get("cap") ?? 100);
+  const cTop = mapTop(scale, scale === "head" ? recordTop(current, cap) : current.max, v.headMax ? v.headMax() : null, layer, model.get("n_heads"), nk);
   if (src) {
     const d = src.dst;
     ctx.drawImage(
@@ -231,14 +253,15 @@ export function draw(v) {
   ctx.textAlign = "right";
   ctx.textBaseline = "bottom";
   ctx.font = `10px ${th.font}`;
-  ctx.fillText("key \u2192", lay.left - 4, lay.top - 16);
-  ctx.fillText("query \u2193", lay.left - 4, lay.top - 3);
+  // (above the first row label, which reaches about FONT / 2 over the map's top edge)
+  ctx.fillText("key \u2192", lay.left - 4, lay.top - 21);
+  ctx.fillText("query \u2193", lay.left - 4, lay.top - 9);
   const lopts = {
     max: cTop,
     norm,
     scale,
     what: typeof head === "number" ? "attention weight" : `attention weight (${head} of heads)`,
-    note: step > 1 && !exact ? `max of ${step}\u00d7${step} blocks` : "",
+    note: [scale === "head" && cap < 100 ? `capped at p${cap} (above: darkest)` : "", step > 1 && !exact ? `max of ${step}\u00d7${step} blocks` : ""].filter(Boolean).join(", "),
   };
   const lut = themeLut(th.background);
   if (!v.mapLegendEl) {

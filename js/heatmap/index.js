@@ -196,7 +196,7 @@ function render({ model, el }) {
     return v.headMaxArr;
   };
   stop.add(
-    listen(model, onTraits(["scale", "norm", "head_max"], () => {
+    listen(model, onTraits(["scale", "norm", "head_max", "cap"], () => {
       scaleUi.sync();
       v.draw();
     })),

@@ -132,7 +132,7 @@ def test_compare_refuses_mismatched_traces():
 def test_heatmap_traits_and_colour_top():
     tr = _uniform(eye=[(1, 2)])
     h = aw.AttentionHeatmap(tr, layer=1, head=0)
-    assert (h.scale, h.norm) == ("head", "sqrt")
+    assert (h.scale, h.norm, h.cap) == ("head", "sqrt", 99.5)
     assert h.get_state()["head_max"]["shape"] == [2, 3]
     # uniform head on its own scale: the floor 4 / 13, so 1/13 sits at sqrt(1/4) of the bar
     assert h.colour_top() == pytest.approx(4 / 13)
@@ -141,6 +141,8 @@ def test_heatmap_traits_and_colour_top():
     assert h.colour_top() == pytest.approx(1.0)
     with pytest.raises(t.TraitError, match="norm"):
         h.norm = "gamma"
+    with pytest.raises(t.TraitError, match="cap: expected a percentile with 50 <= cap <= 100, received 20"):
+        h.cap = 20
     before = h._png_array()
     h.norm = "linear"
     assert not np.array_equal(before, h._png_array())
@@ -153,9 +155,9 @@ def test_summary_uses_the_panels_blues_and_says_what_it_shows():
     s = aw.HeadSummary(_random(4))
     assert s._colors.colors == [S.css(c) for c in S.STYLE["colormap"]["light_stops"]]
     assert "aw-legend" in s.legend._dom_classes and s.legend in s.children
-    assert s.legend.value.startswith("colour: entropy, linear, blues from")
+    assert s.legend_text.startswith("colour: entropy, linear, blues from")
     s.metric = "distance"
-    assert s.legend.value.startswith("colour: distance") and s.figure.axes[2].label == "distance"
+    assert s.legend_text.startswith("colour: distance") and s.figure.axes[2].label == "distance"
 
 
 def test_summary_compare_is_the_difference_on_a_diverging_scale():
@@ -165,5 +167,30 @@ def test_summary_compare_is_the_difference_on_a_diverging_scale():
     np.testing.assert_allclose(s.value(), want, rtol=1e-12)
     m = float(np.abs(want).max())
     assert (s._colors.min, s._colors.mid, s._colors.max) == (-m, 0.0, m)
-    assert "red: base larger, blue: fine-tuned larger" in s.legend.value
-    assert aw.HeadSummary(a, compare=a).legend.value.endswith("the two agree on every head (all 0)")
+    assert "red: base larger, blue: fine-tuned larger" in s.legend_text
+    assert aw.HeadSummary(a, compare=a).legend_text.endswith("the two agree on every head (all 0)")
+    hostile = AttentionTrace(tokens=list(a.tokens), attentions=a.attentions, model_name="<img src=x onerror=alert(1)>")
+    assert "<img" not in aw.HeadSummary(hostile, compare=b).legend.value
+
+
+def test_heatmap_cap_is_a_percentile_of_the_shown_map():
+    """A long diffuse map with one sink column: capped at p99.5 the bar tops out near the
+    diffuse weights, not at the sink, so the structure stays visible; 100 = the max."""
+    n = 200
+    rng = np.random.default_rng(7)
+    a = rng.random((1, 1, n, n)) * 0.004
+    a[..., 1:] *= 0.5 / a[..., 1:].sum(-1, keepdims=True)  # diffuse half ...
+    a[..., 0] = 0.5  # ... and a sink column
+    a = a.astype(np.float32)
+    tr = AttentionTrace(tokens=[f"t{i}" for i in range(n)], attentions=a)
+    h = aw.AttentionHeatmap(tr)
+    m = np.asarray(tr.head_map(0, 0), np.float16).astype(np.float64).ravel()
+    srt = np.sort(m)
+    pos = (m.size - 1) * 0.995  # reference: linear between order statistics
+    ref = srt[int(pos)] + (srt[int(pos) + 1] - srt[int(pos)]) * (pos - int(pos))
+    assert h.colour_top() == pytest.approx(max(ref, 4 / n), rel=1e-9)
+    assert h.colour_top() < 0.05  # the sink (0.5) is above the cap
+    h.cap = 100.0
+    assert h.colour_top() == pytest.approx(0.5, rel=1e-3)
+    h.cap, h.scale = 99.5, "layer"  # shared scales compare heads: no cap
+    assert h.colour_top() == pytest.approx(0.5, rel=1e-6)
