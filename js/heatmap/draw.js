@@ -254,8 +254,8 @@ export function draw(v) {
   ctx.textBaseline = "bottom";
   ctx.font = `10px ${th.font}`;
   // (above the first row label, which reaches about FONT / 2 over the map's top edge)
-  ctx.fillText("key \u2192", lay.left - 4, lay.top - 21);
-  ctx.fillText("query \u2193", lay.left - 4, lay.top - 9);
+  ctx.fillText("key \u2192", lay.left - 12, lay.top - 21); // rotated key labels reach ~8 px left of their column
+  ctx.fillText("query \u2193", lay.left - 12, lay.top - 9);
   const lopts = {
     max: cTop,
     norm,
