@@ -180,7 +180,7 @@ def matrix_svg(
     body.append("</g>")
     sel_head = head if isinstance(head, int) else 0
     body.extend(legend_svg(2, grid_h + 4, tops[layer, sel_head], norm, scale, signed, th, theme,
-                           what="attention difference" if signed else "attention weight (max-pooled)",
+                           what="attention" if signed else "attention weight (max-pooled)",
                            names=names))
     if isinstance(head, int):
         body.append(_el("rect", x=left + head * pitch - 1, y=top + layer * pitch - 1, width=cell + 2,

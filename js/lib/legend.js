@@ -71,8 +71,8 @@ export function legendModel(opts) {
   return {
     title: parts.join(", "),
     ticks,
-    lo: diverging ? `${b} larger` : "",
-    hi: diverging ? `${a} larger` : "",
+    lo: diverging ? `\u2190 ${b} larger` : "",
+    hi: diverging ? `${a} larger \u2192` : "",
     stops,
   };
 }
@@ -127,6 +127,8 @@ export function updateLegend(root, lut, opts) {
   parts.lo.textContent = model.lo;
   parts.hi.textContent = model.hi;
   parts.lo.style.display = model.lo ? "" : "none";
+  // Diverging: the title on its own line, so "<- b larger", the bar and "a larger ->" stay together.
+  parts.title.style.flexBasis = model.lo ? "100%" : "";
   parts.hi.style.display = model.hi ? "" : "none";
   parts.bar.style.background = gradientCss(lut, model.stops);
   while (parts.ticks.firstChild) parts.ticks.removeChild(parts.ticks.firstChild);

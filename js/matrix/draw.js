@@ -57,7 +57,7 @@ export function matrixLegend(state, top, layer, head, H, scale, norm, names) {
   const m = top ? top[layer * H + hd] : 0;
   const where = scale === "global" ? "" : scale === "layer" ? `top: layer ${layer}` : `top: layer ${layer} head ${hd}`;
   if (state.signed) {
-    return { max: m, norm, scale, diverging: true, names, what: "attention difference", note: where };
+    return { max: m, norm, scale, diverging: true, names, what: "attention", note: where };
   }
   return { max: m, norm, scale, what: "attention weight (max-pooled)", note: where };
 }

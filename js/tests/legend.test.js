@@ -121,8 +121,8 @@ describe("legendModel", () => {
   it("diverging: symmetric ticks, centre 0, names of who is larger", () => {
     const m = legendModel({ max: 0.05, diverging: true, names: ["fine-tuned", "base"], what: "attention" });
     expect(m.ticks.map((x) => x.text)).toEqual(["\u22120.05", "0", "+0.05"]);
-    expect(m.lo).toBe("base larger");
-    expect(m.hi).toBe("fine-tuned larger");
+    expect(m.lo).toBe("\u2190 base larger");
+    expect(m.hi).toBe("fine-tuned larger \u2192");
     expect(m.title).toContain("centred at 0");
     expect(m.stops[8]).toEqual([0.5, 128]);
   });
