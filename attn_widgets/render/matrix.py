@@ -15,7 +15,7 @@ from .style import colormap_lut
 from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .png import _check_scale, _data_uri, _upscale
-from .svg import _el, _num, _svg, _text_width, xml_escape
+from .svg import _el, _num, _svg, _text_width, _uid, xml_escape
 
 
 # -- matrix -----------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def legend_svg(x: float, y: float, vmax: float, norm: str, scale: str | None, si
     its title, the gradient, ticks at 0, the middle and the top (``-max..max`` signed)."""
     lut = _style.diverging_lut(theme) if signed else colormap_lut(theme)
     title = _style.legend_title(what, norm, scale, signed)
-    gid = f"aw-legend-{abs(hash((title, vmax, str(theme), signed))) % 10**8}"
+    gid = _uid("legend", title, vmax, str(theme), signed)  # deterministic (not hash(): salted per process)
     n = 16
     stops = []
     for i in range(n + 1):
