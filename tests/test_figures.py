@@ -156,20 +156,28 @@ def test_matrix_svg_structure(minilm_trace):
     assert len(images) == L * H == len(list(root.iter(SVG + "image")))
     assert [e.text for e in by_class(root, "text", "aw-head-label")] == [str(h) for h in range(H)]
     assert [e.text for e in by_class(root, "text", "aw-layer-label")] == [f"L{l}" for l in range(L)]
-    assert len(list(root.iter(SVG + "text"))) == L + H
+    # labels, the two axis titles, and the colour bar's title and three ticks
+    assert len(list(root.iter(SVG + "text"))) == L + H + 2 + 4
+    assert [e.text for e in by_class(root, "text", "aw-axis-title")] == ["head", "layer"]
+    (legend_title,) = by_class(root, "text", "aw-legend-title")
+    assert legend_title.text == "attention weight (max-pooled), sqrt scale, shared per layer"
     (sel,) = by_class(root, "rect", "aw-selected")
     cell, gap = 40, 2
     assert float(sel.get("width")) == cell + 2
     x0 = float(images[0].get("x"))
     assert float(sel.get("x")) == x0 + 3 * (cell + gap) - 1
-    # Each cell is the max-pooled, per-head quantised map in the panel's colours.
-    q = quantize_u8(maxpool2d(tr.attentions, 48))[0]
+    # Each cell is the max-pooled, per-head quantised map in the panel's colours, on the
+    # default scale: sqrt of value / (layer 2's largest weight, at least 4 / T).
+    q, scales = quantize_u8(maxpool2d(tr.attentions, 48))
     lut = F.colormap_lut("light")
     px = image_pixels(images[2 * H + 3])
     k = px.shape[0] // q.shape[-1]
     assert px.shape == (q.shape[-1] * k, q.shape[-1] * k, 3)
-    for i, j in [(0, 0), (1, 5), (T - 1, T - 1)]:
-        assert tuple(px[i * k, j * k]) == tuple(lut[q[2, 3, i, j]])
+    top = max(float(tr.attentions[2].max()), min(1.0, 4 / T))
+    for i, j in [(0, 0), (1, 5), (T - 1, T - 1), (0, T - 1)]:
+        v = q[2, 3, i, j] / 255 * float(scales[2, 3])
+        idx = int(np.floor(np.sqrt(min(v / top, 1.0)) * 255 + 0.5))
+        assert tuple(px[i * k, j * k]) == tuple(lut[idx])
 
 
 def test_matrix_svg_aggregate_selects_a_row_and_thins_labels():
@@ -198,9 +206,14 @@ def test_matrix_widget_png_and_svg(minilm_trace, tmp_path):
     L, H = q.shape[:2]
     assert img.shape == (g + L * (cpx + g), g + H * (cpx + g), 3)
     lut = F.colormap_lut("light")
+    _q, scales = quantize_u8(maxpool2d(minilm_trace.attentions, 48))
+    T = minilm_trace.n_tokens
     for (l, h, i, j) in [(0, 0, 0, 0), (1, 4, 3, 7), (L - 1, H - 1, s - 1, 2)]:
         y, x = g + l * (cpx + g) + i * 2, g + h * (cpx + g) + j * 2
-        assert tuple(img[y, x]) == tuple(lut[q[l, h, i, j]])
+        # default: sqrt of value / (the layer's largest weight, at least 4 / T)
+        top = max(float(scales[l].max()), 4 / T)
+        idx = int(np.floor(np.sqrt(q[l, h, i, j] / 255 * float(scales[l, h]) / top) * 255 + 0.5))
+        assert tuple(img[y, x]) == tuple(lut[idx])
     # The selection is outlined in the gap around cell (1, 4).
     warn = F._parse_rgb(F.THEMES["light"]["warn"])
     assert tuple(img[g + 1 * (cpx + g) - 1, g + 4 * (cpx + g) + 3]) == warn
@@ -232,9 +245,17 @@ def test_heatmap_svg_structure(minilm_trace):
     k = px.shape[0] // T
     assert px.shape == (T * k, T * k, 3)
     lut = F.colormap_lut("light")
-    vmax = float(m.max())
+    vmax = max(float(m.max()), min(1.0, 4 / T))  # the default: sqrt on 0..the map's max
     for i, j in [(0, 0), (4, 7), (T - 1, 1)]:
-        idx = int(np.floor(float(m[i, j]) * (1 / vmax) * 255 + 0.5))
+        idx = int(np.floor(np.sqrt(float(m[i, j]) / vmax) * 255 + 0.5))
+        assert tuple(px[i * k + k // 2, j * k + k // 2]) == tuple(lut[idx])
+    assert [e.text for e in by_class(root, "text", "aw-axis-title")] == ["query \u2193", "key \u2192"]
+    (lt,) = by_class(root, "text", "aw-legend-title")
+    assert lt.text == "weight, sqrt scale, each head to its own max"
+    # linear on request: value / max
+    px = image_pixels(next(parse(F.heatmap_svg(tr, 2, 3, norm="linear")).iter(SVG + "image")))
+    for i, j in [(0, 0), (4, 7), (T - 1, 1)]:
+        idx = int(np.floor(float(m[i, j]) / vmax * 255 + 0.5))
         assert tuple(px[i * k + k // 2, j * k + k // 2]) == tuple(lut[idx])
 
 
@@ -285,12 +306,13 @@ def test_heatmap_region_and_widget(minilm_trace, tmp_path):
     assert len(by_class(root, "text", "aw-col-label")) == 6
     assert len(by_class(root, "text", "aw-strip-token")) == minilm_trace.n_tokens
     h.zoom = []
+    h.norm, h.cap = "linear", 100.0
     p = h.save_png(tmp_path / "h.png", scale=4, labels=False)
     img = decode_png(p.read_bytes())
     m = minilm_trace.head_map(3, 1)
     T = m.shape[0]
     assert img.shape == (4 * T, 4 * T, 3)
-    np.testing.assert_array_equal(img[::4, ::4], F.colorize(m))
+    np.testing.assert_array_equal(img[::4, ::4], F.colorize(m, max(float(m.max()), 4 / T)))
     lut = F.colormap_lut("light")
     i, j = np.unravel_index(np.argmax(m), m.shape)
     assert tuple(img[4 * i + 1, 4 * j + 2]) == tuple(lut[255])
@@ -302,12 +324,13 @@ def test_heatmap_svg_from_a_lazy_trace():
     q = rng.standard_normal((2, 2, 20, 8)).astype(np.float32)
     k = rng.standard_normal((2, 2, 20, 8)).astype(np.float32)
     lt = LazyTrace([f"t{i}" for i in range(20)], q, k)
-    root = parse(F.heatmap_svg(lt, 1, 0, token=3))
+    root = parse(F.heatmap_svg(lt, 1, 0, token=3, norm="linear"))
     assert len(by_class(root, "text", "aw-strip-token")) == 20
     (img,) = root.iter(SVG + "image")
     px = image_pixels(img)
     kk = px.shape[0] // 20
-    np.testing.assert_array_equal(px[::kk, ::kk], F.colorize(lt.head_map(1, 0)))
+    m = lt.head_map(1, 0)
+    np.testing.assert_array_equal(px[::kk, ::kk], F.colorize(m, max(float(m.max()), 4 / 20)))
     root = parse(F.matrix_svg(lt, 0, 1, thumb_size=8))
     assert len(by_class(root, "image", "aw-cell")) == 4
 

@@ -69,6 +69,10 @@ def heatmap_svg(
     strip: bool = True,
     theme: str | dict = "light",
     title: str | None = None,
+    norm: str = "sqrt",
+    vmax: float | None = None,
+    scale: str = "head",
+    cap: float = 100.0,
 ) -> str:
     """One head's map as SVG: embedded pixel-crisp PNG, vector labels, colour bar, strip.
 
@@ -91,7 +95,13 @@ def heatmap_svg(
         Regions of more than ``overview_size ** 2`` cells are max-pooled (as on the panel).
     colorbar, strip
         Draw the colour bar / the sentence strip (only drawn when a token is selected).
+    norm, vmax, scale
+        The colour normalisation (``"linear"`` / ``"sqrt"`` / ``"log"``), the top of the
+        colour bar (default: the map's ``cap``-th percentile -- its max at 100 -- at least
+        ``min(1, 4 / n_keys)``) and what that top is (``scale``, named in the colour bar's
+        title), as on the panel.
     """
+    _style.check_norm(norm)
     if direction not in ("from", "to"):
         raise ValueError(f"direction: expected 'from' or 'to', received {direction!r}")
     arr, step, (r0, r1, c0, c1) = heatmap_region(trace, layer, head, region, overview_size)
@@ -115,8 +125,10 @@ def heatmap_svg(
     left = math.ceil(min(110, max((_text_width(s, font) for s in row_tokens), default=0)) + 8)
     top = math.ceil(min(110, max((_text_width(s, font) for s in col_tokens), default=0)) + 8) + title_h
     ch, cw = size / rows, size / cols
-    vmax = float(np.nanmax(arr)) if arr.size else 0.0
-    vmax = vmax if math.isfinite(vmax) else 0.0
+    if vmax is None:
+        vmax = _style.percentile(arr, cap)
+        vmax = max(vmax if math.isfinite(vmax) else 0.0, _style.uniform_floor(t_k))
+    vmax = float(vmax)
 
     body: list[str] = []
     if title:
@@ -124,7 +136,7 @@ def heatmap_svg(
                         font_weight="bold", fill=th["foreground"]))
     # The map: upscaled by whole pixels (crisp in any viewer) and marked pixelated.
     k = max(1, min(32, math.ceil(size / max(arr.shape))))
-    img = _upscale(colorize(arr, vmax, lut), k)
+    img = _upscale(lut[_style.norm_index(arr, vmax, norm)], k)
     img_w = size * (arr.shape[1] * step) / cols
     img_h = size * (arr.shape[0] * step) / rows
     clip = None
@@ -160,6 +172,11 @@ def heatmap_svg(
                         fill=th["foreground"] if i == col_sel else th["muted"],
                         class_="aw-col-label"))
     body.append("</g>")
+    # Axis titles: queries are the rows, keys the columns.
+    body.append(_el("text", "query \u2193", x=2, y=top + 10, font_family=th["font"], font_size=10,
+                    fill=th["muted"], class_="aw-axis-title"))
+    body.append(_el("text", "key \u2192", x=2, y=top - 4, font_family=th["font"], font_size=10,
+                    fill=th["muted"], class_="aw-axis-title"))
     width = left + size + 8
     # Colour bar: the colour map as a vector gradient (its stops are linear in RGB, as the LUT).
     if colorbar:
@@ -176,7 +193,7 @@ def heatmap_svg(
         tw = 0.0
         body.append(f'<g font-family="{xml_escape(th["font"])}" font-size="10" fill="{xml_escape(th["muted"])}">')
         for v in ticks:
-            y = top + size - (v / vmax if vmax > 0 else 0) * size
+            y = top + size - float(_style.norm_t(v, vmax, norm)) * size
             body.append(_el("line", x1=bx + bw, y1=y, x2=bx + bw + 3, y2=y, stroke=th["muted"], stroke_width=1,
                             class_="aw-tick-mark"))
             label = _fmt_tick(v, ticks)
@@ -189,12 +206,15 @@ def heatmap_svg(
             label = f"{vmax:.3g}"
             tw = max(tw, _text_width(label, 10))
             body.append(_el("text", label, x=bx + bw + 5, y=y, dy="0.35em", class_="aw-tick aw-tick-max"))
+        cap_note = f", capped at p{cap:g}" if scale == "head" and cap < 100 else ""
+        body.append(_el("text", _style.legend_title("weight", norm, scale) + cap_note, x=bx + bw, y=top + size + 12,
+                        text_anchor="end", class_="aw-legend-title"))
         if step > 1:
-            body.append(_el("text", f"max of {step}\u00d7{step}", x=bx, y=top + size + 12, class_="aw-note"))
+            body.append(_el("text", f"max of {step}\u00d7{step}", x=bx, y=top + size + 24, class_="aw-note"))
             tw = max(tw, _text_width(f"max of {step}x{step}", 10) - bw - 5)
         body.append("</g>")
         width = bx + bw + 5 + tw + 6
-    height = top + size + (16 if step > 1 else 6)
+    height = top + size + (28 if step > 1 else 18)
     # Sentence strip for the selected token.
     if strip and token is not None:
         if direction == "from":
@@ -225,10 +245,15 @@ def heatmap_raster(
     region: Any = None,
     overview_size: int = 1024,
     theme: str | dict = "light",
+    norm: str = "sqrt",
+    vmax: float | None = None,
+    cap: float = 100.0,
 ) -> np.ndarray:
     """The map as ``uint8 [H, W, 3]`` pixels without labels: value ``(i, j)`` of
     :func:`heatmap_region` is the ``scale`` x ``scale`` block at ``(i * scale, j * scale)``,
     coloured on ``0..max`` (default scale: about 640 pixels a side, at least 1)."""
     arr, _step, _reg = heatmap_region(trace, layer, head, region, overview_size)
     k = _check_scale(scale) if scale is not None else max(1, min(64, 640 // max(arr.shape)))
-    return _upscale(colorize(arr, None, theme), k)
+    if vmax is None:
+        vmax = max(_style.percentile(arr, cap), _style.uniform_floor(trace.n_keys))
+    return _upscale(colormap_lut(theme)[_style.norm_index(arr, float(vmax), _style.check_norm(norm))], k)

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from .._checks import check_head_selector, check_layer
+from . import style as _style
 from .style import colormap_lut
 from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .png import _check_scale, _data_uri, _upscale
-from .svg import _el, _num, _svg, _text_width, xml_escape
+from .svg import _el, _num, _svg, _text_width, _uid, xml_escape
 
 
 # -- matrix -----------------------------------------------------------------------------
@@ -38,6 +39,23 @@ def _square_thumbs(q: np.ndarray) -> np.ndarray:
     ri = (np.arange(s) * sq) // s
     ci = (np.arange(s) * sk) // s
     return np.ascontiguousarray(q[:, :, ri][:, :, :, ci])
+
+
+def _cell_rgb(q: np.ndarray, scales: Any, scale: str, norm: str, signed: bool, n_keys: int,
+              theme: str | dict) -> tuple[np.ndarray, np.ndarray]:
+    """RGB thumbnails ``[L, H, s, sk, 3]`` of uint8 codes rescaled as the panel does
+    (``paintTiles`` of js/matrix/draw.js) and the tops of the colour bars ``[L, H]``."""
+    _style.check_scale(scale)
+    _style.check_norm(norm)
+    n_layers, n_heads = q.shape[:2]
+    sc = np.ones((n_layers, n_heads)) if scales is None else np.asarray(scales, np.float64).reshape(n_layers, n_heads)
+    top = _style.display_max(sc, scale, n_keys, signed)
+    lut = _style.diverging_lut(theme) if signed else colormap_lut(theme)
+    out = np.empty((*q.shape, 3), np.uint8)
+    for li in range(n_layers):
+        for hi in range(n_heads):
+            out[li, hi] = lut[_style.code_table(sc[li, hi], top[li, hi], norm, signed)[q[li, hi]]]
+    return out, top
 
 
 def _matrix_input(trace: Any, thumb_size: int, maps: Any) -> np.ndarray:
@@ -65,6 +83,12 @@ def matrix_svg(
     gap: int = 2,
     theme: str | dict = "light",
     title: str | None = None,
+    scales: Any = None,
+    scale: str = "layer",
+    norm: str = "sqrt",
+    signed: bool = False,
+    n_keys: int | None = None,
+    names: Any = None,
 ) -> str:
     """The layers x heads grid as SVG: one embedded PNG per head, vector labels.
 
@@ -86,7 +110,17 @@ def matrix_svg(
         Optional ``[L, H]`` mask of thumbnails that are still previews (corner mark).
     title
         Optional heading drawn above the grid.
+    scales, scale, norm, signed, n_keys
+        The colour scale as on the panel: ``scales`` are the heads' maxima ``[L, H]`` that
+        the uint8 ``maps`` are relative to (computed with the maps when ``maps`` is None),
+        ``scale`` what a bar tops out at (``"head"`` / ``"layer"`` / ``"global"``), ``norm``
+        the normalisation; ``signed`` maps are differences (compare mode: codes -max..max,
+        diverging colours). A colour bar below the grid says which.
     """
+    if maps is None:
+        from .._wire import quantize_u8
+
+        maps, scales = quantize_u8(trace.thumbnails(thumb_size))
     q = _matrix_input(trace, thumb_size, maps)
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
     layer = check_layer(layer, n_layers)
@@ -95,14 +129,18 @@ def matrix_svg(
     if not 4 <= cell <= 1024:
         raise ValueError(f"cell: expected 4 <= cell <= 1024, received {cell}")
     th = _theme(theme)
-    lut = colormap_lut(theme)
+    nk = int(n_keys) if n_keys is not None else int(getattr(trace, "n_keys", q.shape[3]))
+    rgb, tops = _cell_rgb(q, scales, scale, norm, signed, nk, theme)
     font = 10
     title_h = 18 if title else 0
-    left = max(30, math.ceil(_text_width(f"L{n_layers - 1}", font) + 10))
-    top = 16 + title_h
+    left = max(30, math.ceil(_text_width(f"L{n_layers - 1}", font) + 10)) + 14
+    top = 30 + title_h
     pitch = cell + gap
     width = left + n_heads * pitch + 2
     height = top + n_layers * pitch + 2
+    grid_h = height
+    height += 34  # the colour bar
+    width = max(width, 260)
     k = max(1, min(16, math.ceil(cell / max(s, q.shape[3]))))
     body: list[str] = []
     if title:
@@ -111,7 +149,7 @@ def matrix_svg(
     body.append('<g class="aw-cells" image-rendering="optimizeSpeed" style="image-rendering:pixelated;image-rendering:crisp-edges">')
     for li in range(n_layers):
         for hi in range(n_heads):
-            img = _upscale(lut[q[li, hi]], k)
+            img = _upscale(rgb[li, hi], k)
             body.append(_el(
                 "image", x=left + hi * pitch, y=top + li * pitch, width=cell, height=cell,
                 preserveAspectRatio="none", class_="aw-cell", xlink__href=_data_uri(img),
@@ -134,7 +172,16 @@ def matrix_svg(
     for li in range(0, n_layers, stride):
         body.append(_el("text", f"L{li}", x=left - 4, y=top + li * pitch + cell / 2, dy="0.35em",
                         text_anchor="end", class_="aw-layer-label"))
+    body.append(_el("text", "head", x=left + n_heads * pitch / 2, y=top - 16, text_anchor="middle",
+                    font_size=11, class_="aw-axis-title"))
+    ly = top + n_layers * pitch / 2
+    body.append(_el("text", "layer", x=0, y=0, text_anchor="middle", font_size=11, dy="0.8em",
+                    transform=f"translate(2,{_num(ly)}) rotate(-90)", class_="aw-axis-title"))
     body.append("</g>")
+    sel_head = head if isinstance(head, int) else 0
+    body.extend(legend_svg(2, grid_h + 4, tops[layer, sel_head], norm, scale, signed, th, theme,
+                           what="attention" if signed else "attention weight (max-pooled)",
+                           names=names))
     if isinstance(head, int):
         body.append(_el("rect", x=left + head * pitch - 1, y=top + layer * pitch - 1, width=cell + 2,
                         height=cell + 2, fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
@@ -153,6 +200,11 @@ def matrix_raster(
     *,
     maps: Any = None,
     theme: str | dict = "light",
+    scales: Any = None,
+    norm: str = "sqrt",
+    signed: bool = False,
+    n_keys: int | None = None,
+    **colour: Any,
 ) -> np.ndarray:
     """The thumbnails grid as ``uint8 [H, W, 3]`` pixels, without labels.
 
@@ -161,13 +213,21 @@ def matrix_raster(
     so cell ``(l, h)`` starts at ``(g + l * (cell + g), g + h * (cell + g))`` (row, col);
     the selection is outlined in the gap around it.
     """
+    if maps is None:
+        from .._wire import quantize_u8
+
+        maps, scales = quantize_u8(trace.thumbnails(thumb_size))
     q = _square_thumbs(_matrix_input(trace, thumb_size, maps))
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
+    nk = int(n_keys) if n_keys is not None else int(getattr(trace, "n_keys", q.shape[3]))
+    # ``scale`` is the pixel factor here (as every raster); the colour scale is ``colour_scale``.
+    rgb, _tops = _cell_rgb(q, scales, colour.pop("colour_scale", "layer"), norm, signed, nk, theme)
+    if colour:
+        raise TypeError(f"matrix_raster: unexpected keyword(s) {sorted(colour)}")
     layer = check_layer(layer, n_layers)
     head = check_head_selector(head, n_heads)
     k = _check_scale(scale) if scale is not None else max(1, math.ceil(40 / s))
     th = _theme(theme)
-    lut = colormap_lut(theme)
     cpx = s * k
     g = max(2, cpx // 20)
     pitch = cpx + g
@@ -183,5 +243,54 @@ def matrix_raster(
     for li in range(n_layers):
         for hi in range(n_heads):
             y, x = g + li * pitch, g + hi * pitch
-            img[y : y + cpx, x : x + cpx] = _upscale(lut[q[li, hi]], k)
+            img[y : y + cpx, x : x + cpx] = _upscale(rgb[li, hi], k)
     return img
+
+
+def legend_svg(x: float, y: float, vmax: float, norm: str, scale: str | None, signed: bool, th: dict,
+               theme: str | dict, what: str = "attention weight", names: Any = None, width: float = 160) -> list[str]:
+    """A horizontal colour bar (``createLegend`` of js/lib/legend.js) as SVG elements:
+    its title, the gradient, ticks at 0, the middle and the top (``-max..max`` signed)."""
+    lut = _style.diverging_lut(theme) if signed else colormap_lut(theme)
+    title = _style.legend_title(what, norm, scale, signed)
+    gid = _uid("legend", title, vmax, str(theme), signed)  # deterministic (not hash(): salted per process)
+    n = 16
+    stops = []
+    for i in range(n + 1):
+        t = i / n
+        if signed:
+            idx = int(round(t * 255))
+        else:
+            idx = int(_style.norm_index(_norm_value(t, vmax, norm), vmax, norm)) if vmax > 0 else 0
+        stops.append(_el("stop", offset=_num(t), stop_color=_style.css(lut[idx])))
+    out = [f'<g class="aw-legend" font-family="{xml_escape(th["font"])}" font-size="10" fill="{th["muted"]}">',
+           _el("text", title, x=x, y=y + 9, class_="aw-legend-title"),
+           f'<defs><linearGradient id="{gid}" x1="0" y1="0" x2="1" y2="0">{"".join(stops)}</linearGradient></defs>',
+           _el("rect", x=x, y=y + 13, width=width, height=8, fill=f"url(#{gid})", stroke=th["border"], stroke_width=1)]
+    ticks = [(-vmax, 0.0), (0.0, 0.5), (vmax, 1.0)] if signed else [(_norm_value(t, vmax, norm), t) for t in (0, 0.5, 1)]
+    for j, (v, t) in enumerate(ticks):
+        anchor = "start" if j == 0 else "end" if j == len(ticks) - 1 else "middle"
+        out.append(_el("text", _fmt(v, signed and j == 2), x=x + t * width, y=y + 31, text_anchor=anchor, class_="aw-legend-tick"))
+    if signed:
+        a, b = names if names else ("this", "compare")
+        out.append(_el("text", f"\u2190 {b} larger \u00b7 {a} larger \u2192", x=x + width + 6, y=y + 21,
+                       class_="aw-legend-names"))
+    out.append("</g>")
+    return out
+
+
+def _norm_value(t: float, vmax: float, norm: str) -> float:
+    """``normValue`` of colormap.js: the value at bar position ``t``."""
+    if norm == "sqrt":
+        return t * t * vmax
+    if norm == "log":
+        r = float(_style.STYLE["colormap"]["log_range"])
+        return math.expm1(t * math.log(r)) / (r - 1) * vmax
+    return t * vmax
+
+
+def _fmt(v: float, plus: bool = False) -> str:
+    if v == 0:
+        return "0"
+    s = f"{v:.2g}" if abs(v) < 1 else f"{v:.3g}"
+    return ("+" if plus and v > 0 else "") + s.replace("-", "\u2212")

@@ -321,3 +321,132 @@ def tile_step(rows: int, cols: int, side: int) -> int:
     if rows * cols <= side * side:
         return 1
     return max(1, math.ceil(max(rows, cols) / side))
+
+
+# -- normalisations and scales (colour bars) ----------------------------------------------
+
+#: The colour normalisations (style.json ``colormap.norms``): ``normT`` of colormap.js.
+NORMS: tuple[str, ...] = tuple(_CMAP["norms"])
+#: The colour scales: what a map's colour bar tops out at (``displayMax`` of js/matrix/thumbs.js).
+SCALES: tuple[str, ...] = ("head", "layer", "global")
+_LOG_R = float(_CMAP["log_range"])
+_UNIFORM_FLOOR = float(_CMAP["uniform_floor"])
+
+
+def check_norm(norm: Any) -> str:
+    """``norm`` if it is one of :data:`NORMS`, else ValueError naming it."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: expected one of {list(NORMS)}, received {norm!r}")
+    return norm
+
+
+def check_scale(scale: Any) -> str:
+    """``scale`` if it is one of :data:`SCALES`, else ValueError naming it."""
+    if scale not in SCALES:
+        raise ValueError(f"scale: expected one of {list(SCALES)}, received {scale!r}")
+    return scale
+
+
+def norm_t(values: Any, vmax: float, norm: str = "linear") -> np.ndarray:
+    """Position 0..1 of each value on a ``0..vmax`` colour bar under ``norm`` (``normT``)."""
+    check_norm(norm)
+    v = np.asarray(values, dtype=np.float64)
+    if not vmax > 0:
+        return np.zeros(v.shape)
+    x = v / vmax
+    x = np.where(x >= 1, 1.0, np.where(x > 0, x, 0.0))  # NaN -> 0
+    if norm == "sqrt":
+        return np.sqrt(x)
+    if norm == "log":
+        return np.log1p((_LOG_R - 1) * x) / math.log(_LOG_R)
+    return x
+
+
+def norm_index(values: Any, vmax: float, norm: str = "linear") -> np.ndarray:
+    """LUT index 0..255 of each value under ``norm`` (``normIndex`` of colormap.js)."""
+    return _round_half_up(norm_t(values, vmax, norm) * (_LUT_SIZE - 1)).astype(np.intp)
+
+
+def signed_index(values: Any, vmax: float, norm: str = "linear") -> np.ndarray:
+    """Diverging LUT index of signed values on ``-vmax..vmax`` (0 -> the centre, 128),
+    the magnitude under ``norm`` (``signedIndex`` of js/matrix/thumbs.js)."""
+    v = np.asarray(values, dtype=np.float64)
+    t = np.sign(v) * norm_t(np.abs(v), vmax, norm)
+    return _round_half_up((t + 1) / 2 * (_LUT_SIZE - 1)).astype(np.intp)
+
+
+def uniform_floor(n_keys: int) -> float:
+    """The lowest top a colour bar of attention weights gets: ``min(1, uniform_floor / n_keys)``,
+    so uniform attention (``1 / n_keys`` everywhere) never fills the bar."""
+    return min(1.0, _UNIFORM_FLOOR / max(1, int(n_keys)))
+
+
+def display_max(scales: Any, scale: str, n_keys: int, signed: bool = False) -> np.ndarray:
+    """The top of each head's colour bar ``[L, H]`` from the heads' maxima ``scales [L, H]``:
+    its own (``"head"``), the layer's (``"layer"``) or all layers' (``"global"``) largest,
+    at least :func:`uniform_floor` (not for signed differences). ``displayMax`` of thumbs.js."""
+    check_scale(scale)
+    s = np.asarray(scales, dtype=np.float64)
+    if scale == "layer":
+        s = np.broadcast_to(s.max(axis=1, keepdims=True), s.shape)
+    elif scale == "global":
+        s = np.full(s.shape, s.max() if s.size else 0.0)
+    return np.array(s if signed else np.maximum(s, uniform_floor(n_keys)))
+
+
+def diverging_stops(theme: str | dict) -> list:
+    """The diverging map's stops on a theme: strong negative, light negative, background,
+    light positive, strong positive (``divergingStops``)."""
+    bg = resolve_theme(theme)["background"]
+    dark = luminance(bg) < float(_CMAP["dark_luminance"])
+    d = _CMAP["diverging"]
+    neg, pos = (d["dark_negative"], d["dark_positive"]) if dark else (d["light_negative"], d["light_positive"])
+    return [neg[1], neg[0], list(bg), pos[0], pos[1]]
+
+
+def diverging_lut(theme: str | dict = "light") -> np.ndarray:
+    """The diverging colour map (compare mode) as ``uint8 [256, 3]``."""
+    return make_lut(diverging_stops(theme))
+
+
+def legend_title(what: str, norm: str, scale: str | None, signed: bool = False) -> str:
+    """The words of a colour bar (``legendModel`` of js/lib/legend.js)."""
+    words = {"head": "each head to its own max", "layer": "shared per layer", "global": "shared across all layers"}
+    parts = [what, "difference, centred at 0" if signed else f"{norm} scale"]
+    if scale in words:
+        parts.append(words[scale])
+    return ", ".join(parts)
+
+
+def code_table(head_max: float, vmax: float, norm: str = "linear", signed: bool = False) -> np.ndarray:
+    """LUT index for each uint8 code 0..255 of a thumbnail whose codes span ``0..head_max``
+    (signed: ``-head_max..head_max``), on a bar topping out at ``vmax`` (``codeTable``)."""
+    q = np.arange(256, dtype=np.float64)
+    if signed:
+        idx = signed_index(q / 255 * 2 * head_max - head_max, vmax, norm)
+        idx[128] = 128  # the encoder's 0
+        return idx
+    return norm_index(q / 255 * head_max, vmax, norm)
+
+
+def quantize_signed(arr: Any, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.ndarray, np.ndarray]:
+    """Signed values to uint8 codes per slice: ``-m..m -> 0..255`` (0 -> 128), ``m`` the
+    slice's largest ``|value|``; returns ``(codes, float32 m)``."""
+    a = np.asarray(arr, dtype=np.float32)
+    m = np.abs(a).max(axis=axes, keepdims=True)
+    safe = np.where(m > 0, m, 1.0)
+    q = np.clip(np.rint((a / safe + 1) / 2 * 255.0), 0, 255).astype(np.uint8)
+    return q, np.squeeze(m, axis=axes).astype(np.float32)
+
+
+def percentile(values: Any, q: float) -> float:
+    """The ``q``-th percentile (0..100) of the finite values, linear between order statistics
+    (numpy's default), 0.0 when there are none. ``percentile`` of js/heatmap/draw.js."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    if not v.size:
+        return 0.0
+    pos = (v.size - 1) * min(max(float(q), 0.0), 100.0) / 100.0
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, v.size - 1)
+    return float(v[lo] + (v[hi] - v[lo]) * (pos - lo))

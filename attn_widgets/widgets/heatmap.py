@@ -12,7 +12,7 @@ import traitlets as t
 from .._checks import HEAD_AGGREGATES
 from .._wire import json_nbytes, pack, pool_step, to_jsonable
 from ..interface import Trace
-from ..render.style import tile_step
+from ..render.style import NORMS, SCALES, tile_step
 from . import protocol
 from ._assets import _esm
 from ._base import AttnWidget
@@ -58,6 +58,15 @@ class AttentionHeatmap(AttnWidget):
     strip's values over the patch tokens laid on it as a translucent overlay, and the
     special tokens (``[CLS]``, ...) as chips beside it; clicking a patch selects its token.
     The token strip is still one toggle away. The image is sent once, as uint8 bytes.
+
+    **Colour scale**: ``norm`` (``"sqrt"``, the default, ``"linear"`` or ``"log"``) maps
+    weights onto the colour bar, so the many small weights of a long text stay visible
+    next to a few large ones; ``scale`` says what the bar tops out at: the shown map's max
+    (``"head"``, the default; capped at its ``cap``-th percentile, 99.5 by default, so a
+    few sink weights do not wash out a long map -- the top 0.5 % are drawn darkest), the
+    layer's largest head max (``"layer"``) or all layers' (``"global"``), never below
+    ``min(1, 4 / n_keys)`` (uniform attention never fills the bar). The strip uses the same ``norm`` on 0..its row's (column's) max. A colour bar on
+    the panel (class ``aw-legend``) says both.
     """
 
     _esm = _esm("heatmap")
@@ -87,6 +96,15 @@ class AttentionHeatmap(AttnWidget):
     #: Send the newly selected head's map to the views with the selection change itself
     #: (one message, no request round trip). Only whole maps (``map_step() == 1``) are pushed.
     push_maps = t.Bool(True).tag(sync=True)
+    #: What the colour bar tops out at: the shown map's max, its layer's, or all layers'.
+    scale = t.Enum(list(SCALES), default_value="head").tag(sync=True)
+    #: How weights map onto the colour bar.
+    norm = t.Enum(list(NORMS), default_value="sqrt").tag(sync=True)
+    #: ``scale="head"``: the bar tops out at this percentile of the shown map (100: its max).
+    cap = t.Float(99.5).tag(sync=True)
+    #: Each head's largest weight, packed float32 ``[L, H]`` (for ``scale="layer"`` / ``"global"``;
+    #: computed on first use for a LazyTrace, whose maxima cost a softmax per head).
+    head_max = t.Dict().tag(sync=True)
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         size = kwargs.get("overview_size", 1024)
@@ -103,6 +121,34 @@ class AttentionHeatmap(AttnWidget):
         self._pushed: OrderedDict[tuple[int, Any], None] = OrderedDict()
         self._pushed[(self.layer, self.head)] = None
         self.observe(self._push_map, ["layer", "head"])
+        self.observe(self._ensure_head_max, ["scale"])
+        if not trace.on_demand or self.scale != "head":
+            self._ensure_head_max()
+
+    def _ensure_head_max(self, _change: dict | None = None) -> None:
+        if self.head_max or (_change is not None and self.scale == "head"):
+            return
+        self.head_max = pack(np.ascontiguousarray(self.head_maxima(), dtype=np.float32), "float32")
+
+    def head_maxima(self) -> np.ndarray:
+        """Each head's largest weight, ``[L, H]`` float32 (the ``"layer"`` / ``"global"`` scales)."""
+        return np.asarray(self._trace.thumbnails(8), dtype=np.float32).max(axis=(2, 3))
+
+    def colour_top(self, layer: int | None = None, head: Any = None) -> float:
+        """The top of the colour bar for ``(layer, head)`` (default: the selection) under
+        :attr:`scale`, as the view computes it (``mapTop`` of js/heatmap/draw.js)."""
+        from ..render.style import percentile, uniform_floor
+
+        layer = self.layer if layer is None else layer
+        head = self.head if head is None else head
+        if self.scale == "head":
+            arr, _step = self._map_for_wire(layer, head)
+            # the view computes it on the float16 map it received
+            top = percentile(np.asarray(arr, np.float16).astype(np.float32), self.cap)
+        else:
+            mx = self.head_maxima()
+            top = float(mx[layer].max() if self.scale == "layer" else mx.max())
+        return max(top, uniform_floor(self._n_keys()))
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -115,6 +161,13 @@ class AttentionHeatmap(AttnWidget):
             return list(self._check_range(*v))
         except (TypeError, ValueError) as exc:
             raise t.TraitError(f"zoom: {exc}") from None
+
+    @t.validate("cap")
+    def _validate_cap(self, proposal):
+        v = proposal["value"]
+        if not 50 <= v <= 100:
+            raise t.TraitError(f"cap: expected a percentile with 50 <= cap <= 100, received {v}")
+        return float(v)
 
     @t.validate("overview_size")
     def _validate_overview_size(self, proposal):
@@ -185,6 +238,11 @@ class AttentionHeatmap(AttnWidget):
 
         kwargs.setdefault("region", list(self.zoom) or None)
         kwargs.setdefault("overview_size", self.overview_size)
+        kwargs.setdefault("norm", self.norm)
+        kwargs.setdefault("scale", self.scale)
+        kwargs.setdefault("cap", self.cap if self.scale == "head" else 100.0)
+        if self.scale != "head" and not kwargs.get("region"):
+            kwargs.setdefault("vmax", self.colour_top())
         return heatmap_svg(self._trace, self.layer, self.head, self.strip_subject(), self.direction,
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
@@ -192,7 +250,9 @@ class AttentionHeatmap(AttnWidget):
         from ..render.heatmap import heatmap_raster
 
         return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
-                              overview_size=self.overview_size)
+                              overview_size=self.overview_size, norm=self.norm,
+                              cap=self.cap if self.scale == "head" else 100.0,
+                              vmax=None if self.scale == "head" else self.colour_top())
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:
         """The ``[T, T]`` map (``[Tq, Tk]`` for cross-attention) shown for ``(layer, head)``

@@ -12,6 +12,7 @@ import traitlets as t
 
 from .._wire import MAX_MESSAGE_BYTES, pack, pack_thumbnails, pool_step, quantize_u8
 from ..interface import Trace
+from ..render.style import NORMS, SCALES, quantize_signed
 from . import protocol
 from ._assets import _esm
 from ._base import AttnWidget
@@ -30,8 +31,13 @@ class AttentionMatrix(AttnWidget):
     """Layers x heads grid of attention-map thumbnails; click a cell to select its head.
 
     Thumbnails are max-pooled to ``thumb_size`` pixels so sharp heads stay visible at
-    any sequence length, and quantised to uint8 per head (the colour scale of each cell
-    is relative to that head's maximum).
+    any sequence length, and quantised to uint8 per head with the heads' maxima sent
+    alongside, so the view rescales them without new data: ``scale`` says what a cell's
+    colour bar tops out at (``"layer"``, the default: the layer's largest weight, so heads
+    of a layer compare; ``"head"``: each head's own max; ``"global"``: the largest of all),
+    never below ``min(1, 4 / n_keys)`` so uniform attention is never drawn saturated;
+    ``norm`` (``"linear"``, ``"sqrt"``, the default, or ``"log"``) maps values onto the
+    bar. The colour bar (legend) on the panel says both.
 
     Parameters
     ----------
@@ -41,6 +47,11 @@ class AttentionMatrix(AttnWidget):
         Resolution of each thumbnail (T is max-pooled down to it).
     cell_size
         Display size of a cell in CSS pixels; 0 fits the grid to the panel width.
+    compare
+        Another trace of the same shape and tokens: the cells show ``trace - compare``
+        (signed max-pooled: each pixel the difference of largest magnitude in its block) on
+        a diverging scale centred at 0; the legend names which colour means which trace is
+        larger. Both traces must hold their maps (not a LazyTrace).
 
     With a :class:`~attn_widgets.LazyTrace` (long contexts) exact thumbnails cost a full
     softmax per head (about 20 ms per head at T = 4096). Unless that is cheap, the panel
@@ -58,9 +69,16 @@ class AttentionMatrix(AttnWidget):
     thumb_size = t.Int(48).tag(sync=True)
     cell_size = t.Int(0).tag(sync=True)
     thumbs = t.Dict().tag(sync=True)
+    #: What a cell's colour bar tops out at: the head's own max, its layer's, or all layers'.
+    scale = t.Enum(list(SCALES), default_value="layer").tag(sync=True)
+    #: How weights map onto the colour bar.
+    norm = t.Enum(list(NORMS), default_value="sqrt").tag(sync=True)
+    #: Compare mode: the other trace's model name (the legend says which colour is whose).
+    compare_name = t.Unicode("").tag(sync=True)
 
-    def __init__(self, trace: Trace, **kwargs: Any) -> None:
+    def __init__(self, trace: Trace, compare: Trace | None = None, **kwargs: Any) -> None:
         super().__init__(trace, **kwargs)
+        self._other = compare
         if not 4 <= self.thumb_size <= 256:
             raise ValueError(f"thumb_size: expected 4 <= thumb_size <= 256, received {self.thumb_size}")
         self._fit_thumb_size(explicit="thumb_size" in kwargs)
@@ -68,7 +86,13 @@ class AttentionMatrix(AttnWidget):
         self._thumb_done = threading.Event()
         self._thumb_stop = threading.Event()
         self._thumb_pending: np.ndarray | None = None
-        if trace.on_demand:  # a softmax per map: progressive thumbnails
+        if compare is not None:
+            diff = compare_thumbnails(trace, compare, self.thumb_size)
+            q, scales = quantize_signed(diff)
+            self.compare_name = _compare_label(trace, compare)
+            self.thumbs = {"maps": pack(q, "uint8"), "scales": pack(scales, "float32"), "signed": True}
+            self._thumb_done.set()
+        elif trace.on_demand:  # a softmax per map: progressive thumbnails
             self._handlers["get_thumbs"] = self._handle_get_thumbs
             self._init_lazy_thumbs(trace)
         else:
@@ -128,6 +152,22 @@ class AttentionMatrix(AttnWidget):
                 return self._thumb_q.copy(), (pend.copy() if pend is not None and pend.any() else None)
         return np.array(unpack(self.thumbs["maps"])), None
 
+    def _current_scales(self) -> np.ndarray:
+        """The heads' maxima ``[L, H]`` (of ``|difference|`` in compare mode) shown now."""
+        from .._wire import unpack
+
+        with self._thumb_lock:
+            if getattr(self, "_thumb_q", None) is not None:
+                return self._thumb_scales.copy()
+        return np.array(unpack(self.thumbs["scales"]))
+
+    def _colour_kwargs(self) -> dict:
+        return {"scales": self._current_scales(), "scale": self.scale, "norm": self.norm,
+                "signed": bool(self.thumbs.get("signed")), "n_keys": self._trace.n_keys}
+
+    def _names(self) -> list[str]:
+        return [self.model_name or "trace", self.compare_name or "compare"]
+
     def to_svg(self, **kwargs: Any) -> str:
         """The grid as SVG: one embedded PNG per head (the thumbnails shown now), vector
         layer/head labels, the selection outlined. See :func:`attn_widgets.figures.matrix_svg`."""
@@ -135,13 +175,18 @@ class AttentionMatrix(AttnWidget):
 
         maps, pending = self._current_thumbs()
         kwargs.setdefault("cell", self.cell_size or 40)
+        for k, val in self._colour_kwargs().items():
+            kwargs.setdefault(k, val)
+        kwargs.setdefault("names", self._names())
         return matrix_svg(self._trace, self.layer, self.head, self.thumb_size, maps=maps, pending=pending, **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
         from ..render.matrix import matrix_raster
 
         maps, _pending = self._current_thumbs()
-        return matrix_raster(self._trace, self.layer, self.head, self.thumb_size, scale, maps=maps)
+        kw = self._colour_kwargs()
+        kw["colour_scale"] = kw.pop("scale")
+        return matrix_raster(self._trace, self.layer, self.head, self.thumb_size, scale, maps=maps, **kw)
 
     def close(self) -> None:
         stop = getattr(self, "_thumb_stop", None)  # close() also runs on a half-built widget
@@ -219,3 +264,46 @@ class AttentionMatrix(AttnWidget):
         exact thumbnails are being computed; it keeps layers it already got as chunks)."""
         with self._thumb_lock:
             return protocol.thumbs_message(self._thumb_q, self._thumb_scales, self._thumb_pending, self._thumb_note)
+
+
+def check_comparable(trace: Trace, compare: Any, what: str = "compare") -> None:
+    """ValueError / TypeError unless ``compare`` is a trace with ``trace``'s shape and tokens."""
+    for attr in ("shape", "tokens", "n_layers", "n_heads"):
+        if not hasattr(compare, attr):
+            raise TypeError(f"{what}: expected a trace (AttentionTrace) like `trace`, received {type(compare).__name__}")
+    if tuple(compare.shape) != tuple(trace.shape):
+        raise ValueError(
+            f"{what}: expected a trace of the same shape [layers, heads, queries, keys] = {list(trace.shape)}, "
+            f"received {list(compare.shape)}"
+        )
+    for name in ("tokens", "key_tokens"):
+        a, b = getattr(trace, name, None), getattr(compare, name, None)
+        if (a is None) != (b is None) or (a is not None and tuple(a) != tuple(b)):
+            i = next((k for k, (x, y) in enumerate(zip(a or (), b or ())) if x != y), None)
+            where = f" (first difference at {i}: {a[i]!r} vs {b[i]!r})" if i is not None else ""
+            raise ValueError(f"{what}: expected the same {name} as `trace`{where}; compare traces of one input text")
+
+
+def compare_thumbnails(trace: Trace, compare: Trace, size: int) -> np.ndarray:
+    """``trace - compare`` per head, max-pooled by magnitude (each pixel keeps the signed
+    difference of largest ``|.|`` in its block) to at most ``size``: float32 ``[L, H, s, sk]``."""
+    from .._wire import maxpool_axes
+
+    check_comparable(trace, compare)
+    if trace.on_demand or compare.on_demand:
+        raise TypeError("compare: expected two traces that hold their maps (AttentionTrace), received a LazyTrace")
+    out = None
+    for layer in range(trace.n_layers):
+        for head in range(trace.n_heads):  # one head at a time: memory stays one map
+            d = np.asarray(trace.head_map(layer, head), np.float32) - np.asarray(compare.head_map(layer, head), np.float32)
+            pos, neg = maxpool_axes(d, size), maxpool_axes(-d, size)
+            p = np.where(pos >= neg, pos, -neg)
+            if out is None:
+                out = np.zeros((trace.n_layers, trace.n_heads, *p.shape), np.float32)
+            out[layer, head] = p
+    return out
+
+
+def _compare_label(trace: Any, compare: Any) -> str:
+    a, b = getattr(trace, "model_name", "") or "", getattr(compare, "model_name", "") or ""
+    return b if b and b != a else "compare"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import ipywidgets as widgets
@@ -11,8 +12,18 @@ from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScal
 
 from ..trace import AttentionTrace
 from .._wire import pack, to_jsonable
+from ..render.style import STYLE, css
 from ._base import Figures, TraceRanges
 from .selection import LocalSelection
+
+_CMAP = STYLE["colormap"]
+#: The panels' sequential blues (style.json ``light_stops``), so the chart shares the
+#: colour family of the matrix and heatmap; opaque cells read on light and dark themes.
+SEQUENTIAL_COLORS = [css(c) for c in _CMAP["light_stops"]]
+#: Compare mode: the diverging stops of style.json (negative .. white .. positive).
+DIVERGING_COLORS = [css(c) for c in (_CMAP["diverging"]["light_negative"][1], _CMAP["diverging"]["light_negative"][0],
+                                    (247, 247, 247), _CMAP["diverging"]["light_positive"][0],
+                                    _CMAP["diverging"]["light_positive"][1])]
 
 __all__ = ["HeadSummary", "METRICS"]
 
@@ -32,11 +43,17 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     selects ``(layer, head)``; when another linked panel changes the selection, the cell
     is highlighted here. ``layer``/``head``/``token`` are plain traits, so
     :func:`attn_widgets.link` ties this panel to the others.
+
+    Colours are the panels' blues on the statistic's range (a colour bar on the right and
+    a line of text, class ``aw-legend``, say what they show). ``compare=other`` (a trace of
+    the same shape and tokens) shows ``trace - other`` per head on a diverging scale
+    centred at 0; the legend names which colour means which trace is larger.
     """
 
     metric = t.Enum(list(METRICS), default_value="entropy")
 
-    def __init__(self, trace: AttentionTrace, metric: str = "entropy", **kwargs: Any) -> None:
+    def __init__(self, trace: AttentionTrace, metric: str = "entropy", compare: AttentionTrace | None = None,
+                 **kwargs: Any) -> None:
         if not isinstance(trace, AttentionTrace):
             raise TypeError(f"trace: expected an AttentionTrace, received {type(trace).__name__}")
         if trace.is_cross:
@@ -52,6 +69,16 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             raise TypeError(f"HeadSummary: unknown argument(s) {unknown}; expected some of {sorted(allowed | {'metric'})}")
         self._trace = trace
         self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
+        self._other = compare
+        if compare is not None:
+            from .matrix import _compare_label, check_comparable
+
+            if not isinstance(compare, AttentionTrace):
+                raise TypeError(f"compare: expected an AttentionTrace, received {type(compare).__name__}")
+            check_comparable(trace, compare)
+            other = {k: np.asarray(v, dtype=np.float64) for k, v in compare.head_stats().items()}
+            self.stats = {k: self.stats[k] - other[k] for k in self.stats if k in other}
+            self.names = (trace.model_name or "trace", _compare_label(trace, compare))
         self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
         if metric not in self.available:
             why = " (the trace has no gradients)" if metric == "grad_importance" else ""
@@ -60,7 +87,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         L, H = trace.n_layers, trace.n_heads
         self._rows = OrdinalScale(reverse=False)
         self._cols = OrdinalScale()
-        self._colors = ColorScale(scheme="viridis")
+        self._colors = self._color_scale(metric)
         self.mark = GridHeatMap(
             row=np.arange(L),
             column=np.arange(H),
@@ -77,10 +104,12 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
                 Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=".2g"),
+                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=".2g",
+                          label=self._color_label(metric)),
             ],
             title=self._title(metric),
-            fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 90},
+            # room for the colour axis' ticks and its label, so neither is clipped
+            fig_margin={"top": 40, "bottom": 50, "left": 50, "right": 120},
             layout=widgets.Layout(width="100%", min_width="320px", height=f"{max(220, 36 * L + 110)}px"),
         )
         self.selector = widgets.ToggleButtons(
@@ -90,7 +119,12 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             style={"button_width": "auto"},
         )
         self.description = widgets.HTML()
-        super().__init__(children=[self.selector, self.figure], **{k: v for k, v in kwargs.items() if k == "layout"})
+        # What the colours mean and their range; the text is escaped (model names are user
+        # strings) and wraps with the panel (a Label would be cut at its width).
+        self.legend = widgets.HTML(self._legend_html(metric))
+        self.legend.add_class("aw-legend")
+        super().__init__(children=[self.selector, self.figure, self.legend],
+                         **{k: v for k, v in kwargs.items() if k == "layout"})
         self.add_class("aw-head-summary")
         self.metric = metric
         for name in ("layer", "head", "token"):
@@ -105,7 +139,40 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         return self._trace
 
     def _title(self, metric: str) -> str:
+        if self._other is not None:
+            return f"{self.names[0]} \u2212 {self.names[1]}: {metric.replace('_', ' ')}"
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
+
+    def _color_scale(self, metric: str) -> ColorScale:
+        if self._other is None:
+            return ColorScale(colors=SEQUENTIAL_COLORS)
+        m = float(np.abs(self.stats[metric]).max()) or 1e-12
+        return ColorScale(colors=DIVERGING_COLORS, min=-m, max=m, mid=0.0)
+
+    def _color_label(self, metric: str) -> str:
+        return ("\u0394 " if self._other is not None else "") + metric.replace("_", " ")
+
+    def _legend_html(self, metric: str) -> str:
+        text = html.escape(self._legend_text(metric))
+        return f'<div style="white-space: normal; font-size: 11px; line-height: 1.3">{text}</div>'
+
+    @property
+    def legend_text(self) -> str:
+        """What the colour bar shows, as plain text (the ``aw-legend`` line under the chart)."""
+        return self._legend_text(self.metric)
+
+    def _legend_text(self, metric: str) -> str:
+        v = self.stats[metric]
+        word = metric.replace("_", " ")
+        if self._other is not None:
+            m = float(np.abs(v).max())
+            a, b = self.names
+            if m == 0:
+                return f"colour: {word} difference {a} \u2212 {b}: the two agree on every head (all 0)"
+            return (f"colour: {word} difference {a} \u2212 {b}, diverging, centred at 0, "
+                    f"\u2212{m:.3g} .. +{m:.3g}; red: {b} larger, blue: {a} larger")
+        return (f"colour: {word}, linear, blues from {float(v.min()):.3g} (light) to {float(v.max()):.3g} (dark); "
+                f"{METRICS[metric].split(';')[0]}")
 
     # -- validation, same rules as the other panels ---------------------------------------
     @t.validate("metric")
@@ -120,6 +187,11 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     def _on_metric(self, change: dict) -> None:
         self.mark.color = self.stats[change["new"]]
         self.figure.title = self._title(change["new"])
+        if self._other is not None:
+            m = float(np.abs(self.stats[change["new"]]).max()) or 1e-12
+            self._colors.min, self._colors.max = -m, m
+        self.figure.axes[2].label = self._color_label(change["new"])
+        self.legend.value = self._legend_html(change["new"])
         if self.selector.value != change["new"]:
             self.selector.value = change["new"]
 

@@ -1,10 +1,11 @@
 // Drawing the heatmap canvas: the map image (cached per record and theme), the selection
 // and hover outlines, thinned token labels, and the geometry published for tests.
-import { paint, themeLut } from "../lib/colormap.js";
+import { paintNorm, themeLut } from "../lib/colormap.js";
+import { createLegend, updateLegend } from "../lib/legend.js";
 import { sizeCanvas, theme } from "../lib/dom.js";
 import { printable, truncate } from "../lib/layout.js";
 import { covers, formatView, isFull, mapBox, rangeLabels, sourceRect, viewLayout } from "../lib/zoom.js";
-import { LABELS, SIZES } from "../lib/style.js";
+import { COLORMAP, LABELS, SIZES } from "../lib/style.js";
 import { drawStrip } from "./strip.js";
 import { drawVision } from "./vision.js";
 
@@ -80,16 +81,58 @@ export function outlines({ view, dir, subject, other, hover, nq, nk }) {
   return out;
 }
 
-/** The record painted on an offscreen canvas, one pixel a value (cached per theme). */
-function mapImage(v, rec, bg) {
-  const k = `${rec.key}|${bg}`;
+/** The lowest top of an attention colour bar over `nKeys` keys (style.json uniform_floor). */
+export function uniformFloor(nKeys) {
+  return Math.min(1, COLORMAP.uniform_floor / Math.max(1, nKeys | 0));
+}
+
+/**
+ * The `q`-th percentile (0..100) of the finite values, linear between order statistics
+ * (numpy's default); 0 when there are none. render/style.percentile.
+ */
+export function percentile(values, q) {
+  const v = Float64Array.from(Array.prototype.filter.call(values, Number.isFinite)).sort();
+  if (!v.length) return 0;
+  const pos = ((v.length - 1) * Math.min(Math.max(q, 0), 100)) / 100;
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, v.length - 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+}
+
+/** The record's `cap`-th percentile, memoised on the record (maps do not change). */
+export function recordTop(rec, cap) {
+  if (!(cap < 100)) return rec.max;
+  if (!rec.tops) rec.tops = new Map();
+  if (!rec.tops.has(cap)) rec.tops.set(cap, percentile(rec.data, cap));
+  return rec.tops.get(cap);
+}
+
+/**
+ * The top of the map's colour bar: the shown record's max ("head"), the layer's largest
+ * head max ("layer") or all heads' ("global"; heads' maxima `headMax` [L * H], null while
+ * unknown: then the record's max), at least uniformFloor(nKeys). AttentionHeatmap.colour_top.
+ */
+export function mapTop(scale, recMax, headMax, layer, H, nKeys) {
+  let top = recMax;
+  if (scale !== "head" && headMax && headMax.length) {
+    top = 0;
+    const lo = scale === "layer" ? layer * H : 0;
+    const hi = scale === "layer" ? (layer + 1) * H : headMax.length;
+    for (let i = lo; i < hi; i++) top = Math.max(top, headMax[i]);
+  }
+  return Math.max(top, uniformFloor(nKeys));
+}
+
+/** The record painted on an offscreen canvas, one pixel a value (cached per theme and scale). */
+function mapImage(v, rec, bg, top, norm) {
+  const k = `${rec.key}|${bg}|${top}|${norm}`;
   let img = v.images.get(k);
   if (img) return img;
   img = document.createElement("canvas");
   img.width = rec.cols;
   img.height = rec.rows;
   const id = new ImageData(rec.cols, rec.rows);
-  paint(rec.data, rec.max, themeLut(bg), id.data);
+  paintNorm(rec.data, top, themeLut(bg), id.data, norm);
   img.getContext("2d").putImageData(id, 0, 0);
   v.images.set(k, img);
   return img;
@@ -161,10 +204,14 @@ export function draw(v) {
   ctx.fillRect(0, 0, lay.width, lay.height);
   ctx.imageSmoothingEnabled = false;
   const src = sourceRect(current, view);
+  const scale = model.get("scale") || "head";
+  const norm = model.get("norm") || "linear";
+  const cap = Number(model.get("cap") ?? 100);
+  const cTop = mapTop(scale, scale === "head" ? recordTop(current, cap) : current.max, v.headMax ? v.headMax() : null, layer, model.get("n_heads"), nk);
   if (src) {
     const d = src.dst;
     ctx.drawImage(
-      mapImage(v, current, th.background),
+      mapImage(v, current, th.background, cTop, norm),
       src.sx, src.sy, src.sw, src.sh,
       lay.left + d.x * bw, lay.top + d.y * bh, d.w * bw, d.h * bh,
     );
@@ -201,13 +248,28 @@ export function draw(v) {
     ctx.fillText(truncate(printable(keys[i]), MAX_CHARS), 0, 0);
     ctx.restore();
   }
+  // Axis titles in the empty corner left of the key labels and above the query labels.
   ctx.fillStyle = th.muted;
-  ctx.textAlign = "left";
-  ctx.textBaseline = "top";
+  ctx.textAlign = "right";
+  ctx.textBaseline = "bottom";
   ctx.font = `10px ${th.font}`;
-  ctx.fillText(`max ${current.max.toFixed(3)}`, 2, 2);
+  // (above the first row label, which reaches about FONT / 2 over the map's top edge)
+  ctx.fillText("key \u2192", lay.left - 12, lay.top - 21); // rotated key labels reach ~8 px left of their column
+  ctx.fillText("query \u2193", lay.left - 12, lay.top - 9);
+  const lopts = {
+    max: cTop,
+    norm,
+    scale,
+    what: typeof head === "number" ? "attention weight" : `attention weight (${head} of heads)`,
+    note: [scale === "head" && cap < 100 ? `capped at p${cap} (above: darkest)` : "", step > 1 && !exact ? `max of ${step}\u00d7${step} blocks` : ""].filter(Boolean).join(", "),
+  };
+  const lut = themeLut(th.background);
+  if (!v.mapLegendEl) {
+    v.mapLegendEl = createLegend(lut, lopts);
+    v.mapLegend.appendChild(v.mapLegendEl);
+  } else updateLegend(v.mapLegendEl, lut, lopts);
 
-  const st = drawStrip(v, th, dir);
+  const st = drawStrip(v, th, dir, norm);
   drawVision(v, th, st.lut, st.vals, st.subject, dir);
   // Map geometry in canvas CSS px, for tests and tools that point at a cell.
   canvas.dataset.left = String(lay.left);
@@ -226,5 +288,7 @@ export function draw(v) {
   ds.source = current.tile ? "tile" : step > 1 ? "overview" : "map";
   ds.token = given(token) ? String(token) : "";
   ds.direction = dir;
+  ds.colourTop = String(cTop);
+  ds.norm = norm;
   ds.draws = String(Number(ds.draws || 0) + 1);
 }

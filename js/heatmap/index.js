@@ -14,6 +14,8 @@ import { createMapCache, ensureMap, listenForPushes, preload } from "./cache.js"
 import { draw } from "./draw.js";
 import { mapHandlers, zoomStep } from "./input.js";
 import { buildStrip } from "./strip.js";
+import { scaleControls } from "../lib/legend.js";
+import { decode } from "../lib/codec.js";
 import { decodeVision, visionHandlers } from "./vision.js";
 
 /** The panel's elements. */
@@ -62,7 +64,9 @@ function buildDom(el) {
     "color:inherit;border:1px solid var(--jp-border-color1, #bdbdbd);border-radius:3px;";
   side.append(d.chips, d.visionNote, d.btnStrip);
   d.vision.append(d.visionCanvas, side);
-  d.panel.append(d.title, d.controls, d.note, d.error, d.canvas, d.band, d.vision, d.strip);
+  d.mapLegend = h("div", "aw-legend-slot aw-map-legend"); // colour bars (lib/legend.js), see draw.js
+  d.stripLegend = h("div", "aw-legend-slot aw-strip-legend");
+  d.panel.append(d.title, d.controls, d.mapLegend, d.note, d.error, d.canvas, d.band, d.vision, d.stripLegend, d.strip);
   el.appendChild(d.panel);
   return d;
 }
@@ -179,6 +183,24 @@ function render({ model, el }) {
     }),
   );
   stop.add(onWidthChange(v.panel, v.draw));
+  // Colour scale and normalisation (traits `scale`, `norm`; heads' maxima in `head_max`).
+  const scaleUi = scaleControls(model);
+  v.controls.insertBefore(scaleUi.el, v.status);
+  v.headMax = () => {
+    const t = model.get("head_max");
+    if (!t || !t.data) return null;
+    if (v.headMaxSrc !== t) {
+      v.headMaxSrc = t;
+      v.headMaxArr = decode(t).data;
+    }
+    return v.headMaxArr;
+  };
+  stop.add(
+    listen(model, onTraits(["scale", "norm", "head_max", "cap"], () => {
+      scaleUi.sync();
+      v.draw();
+    })),
+  );
 
   firstDraw(v, "heatmap", () => {
     decodeVision(v);

@@ -1,12 +1,13 @@
 // The sentence strip under the map: every token (or, for cross-attention, every key or
 // every query) as a chip coloured by the subject token's row or column.
 import { maxOf } from "../lib/codec.js";
-import { lutCss, lutIndex, textOn, themeLut } from "../lib/colormap.js";
+import { lutCss, normIndex, textOn, themeLut } from "../lib/colormap.js";
 import { h } from "../lib/dom.js";
+import { createLegend, updateLegend } from "../lib/legend.js";
 import { fetchStrip, stripValues } from "./cache.js";
 
-/** Colour a token chip by its value on the 0..vmax scale (null: uncoloured, clickable). */
-export function colourToken(el, value, vmax, lut) {
+/** Colour a token chip by its value on the 0..vmax scale under `norm` (null: uncoloured, clickable). */
+export function colourToken(el, value, vmax, lut, norm = "linear") {
   if (value === null || value === undefined) {
     el.style.background = "";
     el.style.color = "";
@@ -14,7 +15,7 @@ export function colourToken(el, value, vmax, lut) {
     el.title = "click to select this token";
     return;
   }
-  const idx = lutIndex(value, vmax);
+  const idx = normIndex(value, vmax, norm);
   el.style.background = lutCss(lut, idx);
   el.style.color = textOn(lut, idx);
   el.dataset.value = value.toFixed(4);
@@ -24,6 +25,9 @@ export function colourToken(el, value, vmax, lut) {
 /** (Re)build the strip's chips for `tokens`, listed as `name` ("tokens" | "keys" | "queries"). */
 export function buildStrip(v, tokens = v.axis().labels, name = v.axis().axis) {
   v.strip.replaceChildren();
+  // A long text wraps inside a scrolling box (about 8 lines); drawStrip keeps the selected token in view.
+  v.strip.style.maxHeight = "13em";
+  v.strip.style.overflowY = "auto";
   // Special-token marks are known for the queries (`special`), not for cross-attention keys.
   const special = name === "keys" ? [] : v.model.get("special") || [];
   v.stripLabels = tokens;
@@ -43,7 +47,7 @@ export function buildStrip(v, tokens = v.axis().labels, name = v.axis().axis) {
  * subject `token` over the tokens. Cross-attention: "from" lists the keys coloured by the
  * query `token`'s row, "to" the queries by the `key_token`'s column.
  */
-export function drawStrip(v, th, dir) {
+export function drawStrip(v, th, dir, norm = "linear") {
   const ax = v.axis(dir);
   if (v.stripLabels !== ax.labels || v.spans.length !== ax.labels.length) buildStrip(v, ax.labels, ax.axis);
   const lut = themeLut(th.background);
@@ -56,7 +60,39 @@ export function drawStrip(v, th, dir) {
   v.spans.forEach((s, i) => {
     s.classList.toggle("aw-selected", i === sel);
     s.setAttribute("aria-selected", String(i === sel));
-    colourToken(s, vals ? vals[i] : null, vmax, lut);
+    colourToken(s, vals ? vals[i] : null, vmax, lut, norm);
   });
+  if (v.stripLegend) {
+    const opts = {
+      max: vmax,
+      norm,
+      what: dir === "from" ? "strip: attention from the selected token" : "strip: attention to the selected token",
+      note: "0 .. its largest weight",
+    };
+    if (!v.stripLegendEl) {
+      v.stripLegendEl = createLegend(lut, opts);
+      v.stripLegend.appendChild(v.stripLegendEl);
+    } else updateLegend(v.stripLegendEl, lut, opts);
+    v.stripLegend.style.display = vals ? "" : "none";
+  }
+  if (sel !== null && sel !== undefined && v.spans[sel]) keepInView(v.strip, v.spans[sel]);
   return { lut, vals, subject: has ? subj : null };
+}
+
+/**
+ * The scrollTop that shows a child spanning [top, top + height) in a box of visible height
+ * `viewH` now scrolled to `scrollTop`: unchanged when it is already in view, else the child
+ * centred (clamped at 0). Pure, for the strip's "keep the selected token in view".
+ */
+export function scrollToShow(top, height, scrollTop, viewH) {
+  if (top >= scrollTop && top + height <= scrollTop + viewH) return scrollTop;
+  return Math.max(0, Math.round(top + height / 2 - viewH / 2));
+}
+
+/** Scroll the strip box (not the page) so `span` is visible. */
+export function keepInView(box, span) {
+  if (!(box.clientHeight > 0) || box.scrollHeight <= box.clientHeight) return;
+  const top = span.offsetTop - box.offsetTop; // offsetParent: the strip box (position: relative) or its panel
+  const want = scrollToShow(top, span.offsetHeight, box.scrollTop, box.clientHeight);
+  if (want !== box.scrollTop) box.scrollTop = want;
 }

@@ -100,3 +100,87 @@ export function paint(values, max, lut, out, gamma = 1, alpha = null) {
   }
   return px;
 }
+
+// ---- normalisations (style.json colormap.norms): where a value sits on the colour bar ----
+
+export const NORMS = COLORMAP.norms;
+const LOG_R = COLORMAP.log_range;
+const LOG_DEN = Math.log(LOG_R);
+
+/** Position 0..1 of `value` on a 0..`max` scale under `norm` ("linear" | "sqrt" | "log"). */
+export function normT(value, max, norm = "linear") {
+  if (!(max > 0) || !(value > 0)) return 0;
+  const x = value >= max ? 1 : value / max;
+  if (norm === "sqrt") return Math.sqrt(x);
+  if (norm === "log") return Math.log1p((LOG_R - 1) * x) / LOG_DEN;
+  return x;
+}
+
+/** The value at position `t` (0..1) of a 0..`max` colour bar under `norm` (normT inverted). */
+export function normValue(t, max, norm = "linear") {
+  const c = t <= 0 ? 0 : t >= 1 ? 1 : t;
+  if (norm === "sqrt") return c * c * max;
+  if (norm === "log") return (Math.expm1(c * LOG_DEN) / (LOG_R - 1)) * max;
+  return c * max;
+}
+
+/** LUT index 0..255 of `value` on a 0..`max` scale under `norm`. */
+export function normIndex(value, max, norm = "linear") {
+  return Math.round(normT(value, max, norm) * (N - 1));
+}
+
+/** Like paint(), with a normalisation instead of a gamma. */
+export function paintNorm(values, max, lut, out, norm = "linear") {
+  if (norm === "sqrt") return paint(values, max, lut, out, 0.5);
+  if (norm !== "log") return paint(values, max, lut, out, 1);
+  const n = values.length;
+  const px = out || new Uint8ClampedArray(n * 4);
+  for (let i = 0; i < n; i++) {
+    const j = normIndex(values[i], max, "log") * 4;
+    const o = i * 4;
+    px[o] = lut[j];
+    px[o + 1] = lut[j + 1];
+    px[o + 2] = lut[j + 2];
+    px[o + 3] = 255;
+  }
+  return px;
+}
+
+// ---- diverging map (compare mode): -max .. 0 (background) .. +max ----
+
+/** Colour stops of the diverging map on `background`: strong negative .. background .. strong positive. */
+export function divergingStops(background) {
+  const bg = parseColor(background) || COLORMAP.default_background;
+  const dark = luminance(bg) < COLORMAP.dark_luminance;
+  const d = COLORMAP.diverging;
+  const neg = dark ? d.dark_negative : d.light_negative;
+  const pos = dark ? d.dark_positive : d.light_positive;
+  return [neg[1], neg[0], bg, pos[0], pos[1]];
+}
+
+/** The diverging LUT for a background colour. */
+export function divergingLut(background) {
+  return makeLut(divergingStops(background));
+}
+
+/** LUT index 0..255 of a signed `value` on a -`max`..`max` diverging scale (0 -> 127 or 128, the background). */
+export function divergingIndex(value, max) {
+  if (!(max > 0) || !Number.isFinite(value)) return value > 0 ? N - 1 : value < 0 ? 0 : Math.round((N - 1) / 2);
+  const x = Math.max(-1, Math.min(1, value / max));
+  return Math.round(((x + 1) / 2) * (N - 1));
+}
+
+/** Fill RGBA pixels for signed `values` on a -max..max diverging LUT. */
+export function paintDiverging(values, max, lut, out) {
+  const n = values.length;
+  const px = out || new Uint8ClampedArray(n * 4);
+  for (let i = 0; i < n; i++) {
+    const j = divergingIndex(values[i], max) * 4;
+    const o = i * 4;
+    px[o] = lut[j];
+    px[o + 1] = lut[j + 1];
+    px[o + 2] = lut[j + 2];
+    px[o + 3] = 255;
+  }
+  return px;
+}

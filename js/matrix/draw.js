@@ -1,10 +1,14 @@
 // Drawing the layers x heads grid: one painted thumbnail per cell, a corner mark on
 // cells still showing the preview, the grid frame (labels, selection) and the hover.
-import { themeLut } from "../lib/colormap.js";
+import { divergingLut, themeLut } from "../lib/colormap.js";
+import { createLegend, updateLegend } from "../lib/legend.js";
 import { sizeCanvas, theme } from "../lib/dom.js";
 import { drawGridFrame, publishGrid } from "../lib/grid.js";
 import { cellOrigin, fitCell, matrixLayout } from "../lib/layout.js";
-import { paintCell, pendingCount } from "./thumbs.js";
+import { codeTable, displayMax, paintCell, pendingCount } from "./thumbs.js";
+
+const LEFT = 44; // layer numbers + the rotated "layer" axis title
+const TOP = 28; // head numbers + the "head" axis title
 
 /** The note above the grid: preview progress, or what a cross-attention cell shows. */
 export function matrixNote({ nPending, previewNote, L, H, nq, nk }) {
@@ -16,14 +20,46 @@ export function matrixNote({ nPending, previewNote, L, H, nq, nk }) {
   return "";
 }
 
-/** Painted ImageData of every cell, or of layers l0..l1 into `tiles` (after a chunk). */
-export function paintTiles(state, bg, tiles = [], l0 = 0, l1 = state.shape[0]) {
-  const lut = themeLut(bg);
-  const [, H, s, sk] = state.shape;
+/** The colour setting of the view: what the tiles were painted with. */
+export function colourKey(state, bg, scale, norm, nKeys) {
+  return `${bg}|${scale}|${norm}|${nKeys}|${state.signed ? "s" : "u"}`;
+}
+
+/** The LUT of the thumbnails: the sequential map, or the diverging one for a difference. */
+export function thumbLut(state, bg) {
+  return state.signed ? divergingLut(bg) : themeLut(bg);
+}
+
+/**
+ * Painted ImageData of every cell, or of layers l0..l1 into `tiles` (after a chunk), each
+ * rescaled from its own max to the bar top of `scale` ("head" | "layer" | "global") under `norm`.
+ */
+export function paintTiles(state, bg, tiles = [], l0 = 0, l1 = state.shape[0], opts = {}) {
+  const { scale = "layer", norm = "linear", nKeys = state.shape[3] ?? state.shape[2] } = opts;
+  const lut = thumbLut(state, bg);
+  const [L, H, s, sk] = state.shape;
+  const scales = state.scales || new Float32Array(L * H).fill(1);
+  const top = displayMax(scales, L, H, scale, nKeys, state.signed);
   for (let l = l0; l < l1; l++) {
-    for (let hd = 0; hd < H; hd++) tiles[l * H + hd] = new ImageData(paintCell(state, l, hd, lut), sk ?? s, s);
+    for (let hd = 0; hd < H; hd++) {
+      const i = l * H + hd;
+      const table = codeTable(scales[i], top[i], norm, state.signed);
+      tiles[i] = new ImageData(paintCell(state, l, hd, lut, table), sk ?? s, s);
+    }
   }
+  tiles.top = top;
   return tiles;
+}
+
+/** The legend's settings for the selected cell (bar top = that cell's display max). */
+export function matrixLegend(state, top, layer, head, H, scale, norm, names) {
+  const hd = typeof head === "number" ? head : 0;
+  const m = top ? top[layer * H + hd] : 0;
+  const where = scale === "global" ? "" : scale === "layer" ? `top: layer ${layer}` : `top: layer ${layer} head ${hd}`;
+  if (state.signed) {
+    return { max: m, norm, scale, diverging: true, names, what: "attention", note: where };
+  }
+  return { max: m, norm, scale, what: "attention weight (max-pooled)", note: where };
 }
 
 export function draw(v) {
@@ -45,14 +81,19 @@ export function draw(v) {
     nk: (model.get("key_tokens") || []).length,
   });
   const avail = panel.clientWidth || el.clientWidth || 720;
-  const cell = model.get("cell_size") || fitCell(avail - 8, H, { left: 30, min: 12, max: 56 });
-  const lay = matrixLayout({ nLayers: L, nHeads: H, cell, left: 30, top: 16 });
+  const cell = model.get("cell_size") || fitCell(avail - 8, H, { left: LEFT, min: 12, max: 56 });
+  const lay = matrixLayout({ nLayers: L, nHeads: H, cell, left: LEFT, top: TOP });
   v.lay = lay;
   const ctx = sizeCanvas(canvas, lay.width, lay.height);
-  if (!v.tiles || th.background !== v.lutKey) {
-    v.tiles = paintTiles(thumbs, th.background);
-    v.lutKey = th.background;
+  const scale = model.get("scale") || "layer";
+  const norm = model.get("norm") || "linear";
+  const nKeys = (model.get("key_tokens") || []).length || model.get("tokens").length;
+  const key = colourKey(thumbs, th.background, scale, norm, nKeys);
+  if (!v.tiles || key !== v.lutKey) {
+    v.tiles = paintTiles(thumbs, th.background, [], 0, L, { scale, norm, nKeys });
+    v.lutKey = key;
   }
+  v.paintOpts = { scale, norm, nKeys };
   ctx.fillStyle = th.background;
   ctx.fillRect(0, 0, lay.width, lay.height);
   const s = thumbs.shape[2];
@@ -88,6 +129,23 @@ export function draw(v) {
   const layer = model.get("layer");
   const head = model.get("head");
   drawGridFrame(ctx, lay, th, layer, head);
+  // Axis titles: "head" over the head numbers, "layer" (rotated) left of the layer numbers.
+  ctx.fillStyle = th.muted;
+  ctx.font = `11px ${th.font}`;
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  ctx.fillText("head", lay.left + (H * lay.pitch) / 2, 1);
+  ctx.save();
+  ctx.translate(2, lay.top + (L * lay.pitch) / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.textBaseline = "top";
+  ctx.fillText("layer", 0, 0);
+  ctx.restore();
+  const lopts = matrixLegend(thumbs, v.tiles.top, layer, head, H, scale, norm, v.names());
+  if (!v.legend) {
+    v.legend = createLegend(thumbLut(thumbs, th.background), lopts);
+    v.legendBox.appendChild(v.legend);
+  } else updateLegend(v.legend, thumbLut(thumbs, th.background), lopts);
   if (v.hover) {
     const o = cellOrigin(lay, v.hover.layer, v.hover.head);
     ctx.lineWidth = 1;

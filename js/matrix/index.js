@@ -2,9 +2,10 @@
 // Parts: thumbs.js (the thumbnail arrays, chunks and catch-up), draw.js (the canvas),
 // input.js (mouse and keys). Messages are those of lib/protocol.js.
 import { disposer, ensureStyles, h, listen, onWidthChange } from "../lib/dom.js";
+import { scaleControls } from "../lib/legend.js";
 import { createClient, MSG, onPush } from "../lib/protocol.js";
 import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js";
-import { draw, paintTiles } from "./draw.js";
+import { draw } from "./draw.js";
 import { matrixHandlers } from "./input.js";
 import { applyLayers, decodeChunk, decodeThumbsReply, mergeReply, pendingCount, thumbsFromTrait } from "./thumbs.js";
 
@@ -19,7 +20,8 @@ function buildDom(el) {
   d.canvas.setAttribute("role", "grid");
   d.canvas.setAttribute("aria-label", "attention heads: layers by heads; arrow keys move, Enter selects");
   d.controls = h("div", "aw-controls"); // image export buttons
-  d.panel.append(d.title, d.controls, d.note, d.error, d.canvas);
+  d.legendBox = h("div", "aw-legend-box-matrix"); // the colour bar (lib/legend.js)
+  d.panel.append(d.title, d.controls, d.legendBox, d.note, d.error, d.canvas);
   el.appendChild(d.panel);
   return d;
 }
@@ -36,6 +38,10 @@ function render({ model, el }) {
     exactLayers: new Set(), // layers received as chunks: a later snapshot never undoes them
   });
   v.draw = () => draw(v);
+  // Legend names in compare mode: which colour means which trace is larger.
+  v.names = () => [model.get("model_name") || "trace", model.get("compare_name") || "compare"];
+  const scaleUi = scaleControls(model);
+  v.controls.insertBefore(scaleUi.el, v.controls.firstChild);
   const stop = disposer();
   stop.add(() => v.client.dispose());
   stop.add(
@@ -56,7 +62,7 @@ function render({ model, el }) {
     const c = decodeChunk(msg, buffers);
     for (let l = c.layer0; l < c.layer1; l++) v.exactLayers.add(l);
     applyLayers(v.thumbs, c.layer0, c.layer1, c.maps, c.scales);
-    if (v.tiles) paintTiles(v.thumbs, v.lutKey, v.tiles, c.layer0, c.layer1);
+    v.tiles = null; // a shared scale may change with the new layers: repaint all
     v.draw();
   };
 
@@ -82,6 +88,10 @@ function render({ model, el }) {
         v.draw();
       },
       ...onTraits(["layer", "head", "error", "cell_size"], v.draw),
+      ...onTraits(["scale", "norm"], () => {
+        scaleUi.sync();
+        v.draw();
+      }),
     }),
     onWidthChange(v.panel, v.draw),
   );

@@ -3,7 +3,8 @@
 // layers arrive ("thumbs_chunk" pushes, or the "get_thumbs" reply of a late view).
 // Pure functions of arrays, so the view and the tests share them.
 import { decode } from "../lib/codec.js";
-import { paint } from "../lib/colormap.js";
+import { COLORMAP } from "../lib/style.js";
+import { normT } from "../lib/colormap.js";
 
 /**
  * Own copies of the `thumbs` trait's arrays ({maps, scales, pending, note}): chunks write
@@ -18,6 +19,7 @@ export function thumbsFromTrait(t, exactLayers = new Set()) {
     scales: t.scales ? Float32Array.from(decode(t.scales).data) : null,
     pending: t.pending ? Uint8Array.from(decode(t.pending).data) : null,
     note: t.note || "",
+    signed: !!t.signed, // compare mode: codes 0..255 are -max..max of the difference
   };
   const H = d.shape[1];
   if (state.pending) for (const l of exactLayers) state.pending.fill(0, l * H, (l + 1) * H);
@@ -82,10 +84,68 @@ export function mergeReply(state, reply, exactLayers) {
   state.note = reply.note || state.note;
 }
 
-/** RGBA pixels of cell (layer, head) through `lut` (0..255 values). */
-export function paintCell(state, layer, head, lut) {
+// ---- colour scales: the uint8 cells are each head's own 0..max (or, signed, -max..max);
+// the heads' maxima (`scales`) let the view rescale them to a shared top without new data.
+
+/** The lowest top of an attention colour bar over `nKeys` keys (style.json uniform_floor). */
+export function uniformFloor(nKeys) {
+  return Math.min(1, COLORMAP.uniform_floor / Math.max(1, nKeys | 0));
+}
+
+/**
+ * The top of each head's colour bar (Float64Array [L * H]) from the heads' maxima: its own
+ * ("head"), its layer's ("layer") or all layers' ("global") largest, at least uniformFloor
+ * (not for signed differences, whose maxima are |difference|). render/style.display_max.
+ */
+export function displayMax(scales, L, H, scale, nKeys, signed = false) {
+  const out = new Float64Array(L * H);
+  let all = 0;
+  for (let i = 0; i < L * H; i++) all = Math.max(all, scales[i]);
+  for (let l = 0; l < L; l++) {
+    let lm = 0;
+    for (let hd = 0; hd < H; hd++) lm = Math.max(lm, scales[l * H + hd]);
+    for (let hd = 0; hd < H; hd++) {
+      const i = l * H + hd;
+      const m = scale === "global" ? all : scale === "layer" ? lm : scales[i];
+      out[i] = signed ? m : Math.max(m, uniformFloor(nKeys));
+    }
+  }
+  return out;
+}
+
+/** Diverging LUT index of a signed value on -vmax..vmax, magnitude under `norm` (0 -> 128). */
+export function signedIndex(value, vmax, norm = "linear") {
+  const t = Math.sign(value) * normT(Math.abs(value), vmax, norm);
+  return Math.round(((t + 1) / 2) * 255);
+}
+
+/**
+ * LUT index for each uint8 code 0..255 of a head whose codes span 0..`headMax` (signed:
+ * -headMax..headMax), shown on a bar topping out at `vmax` under `norm`.
+ */
+export function codeTable(headMax, vmax, norm = "linear", signed = false) {
+  const tab = new Uint8Array(256);
+  for (let q = 0; q < 256; q++) {
+    if (signed) tab[q] = signedIndex((q / 255) * 2 * headMax - headMax, vmax, norm);
+    else tab[q] = Math.round(normT((q / 255) * headMax, vmax, norm) * 255);
+  }
+  if (signed) tab[128] = 128; // code 128 is the encoder's 0 (+-1 / 255 of headMax): the background
+  return tab;
+}
+
+/** RGBA pixels of cell (layer, head) through `lut`, rescaled by `table` (codeTable; default identity). */
+export function paintCell(state, layer, head, lut, table = null) {
   const [, H, s, sk] = state.shape;
   const w = sk ?? s;
   const off = (layer * H + head) * s * w;
-  return paint(state.data.subarray(off, off + s * w), 255, lut);
+  const src = state.data.subarray(off, off + s * w);
+  const px = new Uint8ClampedArray(src.length * 4);
+  for (let i = 0; i < src.length; i++) {
+    const j = (table ? table[src[i]] : src[i]) * 4;
+    px[i * 4] = lut[j];
+    px[i * 4 + 1] = lut[j + 1];
+    px[i * 4 + 2] = lut[j + 2];
+    px[i * 4 + 3] = 255;
+  }
+  return px;
 }

@@ -9,7 +9,7 @@ import cases from "../../tests/contract/fixtures/style_cases.json";
 import spec from "../../attn_widgets/style.json";
 import { fitRow } from "../lib/flowlayout.js";
 import { asBytes, decode } from "../lib/codec.js";
-import { lutIndex, makeLut, textOn, themeLut, themeStops } from "../lib/colormap.js";
+import { divergingLut, divergingStops, lutIndex, makeLut, normIndex, textOn, themeLut, themeStops } from "../lib/colormap.js";
 import { bucketEdges, bucketStyle } from "../lib/flowlayout.js";
 import { labelStride, printable, truncate, visibleLabels } from "../lib/layout.js";
 import { createClient, MSG, onPush } from "../lib/protocol.js";
@@ -18,7 +18,7 @@ import { SIZES } from "../lib/style.js";
 import { rangeLabels, tileStep } from "../lib/zoom.js";
 import { makeRecord, planMap, createMapCache, tileRecord } from "../heatmap/cache.js";
 import { mapSize } from "../heatmap/draw.js";
-import { decodeChunk, decodeThumbsReply } from "../matrix/thumbs.js";
+import { codeTable, decodeChunk, decodeThumbsReply, displayMax, signedIndex } from "../matrix/thumbs.js";
 import { decodeGraph } from "../flow/graph.js";
 import { fakeModel } from "./fakes.js";
 
@@ -172,6 +172,21 @@ describe("contract: style", () => {
   it("LUT indices and text colours", () => {
     for (const c of cases.lut_index) expect([c.value, c.max, lutIndex(c.value, c.max)]).toEqual([c.value, c.max, c.index]);
     for (const c of cases.text_on) expect([c.background, c.index, textOn(themeLut(css(c.background)), c.index)]).toEqual([c.background, c.index, c.text]);
+  });
+
+  it("colour scales: normalisations, signed indices, code tables, bar tops, diverging LUT", () => {
+    for (const c of cases.norm_index) expect([c.value, c.max, c.norm, normIndex(c.value, c.max, c.norm)]).toEqual([c.value, c.max, c.norm, c.index]);
+    for (const c of cases.signed_index) expect([c.value, c.max, c.norm, signedIndex(c.value, c.max, c.norm)]).toEqual([c.value, c.max, c.norm, c.index]);
+    for (const c of cases.code_table) expect(Array.from(codeTable(c.head_max, c.max, c.norm, c.signed))).toEqual(c.table);
+    for (const c of cases.display_max) {
+      const flat = c.scales.flat();
+      const top = Array.from(displayMax(flat, c.scales.length, c.scales[0].length, c.scale, c.n_keys, c.signed));
+      top.forEach((x, i) => expect(x).toBeCloseTo(c.top.flat()[i], 12));
+    }
+    for (const [bg, c] of Object.entries(cases.diverging)) {
+      expect(divergingStops(css(bg))).toEqual(c.stops);
+      expect(Array.from(divergingLut(css(bg))).filter((_, i) => i % 4 !== 3)).toEqual(c.lut_rgb);
+    }
   });
 
   it("label strides, visible labels and label ranges", () => {

@@ -206,11 +206,28 @@ def build_style_cases() -> dict:
              "tile_step": [{"rows": r, "cols": c, "side": s, "step": S.tile_step(r, c, s)}
                            for r, c, s in ((10, 10, 16), (1024, 1024, 1024), (1025, 1024, 1024),
                                            (4096, 16, 256), (3000, 2000, 1024))]}
+    # Colour scales (legends, matrix rescaling, compare mode).
+    nvals = [0.0, 1e-4, 0.01, 0.05, 1 / 13, 0.2, 0.5, 0.999, 1.0, 2.0, -0.3]
+    norm_index = [{"value": v, "max": m, "norm": n, "index": int(S.norm_index(v, m, n))}
+                  for n in S.NORMS for m in (1.0, 0.3, 0.0) for v in nvals]
+    signed_index = [{"value": v, "max": m, "norm": n, "index": int(S.signed_index(v, m, n))}
+                    for n in S.NORMS for m in (0.2, 0.0) for v in (-0.5, -0.2, -0.01, 0.0, 0.01, 0.1, 0.2, 0.7)]
+    code_table = [{"head_max": hm, "max": m, "norm": n, "signed": sg, "table": S.code_table(hm, m, n, sg).tolist()}
+                  for hm, m, n, sg in ((0.077, 0.31, "sqrt", False), (0.5, 0.9, "linear", False),
+                                       (0.3, 0.3, "log", False), (0.05, 0.2, "linear", True), (0.1, 0.1, "sqrt", True))]
+    scales = np.array([[0.9, 0.1, 0.05], [0.02, 0.03, 0.01]])
+    display_max = [{"scales": scales.tolist(), "scale": sc, "n_keys": nk, "signed": sg,
+                    "top": S.display_max(scales, sc, nk, sg).tolist()}
+                   for sc in S.SCALES for nk, sg in ((13, False), (512, False), (13, True))]
+    diverging = {name: {"stops": [list(map(int, c)) for c in S.diverging_stops(name)],
+                        "lut_rgb": S.diverging_lut(name).ravel().tolist()} for name in ("light", "dark")}
     return {"about": "Style computed by attn_widgets.render.style from attn_widgets/style.json "
                      "(tests/contract/generate.py); the JS views must compute the same.",
             "luts": luts, "lut_index": lut_index, "text_on": text_on, "label_stride": strides,
             "visible_labels": visible, "range_labels": ranges, "bucket_edges": buckets,
-            "bucket_style": styles, "traced_style": traced, "node_style": nodes, "text": text, "sizes": sizes}
+            "bucket_style": styles, "traced_style": traced, "node_style": nodes, "text": text, "sizes": sizes,
+            "norm_index": norm_index, "signed_index": signed_index, "code_table": code_table,
+            "display_max": display_max, "diverging": diverging}
 
 
 def build() -> dict[str, Any]:

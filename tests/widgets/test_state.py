@@ -133,7 +133,9 @@ def test_heatmap_state_carries_the_selected_map_as_float16_bytes(any_trace):
         tr.n_layers - 1, 2, "float16", [tr.n_tokens, tr.n_tokens])
     assert isinstance(init["data"], bytes) and len(init["data"]) == 2 * tr.n_tokens**2
     state, paths, _ = _remove_buffers(st)
-    assert paths == [["initial_map", "data"]]
+    # and the heads' maxima (float32 [L, H], for the shared colour scales)
+    assert sorted(paths) == [["head_max", "data"], ["initial_map", "data"]]
+    assert st["head_max"]["shape"] == [tr.n_layers, tr.n_heads] and st["head_max"]["dtype"] == "float32"
     assert _number_lists(state) == []
     np.testing.assert_allclose(unpack(init).astype(np.float32), tr.head_map(tr.n_layers - 1, 2), **F16)
     # Not some other head's map.
