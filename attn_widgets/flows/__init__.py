@@ -10,7 +10,8 @@ its input with a ValueError that names the problem (shape, dtype, NaN, row sums)
 * :func:`grad_rollout` -- gradient-weighted rollout (Chefer et al. 2021), ``[T, T]``;
   :func:`relevance_view` turns it into ``R - I`` normalised per row.
 * :func:`attn_grad` -- attention x gradient per head, signed or clipped.
-* :func:`head_stats` -- entropy, distance, special-token share, gradient importance.
+* :func:`head_stats` -- entropy, distance, special-token share, gradient importance,
+  value-weighted importance.
 * :func:`value_norm` -- norm-based attention (Kobayashi et al. 2020), per head or head-mixed.
 * :func:`contribution_layers`, :func:`alti` -- ALTI per-layer contributions and their
   rollout (Ferrando et al. 2022).

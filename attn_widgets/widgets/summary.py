@@ -21,6 +21,7 @@ METRICS = {
     "distance": "mean |query - key| distance weighted by attention; high = long-range head",
     "special": "share of attention on special tokens ([CLS], [SEP], ...); high = sink head",
     "grad_importance": "mean |attention x gradient|: how much the target depends on the head",
+    "value_importance": "value-weighted importance: attention x ||moved vector||, the head's share of its layer",
 }
 
 
@@ -54,7 +55,8 @@ class HeadSummary(TraceRanges, LocalSelection, widgets.VBox):
         self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
         self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
         if metric not in self.available:
-            why = " (the trace has no gradients)" if metric == "grad_importance" else ""
+            why = {"grad_importance": " (the trace has no gradients)",
+                   "value_importance": " (the trace has no value norms: aw.trace(..., contributions=True))"}.get(metric, "")
             raise ValueError(f"metric: expected one of {self.available}{why}, received {metric!r}")
 
         L, H = trace.n_layers, trace.n_heads
