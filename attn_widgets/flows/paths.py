@@ -54,6 +54,7 @@ __all__ = [
     "available_methods",
     "GRAD_METHODS",
     "CONTRIB_METHODS",
+    "value_weighted_map",
 ]
 
 METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad", "value_norm", "alti")
@@ -308,3 +309,41 @@ def token_scores(
         attentions, method, gradients, residual=residual, signed=signed, mixed_norms=mixed_norms,
         contributions=contributions,
     )[token]
+
+
+def value_weighted_map(attentions: Any, value_norms: Any, layer: int, head: int | str) -> np.ndarray:
+    """One head's value-weighted map, rows normalised: float32 ``[T, T]``.
+
+    ``W[i, j] = A[l, h, i, j] ||f_h(x_j)|| / sum_k A[l, h, i, k] ||f_h(x_k)||`` (Kobayashi et
+    al. 2020's per-head norms, each query row divided by its sum so it reads on the same
+    0..1 scale as attention; a row summing to 0 stays 0). ``head="mean"`` / ``"max"``: the
+    mean / max over the layer's heads of the per-head ``W``. ``attentions`` may be a trace
+    (then ``value_norms=None`` takes its own).
+    """
+    if is_trace_like(attentions):
+        value_norms = getattr(attentions, "value_norms", None) if value_norms is None else value_norms
+        attentions = attentions.attentions
+    if value_norms is None:
+        raise ValueError(
+            "value_norms: the value-weighted map needs the [L, H, T] value norms, but this trace has none; "
+            "capture it with attn_widgets.trace(..., contributions=True)"
+        )
+    a = np.asarray(attentions)
+    vn = np.asarray(value_norms, dtype=np.float64)
+    if a.ndim != 4 or vn.shape != a.shape[:3] or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"value_norms: expected shape {list(a.shape[:3])} ([L, H, T]), received {list(vn.shape)}")
+    n_layers, n_heads = a.shape[:2]
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < n_layers:
+        raise ValueError(f"layer: expected an int 0 <= layer < {n_layers}, received {layer!r}")
+    if head in ("mean", "max"):
+        heads = list(range(n_heads))
+    elif isinstance(head, bool) or not isinstance(head, (int, np.integer)) or not 0 <= head < n_heads:
+        raise ValueError(f"head: expected 'mean', 'max' or an int 0 <= head < {n_heads}, received {head!r}")
+    else:
+        heads = [int(head)]
+    w = _rownorm(a[layer, heads].astype(np.float64) * vn[layer, heads][:, None, :])
+    if head == "max":
+        out = w.max(axis=0)
+    else:
+        out = w.mean(axis=0)
+    return out.astype(np.float32)

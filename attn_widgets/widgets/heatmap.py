@@ -62,7 +62,7 @@ class AttentionHeatmap(AttnWidget):
     _esm = _esm("heatmap")
     export_kind = export_view = "heatmap"
     export_grows = True
-    _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset"})
+    _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset", "value_weighting"})
     _select_fields = ("layer", "head", "token", "key_token")
 
     direction = t.Enum(["from", "to"], default_value="from").tag(sync=True)
@@ -86,12 +86,21 @@ class AttentionHeatmap(AttnWidget):
     #: Send the newly selected head's map to the views with the selection change itself
     #: (one message, no request round trip). Only whole maps (``map_step() == 1``) are pushed.
     push_maps = t.Bool(True).tag(sync=True)
+    #: ``"attention"``: the attention weights. ``"value"``: the value-weighted map
+    #: ``A[h, i, j] ||f_h(x_j)||`` with each query row divided by its sum (Kobayashi et al.
+    #: 2020; see :func:`attn_widgets.flows.paths.value_weighted_map`), for a trace captured
+    #: with ``attn_widgets.trace(..., contributions=True)``. Map, strip and zoom tiles follow it.
+    weighting = t.Enum(["attention", "value"], default_value="attention").tag(sync=True)
+    #: True when the trace has value norms: the view shows the weighting toggle only then.
+    value_weighting = t.Bool(False).tag(sync=True)
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         size = kwargs.get("overview_size", 1024)
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1536:
             raise ValueError(f"overview_size: expected an int with 16 <= overview_size <= 1536, received {size!r}")
+        self._vw_cache: OrderedDict[tuple[int, Any], np.ndarray] = OrderedDict()
         super().__init__(trace, **kwargs)
+        self.value_weighting = getattr(trace, "value_norms", None) is not None
         vision = _vision_state(trace)
         if vision is not None:
             self.image, self.patch_grid, self.patch_offset = vision
@@ -102,6 +111,49 @@ class AttentionHeatmap(AttnWidget):
         self._pushed: OrderedDict[tuple[int, Any], None] = OrderedDict()
         self._pushed[(self.layer, self.head)] = None
         self.observe(self._push_map, ["layer", "head"])
+        self.observe(self._on_weighting, ["weighting"])
+
+    @t.validate("weighting")
+    def _validate_weighting(self, proposal):
+        v = proposal["value"]
+        if v == "value" and getattr(self._trace, "value_norms", None) is None:
+            raise t.TraitError(
+                "weighting: 'value' needs the value norms ||f_h(x_j)||, but this trace has none; "
+                "capture it with attn_widgets.trace(..., contributions=True)"
+            )
+        return v
+
+    def _on_weighting(self, _change: dict) -> None:
+        # The maps the views hold (and the ones pushed) are of the other weighting now.
+        self._pushed.clear()
+        self._pushed[(self.layer, self.head)] = None
+        self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
+
+    # -- the maps shown: attention or value-weighted ---------------------------------------
+    def _vw_map(self, layer: int, head: Any) -> np.ndarray:
+        from ..flows.paths import value_weighted_map
+
+        key = (layer, head)
+        m = self._vw_cache.get(key)
+        if m is None:
+            m = value_weighted_map(self._trace, None, layer, head)
+            self._vw_cache[key] = m
+            while len(self._vw_cache) > 16:  # 16 maps: 16 MB at T = 512
+                self._vw_cache.popitem(last=False)
+        return m
+
+    def _src_map(self, layer: int, head: Any) -> np.ndarray:
+        if self.weighting == "value":
+            return self._vw_map(self._trace.check_layer(layer), head)
+        return self._trace.head_map(layer, head)
+
+    def _src_tile(self, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        if self.weighting == "value":
+            from .._wire import pool_blocks
+
+            r0, r1, c0, c1 = self._check_range(r0, r1, c0, c1)
+            return pool_blocks(self._vw_map(self._trace.check_layer(layer), head)[r0:r1, c0:c1], step)
+        return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -168,7 +220,7 @@ class AttentionHeatmap(AttnWidget):
         head = self.head if head is None else head
         if head not in HEAD_AGGREGATES:
             head = self._trace.check_head(head)
-        return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
+        return self._src_tile(layer, head, r0, r1, c0, c1, step=step)
 
     def tile_step(self, r0: int, r1: int, c0: int, c1: int) -> int:
         """The max-pool factor a region is sent with: 1 (full resolution) while it has at
@@ -197,10 +249,10 @@ class AttentionHeatmap(AttnWidget):
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:
         """The ``[T, T]`` map (``[Tq, Tk]`` for cross-attention) shown for ``(layer, head)``
-        (default: the current selection)."""
+        (default: the current selection); value-weighted when ``weighting="value"``."""
         layer = self.layer if layer is None else layer
         head = self.head if head is None else head
-        return self._trace.head_map(layer, head)
+        return self._src_map(layer, head)
 
     def strip_subject(self) -> int | None:
         """The index whose row (``"from"``) or column (``"to"``) the strip shows: ``token``,
@@ -232,8 +284,8 @@ class AttentionHeatmap(AttnWidget):
     def _map_for_wire(self, layer: int, head: Any) -> tuple[np.ndarray, int]:
         step = self.map_step()
         if step == 1:
-            return self._trace.head_map(layer, head), 1
-        return self._trace.tile(layer, head, 0, self._trace.n_tokens, 0, self._n_keys(), step=step), step
+            return self._src_map(layer, head), 1
+        return self._src_tile(layer, head, 0, self._trace.n_tokens, 0, self._n_keys(), step=step), step
 
     def _packed_map(self, layer: int, head: Any) -> dict:
         arr, step = self._map_for_wire(layer, head)
@@ -275,7 +327,7 @@ class AttentionHeatmap(AttnWidget):
             return  # the change came from this panel's own view, which fetches what it needs
         try:
             reply, buffers = protocol.map_message(
-                self._trace.head_map(self.layer, self.head), self.layer, self.head, push=True
+                self._src_map(self.layer, self.head), self.layer, self.head, push=True
             )
         except ValueError:  # over the message cap: the view will ask for it as usual
             return
