@@ -19,7 +19,7 @@ its input with a ValueError that names the problem (shape, dtype, NaN, row sums)
   graph (:class:`RouteGraph`); :func:`route_from_layers` walks any per-layer matrices,
   :func:`route_layers` precomputes them, :func:`route_union` merges several tokens' routes.
 * :func:`method_agreement` -- Spearman rank correlation of one token's input-token scores
-  between every pair of methods (:class:`MethodAgreement`).
+  between every pair of methods (:class:`AgreementTable`).
 
 Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 ``G[l, h] = d y / d A[l, h]`` for a scalar target ``y``):
@@ -41,7 +41,7 @@ Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 Rollout and gradient rollout cost tens of milliseconds at T = 512; only the exact flow is slow.
 """
 
-from .agreement import MethodAgreement, method_agreement
+from .agreement import AgreementTable, method_agreement
 from .contrib import alti, contribution_layers, value_norm
 from .maxflow import FlowCancelled, attention_flow
 from .rollout import attn_grad, grad_rollout, relevance_view, rollout
@@ -65,5 +65,5 @@ __all__ = [
     "route_union",
     "RouteGraph",
     "method_agreement",
-    "MethodAgreement",
+    "AgreementTable",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from .paths import METHODS, available_methods, check_method, score_matrix, token_scores
 
-__all__ = ["MethodAgreement", "method_agreement", "spearman_matrix", "rank_average"]
+__all__ = ["AgreementTable", "method_agreement", "spearman_matrix", "rank_average"]
 
 
 def rank_average(x: np.ndarray) -> np.ndarray:
@@ -62,7 +62,7 @@ def spearman_matrix(scores: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class MethodAgreement:
+class AgreementTable:
     """Spearman agreement between methods for one output token.
 
     Attributes
@@ -115,7 +115,7 @@ class MethodAgreement:
         w = max(len(m) for m in self.methods)
         head = " " * (w + 1) + " ".join(f"{m[:7]:>7}" for m in self.methods)
         rows = [f"{m:<{w}} " + " ".join("    nan" if np.isnan(x) else f"{x:7.2f}" for x in row) for m, row in zip(self.methods, self.matrix)]
-        return f"MethodAgreement(token={self.token}, Spearman)\n" + "\n".join([head, *rows])
+        return f"AgreementTable(token={self.token}, Spearman)\n" + "\n".join([head, *rows])
 
 
 def _check_methods(trace: Any, methods: Sequence[str] | None) -> tuple[str, ...]:
@@ -146,7 +146,7 @@ def method_agreement(
     residual: float = 0.5,
     signed: bool = False,
     score_rows: Callable[[str], np.ndarray] | None = None,
-) -> MethodAgreement:
+) -> AgreementTable:
     """Spearman rank correlation of the input-token scores of every pair of methods.
 
     Parameters
@@ -167,7 +167,7 @@ def method_agreement(
 
     Returns
     -------
-    :class:`MethodAgreement`.
+    :class:`AgreementTable`.
 
     Notes
     -----
@@ -188,7 +188,7 @@ def method_agreement(
             rows.append(score_matrix(trace, m, residual=residual, signed=signed)[token])
     scores = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
     toks = getattr(trace, "tokens", None)
-    return MethodAgreement(
+    return AgreementTable(
         methods=names,
         matrix=spearman_matrix(scores),
         scores=scores,

@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from ..flows.paths import METHODS
 from ..trace import AttentionTrace
 from ._base import TraceRanges
+from .agreement import MethodAgreement
 from .flow import AttentionFlow
 from .heatmap import AttentionHeatmap
 from .link import SelectionLink, link
@@ -80,6 +81,8 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         self.heatmap = AttentionHeatmap(first)
         self.flow = AttentionFlow(first, compare=compare, method=method, threshold=threshold)
         self.summary = HeadSummary(first)
+        # Beside the Flow panel's strip: how far the methods agree on the selected token.
+        self.agreement = MethodAgreement(first)
         self.target_picker = widgets.Dropdown(
             options=list(targets), value=next(iter(targets)), description="target",
             layout=widgets.Layout(width="max-content", display="" if len(targets) > 1 else "none"),
@@ -87,7 +90,7 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         self.target_picker.observe(self._on_target, "value")
         self._header = widgets.HTML()
         grid = widgets.GridBox(
-            children=[self.matrix, self.heatmap, self.flow, self.summary],
+            children=[self.matrix, self.heatmap, self.flow, self.agreement, self.summary],
             layout=widgets.Layout(grid_template_columns="repeat(auto-fit, minmax(420px, 1fr))", grid_gap="8px"),
         )
         self._grid = grid
@@ -112,7 +115,7 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
 
     @property
     def panels(self) -> list:
-        return [self.matrix, self.heatmap, self.flow, self.summary]
+        return [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
 
     def _relink(self) -> None:
         if self._link is not None:
@@ -126,11 +129,12 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         flow_state = {k: getattr(self.flow, k) for k in ("method", "threshold", "top_k", "residual", "signed")}
         if not tr.has_gradients and flow_state["method"] in ("grad_rollout", "attn_grad"):
             flow_state["method"] = "rollout"
-        old = [self.flow, self.summary]
+        old = [self.flow, self.summary, self.agreement]
         self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)
+        self.agreement = MethodAgreement(tr, **sel)
         self.summary = HeadSummary(tr, metric=self.summary.metric if self.summary.metric in
                                    ("entropy", "distance", "special") or tr.has_gradients else "entropy")
-        self._grid.children = [self.matrix, self.heatmap, self.flow, self.summary]
+        self._grid.children = [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
         self._relink()
         for w in old:
             w.close()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.stats import rankdata, spearmanr
 
 import attn_widgets as aw
-from attn_widgets.flows import MethodAgreement, method_agreement
+from attn_widgets.flows import AgreementTable, method_agreement
 from attn_widgets.flows.agreement import rank_average, spearman_matrix
 from attn_widgets.flows.paths import METHODS, score_matrix, token_scores
 
@@ -25,7 +25,7 @@ def ctrace(minilm):
 def test_matches_scipy_on_minilm(ctrace):
     for token in (0, 4):
         ag = ctrace.method_agreement(token)
-        assert isinstance(ag, MethodAgreement) and ag.methods == METHODS and ag.token == token
+        assert isinstance(ag, AgreementTable) and ag.methods == METHODS and ag.token == token
         m = len(METHODS)
         assert ag.matrix.shape == (m, m) and ag.scores.shape == (m, ctrace.n_tokens)
         for i, a in enumerate(METHODS):
