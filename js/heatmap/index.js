@@ -187,7 +187,8 @@ function render({ model, el }) {
     v.stripFailed.clear();
     v.current = null;
     showWeighting();
-    ensureMap(v);
+    // After setTraits' save_changes: the kernel must see the new weighting before the request.
+    queueMicrotask(() => ensureMap(v));
   };
   const onVision = () => {
     decodeVision(v);
