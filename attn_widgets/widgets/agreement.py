@@ -57,9 +57,9 @@ class MethodAgreement(AttnWidget):
                 f"(the flow methods need square maps), received {type(trace).__name__}"
             )
         self._worker = Worker(cache_size=64)
+        if not kwargs.get("methods"):
+            kwargs["methods"] = list(available_methods(trace))
         super().__init__(trace, **kwargs)
-        if not self.methods:
-            self.methods = list(available_methods(trace))
         self._compute()
         self.observe(lambda _c: self._compute(), ["token", "methods", "residual"])
 

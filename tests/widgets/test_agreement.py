@@ -44,6 +44,7 @@ def test_table_is_method_agreement_for_the_token(ctrace):
 def test_validation(ctrace, minilm_trace):
     w = aw.MethodAgreement(ctrace, methods=["alti", "attention"], token=2)
     assert w.table["methods"] == ["alti", "attention"]
+    assert aw.MethodAgreement(ctrace, pair=["attention", "alti"]).pair == ["attention", "alti"]
     with pytest.raises(traitlets.TraitError, match="pair: expected"):
         w.pair = ["alti", "flow"]
     with pytest.raises(traitlets.TraitError, match="contributions=True"):
