@@ -132,8 +132,9 @@ class Explorer(TraceRanges, LocalSelection, widgets.VBox):
         old = [self.flow, self.summary, self.agreement]
         self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)
         self.agreement = MethodAgreement(tr, **sel)
-        self.summary = HeadSummary(tr, metric=self.summary.metric if self.summary.metric in
-                                   ("entropy", "distance", "special") or tr.has_gradients else "entropy")
+        metric = self.summary.metric
+        keeps = {"grad_importance": tr.has_gradients, "value_importance": tr.value_norms is not None}.get(metric, True)
+        self.summary = HeadSummary(tr, metric=metric if keeps else "entropy")
         self._grid.children = [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
         self._relink()
         for w in old:

@@ -45,7 +45,6 @@ function buildDom(el) {
 /** The table: header row and one row per method; every cell knows its pair (dataset). */
 function drawTable(v, tab, th) {
   const stops = divergingStops(th.background);
-  v.legendBar.style.background = legendGradient(stops);
   const pair = v.model.get("pair") || [];
   v.table.replaceChildren();
   const head = h("tr");
@@ -132,6 +131,8 @@ function draw(v) {
   const tab = v.model.get("table") || {};
   const status = v.model.get("status");
   v.status.textContent = status === "computing" ? "computing (exact flow)\u2026" : "";
+  const th = theme(v.panel);
+  v.legendBar.style.background = legendGradient(divergingStops(th.background));
   if (!tab.methods) {
     v.table.replaceChildren();
     v.compare.replaceChildren();
@@ -142,7 +143,6 @@ function draw(v) {
   v.title.textContent =
     `methods agreement (Spearman \u03c1 of input-token scores) \u00b7 token ${tab.token} ${tokens[tab.token] ?? ""}` +
     (chosen === null || chosen === undefined ? " (no token selected)" : "");
-  const th = theme(v.panel);
   drawTable(v, tab, th);
   drawCompare(v, tab, th);
   v.panel.dataset.token = String(tab.token);

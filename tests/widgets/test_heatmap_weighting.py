@@ -96,3 +96,13 @@ def test_weighting_needs_value_norms(minilm_trace):
     assert w.weighting == "attention"
     with pytest.raises(traitlets.TraitError, match=r"contributions=True"):
         AttentionHeatmap(minilm_trace, weighting="value")
+
+
+def test_summary_value_importance(ctrace, minilm_trace):
+    s = aw.HeadSummary(ctrace, metric="value_importance")
+    assert "value_importance" in s.available
+    np.testing.assert_array_equal(s.stats["value_importance"], ctrace.head_stats()["value_importance"])
+    bare = aw.HeadSummary(minilm_trace)
+    assert "value_importance" not in bare.available
+    with pytest.raises(ValueError, match=r"contributions=True"):
+        aw.HeadSummary(minilm_trace, metric="value_importance")
