@@ -130,6 +130,10 @@ class AttentionHeatmap(AttnWidget):
         self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
 
     # -- the maps shown: attention or value-weighted ---------------------------------------
+    def _shown(self) -> Any:
+        """The trace the figures draw: the trace itself, or a view of it whose maps are value-weighted."""
+        return _Weighted(self) if self.weighting == "value" else self._trace
+
     def _vw_map(self, layer: int, head: Any) -> np.ndarray:
         from ..flows.paths import value_weighted_map
 
@@ -238,13 +242,16 @@ class AttentionHeatmap(AttnWidget):
 
         kwargs.setdefault("region", list(self.zoom) or None)
         kwargs.setdefault("overview_size", self.overview_size)
-        return heatmap_svg(self._trace, self.layer, self.head, self.strip_subject(), self.direction,
+        if self.weighting == "value":
+            kwargs.setdefault("title", f"layer {self.layer} \u00b7 head {self.head} \u00b7 value-weighted "
+                                       "(attention \u00d7 ||f(x_j)||, rows normalised)")
+        return heatmap_svg(self._shown(), self.layer, self.head, self.strip_subject(), self.direction,
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
         from ..render.heatmap import heatmap_raster
 
-        return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
+        return heatmap_raster(self._shown(), self.layer, self.head, scale, region=list(self.zoom) or None,
                               overview_size=self.overview_size)
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:
@@ -355,6 +362,22 @@ class AttentionHeatmap(AttnWidget):
         step = self.tile_step(r0, r1, c0, c1)
         arr = self.tile(r0, r1, c0, c1, layer=layer, head=head, step=step)
         return protocol.tile_message(arr, layer, head, r0, r1, c0, c1, step)
+
+
+class _Weighted:
+    """The panel's trace with its maps value-weighted (for the SVG / PNG figures)."""
+
+    def __init__(self, panel: AttentionHeatmap) -> None:
+        self._panel = panel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._panel._trace, name)
+
+    def tile(self, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        return self._panel._src_tile(layer, head, r0, r1, c0, c1, step=step)
+
+    def head_map(self, layer: int, head: Any) -> np.ndarray:
+        return self._panel._src_map(layer, head)
 
 
 #: Longest side of the image sent to a vision heatmap; larger images are subsampled.

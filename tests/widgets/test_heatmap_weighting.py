@@ -106,3 +106,22 @@ def test_summary_value_importance(ctrace, minilm_trace):
     assert "value_importance" not in bare.available
     with pytest.raises(ValueError, match=r"contributions=True"):
         aw.HeadSummary(minilm_trace, metric="value_importance")
+
+
+def test_figures_follow_the_weighting(ctrace):
+    w = AttentionHeatmap(ctrace, layer=2, head=3, token=4)
+    att_png, att_svg = w._png_array(scale=1), w.to_svg()
+    w.weighting = "value"
+    vw_png, vw_svg = w._png_array(scale=1), w.to_svg()
+    assert vw_png.shape == att_png.shape and np.abs(vw_png.astype(int) - att_png).max() > 20
+    assert "value-weighted" in vw_svg and "value-weighted" not in att_svg
+    from attn_widgets.render.heatmap import heatmap_raster
+
+    class Fake:  # the same pixels from the reference map
+        def __getattr__(self, n):
+            return getattr(ctrace, n)
+
+        def tile(self, layer, head, r0, r1, c0, c1, step=1):
+            return vw_ref(ctrace, layer, head)[r0:r1, c0:c1].astype(np.float32)
+
+    np.testing.assert_array_equal(vw_png, heatmap_raster(Fake(), 2, 3, 1))
