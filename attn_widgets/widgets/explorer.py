@@ -1,4 +1,4 @@
-"""Explorer: Matrix, Heatmap, Flow and HeadSummary laid out together and linked."""
+"""Explorer: Matrix, Heatmap, Flow, MethodAgreement and HeadSummary laid out together and linked."""
 
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ __all__ = ["Explorer"]
 
 class Explorer(TraceRanges, LocalSelection, widgets.VBox):
     """The linked workspace: every panel of one trace, sharing one selection.
+
+    Beside the Flow panel, ``explorer.agreement`` (:class:`MethodAgreement`) shows how far
+    the flow methods agree on the selected token's sources.
 
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
     sets it (validated first: a bad value changes nothing); ``explorer.observe(fn, "head")``
