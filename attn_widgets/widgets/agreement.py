@@ -10,7 +10,7 @@ import traitlets as t
 
 from .._jobs import Worker
 from ..flows.agreement import AgreementTable, method_agreement
-from ..flows.paths import available_methods
+from ..flows.paths import available_methods, score_matrix
 from ..interface import Trace
 from ._assets import _esm
 from ._base import AttnWidget
@@ -57,6 +57,9 @@ class MethodAgreement(AttnWidget):
                 f"(the flow methods need square maps), received {type(trace).__name__}"
             )
         self._worker = Worker(cache_size=64)
+        # The score matrices do not depend on the token: one per (method, residual), reused by
+        # every click (only exact flow is per token). L * T * T * 4 bytes each.
+        self._scores: dict[tuple[str, float], np.ndarray] = {}
         if not kwargs.get("methods"):
             kwargs["methods"] = list(available_methods(trace))
         super().__init__(trace, **kwargs)
@@ -94,7 +97,17 @@ class MethodAgreement(AttnWidget):
 
     def agreement(self) -> AgreementTable:
         """The table for :meth:`subject`, computed here (blocking)."""
-        return method_agreement(self._trace, self.subject(), self.methods, residual=self.residual)
+        return self._table(self.subject(), tuple(self.methods), float(self.residual))
+
+    def _table(self, token: int, methods: tuple[str, ...], residual: float) -> AgreementTable:
+        def rows(method: str) -> np.ndarray:
+            key = (method, residual)
+            m = self._scores.get(key)
+            if m is None:
+                m = self._scores[key] = score_matrix(self._trace, method, residual=residual)
+            return m
+
+        return method_agreement(self._trace, token, list(methods), residual=residual, score_rows=rows)
 
     def _compute(self) -> None:
         token = self.subject()
@@ -123,8 +136,7 @@ class MethodAgreement(AttnWidget):
                 failed(exc)
             return
         self.status = "computing"
-        self._worker.submit(key, lambda _job: method_agreement(self._trace, token, list(key[1]), residual=key[2]),
-                            publish, failed)
+        self._worker.submit(key, lambda _job: self._table(token, key[1], key[2]), publish, failed)
 
 
 def _table_json(table: AgreementTable) -> dict:
