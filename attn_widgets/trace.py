@@ -426,6 +426,12 @@ class AttentionTrace(TraceChecks):
 
         return alti(self, start_layer=start_layer)
 
+    def method_agreement(self, token: int, methods: Any = None, **kwargs: Any) -> Any:
+        """Spearman agreement of the methods' input-token scores for ``token``; see :func:`attn_widgets.flows.method_agreement`."""
+        from .flows import method_agreement
+
+        return method_agreement(self, token, methods, **kwargs)
+
 
 def _check_contribution_fields(tr: AttentionTrace) -> None:
     """Validate and freeze the optional contribution arrays (shapes follow ``attentions``)."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..trace import AttentionTrace
 from ._common import _attention_grads, _callable_target, _check_index, _torch
+from .contrib import compute_contributions, recording
 from .huggingface import (
     _display_tokens,
     _eval_mode,
@@ -209,6 +210,7 @@ def trace_seq2seq(
     position: int | None = None,
     max_new_tokens: int = 20,
     max_length: int | None = None,
+    contributions: bool = False,
 ) -> Seq2SeqTrace:
     """Capture encoder, decoder and cross attention (and their gradients) of a seq2seq model.
 
@@ -235,6 +237,13 @@ def trace_seq2seq(
         as is.
     gradients
         False skips the backward pass.
+    contributions
+        Also record, in the same forward pass, what the contribution methods need for the
+        **encoder** (T5 and BART): ``encoder.value_norms`` ``[L, H, T]``,
+        ``encoder.mixed_norms`` and ``encoder.contributions`` ``[L, T, T]`` (see
+        :mod:`attn_widgets.capture.contrib`), so ``s2s.encoder`` works with ``value_norm``
+        and ``alti``. The decoder and cross-attention have none (ALTI of a decoder fed by
+        cross-attention is not defined here).
 
     Returns
     -------
@@ -281,9 +290,13 @@ def trace_seq2seq(
         "attention_mask": torch.ones(1, src_ids.numel(), dtype=torch.long, device=device),
         "decoder_input_ids": dec_ids[None].to(device),
     }
-    with eager_attention(model), _eval_mode(model), torch.enable_grad():
+    if not isinstance(contributions, bool):
+        raise TypeError(f"contributions: expected a bool, received {contributions!r}")
+    with eager_attention(model), _eval_mode(model), torch.enable_grad(), recording(model, contributions) as rec:
         outputs, stacks = _forward_seq2seq(model, inputs, gradients)
         enc_a, dec_a, cross_a = stacks
+        # One forward for everything: the hooks saw the encoder blocks of the latest pass.
+        contrib = compute_contributions(rec.blocks(), enc_a) if rec is not None else {}
         if gradients:
             y, desc = _seq2seq_target(outputs, target, position, labels, label_desc, tokenizer)
             grads = _attention_grads(y, enc_a + dec_a + cross_a)
@@ -307,6 +320,7 @@ def trace_seq2seq(
     encoder = AttentionTrace(
         tokens=src_tokens, attentions=a_enc, gradients=g_enc, causal=False,
         special_mask=src_special, token_ids=tuple(src_list), meta={"kind": "seq2seq_encoder", **meta}, **common,
+        **contrib,
     )
     decoder = AttentionTrace(
         tokens=dec_tokens, attentions=a_dec, gradients=g_dec, causal=True,

@@ -10,13 +10,16 @@ its input with a ValueError that names the problem (shape, dtype, NaN, row sums)
 * :func:`grad_rollout` -- gradient-weighted rollout (Chefer et al. 2021), ``[T, T]``;
   :func:`relevance_view` turns it into ``R - I`` normalised per row.
 * :func:`attn_grad` -- attention x gradient per head, signed or clipped.
-* :func:`head_stats` -- entropy, distance, special-token share, gradient importance.
+* :func:`head_stats` -- entropy, distance, special-token share, gradient importance,
+  value-weighted importance.
 * :func:`value_norm` -- norm-based attention (Kobayashi et al. 2020), per head or head-mixed.
 * :func:`contribution_layers`, :func:`alti` -- ALTI per-layer contributions and their
   rollout (Ferrando et al. 2022).
 * :func:`route_graph` -- the pruned route of one output token through a method's layered
   graph (:class:`RouteGraph`); :func:`route_from_layers` walks any per-layer matrices,
   :func:`route_layers` precomputes them, :func:`route_union` merges several tokens' routes.
+* :func:`method_agreement` -- Spearman rank correlation of one token's input-token scores
+  between every pair of methods (:class:`AgreementTable`).
 
 Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 ``G[l, h] = d y / d A[l, h]`` for a scalar target ``y``):
@@ -38,6 +41,7 @@ Definitions (``A[l, h]`` is layer l's head h, ``T x T``, rows are queries;
 Rollout and gradient rollout cost tens of milliseconds at T = 512; only the exact flow is slow.
 """
 
+from .agreement import AgreementTable, method_agreement
 from .contrib import alti, contribution_layers, value_norm
 from .maxflow import FlowCancelled, attention_flow
 from .rollout import attn_grad, grad_rollout, relevance_view, rollout
@@ -60,4 +64,6 @@ __all__ = [
     "route_layers",
     "route_union",
     "RouteGraph",
+    "method_agreement",
+    "AgreementTable",
 ]

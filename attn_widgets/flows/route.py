@@ -29,7 +29,15 @@ grad_rollout   ``I + mean_h relu(G * A)``: the identity is carry; ``node[0]`` is
 attn_grad      ``mean_h A * G`` (``signed=True``: negative weights kept, sign preserved,
                pruning and node shares on ``|w|``) or ``mean_h relu(A * G)``
 flow           not a walk: the edge flows of one maximum flow (see :func:`route_graph`)
+value_norm     the head-mixed norms ``||sum_h A[l, h, i, j] f_h(x_j)||`` (Kobayashi et al.
+               2020) rows normalised; the diagonal (a token moving its own value) is carry
+alti           ALTI's contribution matrices :func:`contribution_layers` (rows sum to 1, the
+               residual inside: the diagonal is carry); ``node[0]`` is the ALTI row of the
+               token, ``alti(...)[-1][token]``
 ============== ==========================================================================
+
+``value_norm`` and ``alti`` need a trace captured with ``attn_widgets.trace(...,
+contributions=True)`` (or ``mixed_norms=`` / ``contributions=`` passed explicitly).
 
 Everything is pure numpy (plus the numba max-flow for ``flow``); no widget code.
 """
@@ -55,7 +63,7 @@ __all__ = [
     "ROUTE_METHODS",
 ]
 
-ROUTE_METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad")
+ROUTE_METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad", "value_norm", "alti")
 
 #: Default hard cap on kept edges per layer: bounds what one click draws and sends.
 MAX_EDGES_PER_LAYER = 400
@@ -358,8 +366,14 @@ def route_layers(
     *,
     residual: float = 0.5,
     signed: bool = False,
+    mixed_norms: Any = None,
+    contributions: Any = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-layer ``(mats, carry)`` of ``method`` for :func:`route_from_layers` / ``route_graph(layers=...)``.
+
+    ``value_norm`` uses ``mixed_norms`` (``[L, T, T]``) and ``alti`` uses ``contributions``
+    (``[L, T, T]`` raw ``c_ij``); both default to the trace's own when ``attentions`` is an
+    :class:`AttentionTrace` captured with ``contributions=True``.
 
     ``mats`` is float64 ``[L, T, T]`` (its diagonal is carry), ``carry`` is ``[L, T]``
     ones for ``grad_rollout`` (the identity of ``I + Abar``) and None otherwise. For
@@ -372,6 +386,8 @@ def route_layers(
     at T=512, L=6), freed when it returns.
     """
     _check_method(method)
+    if method in ("value_norm", "alti"):
+        return _contrib_layers(attentions, method, mixed_norms, contributions), None
     if method in ("grad_rollout", "attn_grad"):
         a, g = attentions_and_gradients(attentions, gradients)
     else:
@@ -393,6 +409,29 @@ def route_layers(
     if method == "grad_rollout":
         return out, np.ones((n_layers, t))
     return out, None
+
+
+def _contrib_layers(attentions: Any, method: str, mixed_norms: Any, contributions: Any) -> np.ndarray:
+    from .contrib import contribution_layers, value_norm
+
+    field, given = ("mixed_norms", mixed_norms) if method == "value_norm" else ("contributions", contributions)
+    if given is None and is_trace_like(attentions):
+        given = getattr(attentions, field, None)
+    if given is None:
+        raise ValueError(
+            f"{field}: method={method!r} needs contributions, but this trace has none; capture it with "
+            f"attn_widgets.trace(..., contributions=True) or pass {field}= (or to AttentionTrace.from_tensors)"
+        )
+    if method == "alti":
+        c = contribution_layers(given)
+        if attentions is not None:
+            t = check_attentions(attentions).shape[-1]
+            if c.shape[-1] != t:
+                raise ValueError(f"contributions: expected [L, {t}, {t}] (T of attentions), received {c.shape}")
+        return c
+    if attentions is None:
+        raise ValueError("attentions: method='value_norm' needs the attentions (or a trace), received None")
+    return value_norm(attentions, mixed=True, mixed_norms=given, normalize=True)
 
 
 def _check_layers(layers: Any, method: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -418,6 +457,8 @@ def route_graph(
     signed: bool = False,
     max_edges_per_layer: int | None = MAX_EDGES_PER_LAYER,
     layers: tuple[np.ndarray, np.ndarray | None] | None = None,
+    mixed_norms: Any = None,
+    contributions: Any = None,
 ) -> RouteGraph:
     """The route of output token ``token`` through ``method``'s graph, pruned by ``keep``.
 
@@ -427,8 +468,8 @@ def route_graph(
         ``[L, H, T, T]`` post-softmax weights, torch tensors, or an :class:`AttentionTrace`
         (whose gradients are used by default). May be None when ``layers`` is given.
     method
-        ``"attention"``, ``"rollout"``, ``"flow"``, ``"grad_rollout"`` or ``"attn_grad"``
-        (see the module docs for each per-layer matrix).
+        ``"attention"``, ``"rollout"``, ``"flow"``, ``"grad_rollout"``, ``"attn_grad"``,
+        ``"value_norm"`` or ``"alti"`` (see the module docs for each per-layer matrix).
     token
         The selected output token.
     gradients
@@ -450,6 +491,9 @@ def route_graph(
     layers
         Precomputed ``route_layers(attentions, method, ...)``, reused across clicks (built
         with the same ``residual`` and ``signed``; those arguments are then not re-applied).
+    mixed_norms, contributions
+        ``value_norm`` / ``alti`` only: the ``[L, T, T]`` arrays, when ``attentions`` is not
+        a trace captured with ``contributions=True``.
 
     Returns
     -------
@@ -476,7 +520,10 @@ def route_graph(
     if layers is None:
         if attentions is None:
             raise ValueError("attentions: expected an array or an AttentionTrace, received None (and no layers=)")
-        mats, carry = route_layers(attentions, method, gradients, residual=residual, signed=bool(signed))
+        mats, carry = route_layers(
+            attentions, method, gradients, residual=residual, signed=bool(signed), mixed_norms=mixed_norms,
+            contributions=contributions,
+        )
     else:
         mats, carry = _check_layers(layers, method)
     if method == "flow":
@@ -644,7 +691,8 @@ def route_union(
         if is_trace_like(attentions) and gradients is None:
             gradients = attentions.gradients
         kwargs["layers"] = route_layers(
-            attentions, method, gradients, residual=kwargs.get("residual", 0.5), signed=kwargs.get("signed", False)
+            attentions, method, gradients, residual=kwargs.get("residual", 0.5), signed=kwargs.get("signed", False),
+            mixed_norms=kwargs.pop("mixed_norms", None), contributions=kwargs.pop("contributions", None),
         )
     graphs = [route_graph(attentions, method, tk, gradients, **kwargs) for tk in toks]
     t = graphs[0].n_tokens

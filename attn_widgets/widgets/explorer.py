@@ -1,4 +1,4 @@
-"""Explorer: Matrix, Heatmap, Flow and HeadSummary laid out together and linked."""
+"""Explorer: Matrix, Heatmap, Flow, MethodAgreement and HeadSummary laid out together and linked."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import ipywidgets as widgets
 from ..flows.paths import METHODS
 from ..trace import AttentionTrace
 from ._base import Figures, TraceRanges
+from .agreement import MethodAgreement
 from .flow import AttentionFlow
 from .heatmap import AttentionHeatmap
 from .link import SelectionLink, link
@@ -21,6 +22,9 @@ __all__ = ["Explorer"]
 
 class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
     """The linked workspace: every panel of one trace, sharing one selection.
+
+    Beside the Flow panel, ``explorer.agreement`` (:class:`MethodAgreement`) shows how far
+    the flow methods agree on the selected token's sources.
 
     ``explorer.selection`` reads the selection; ``explorer.select(layer=3, head=7, token=5)``
     sets it (validated first: a bad value changes nothing); ``explorer.observe(fn, "head")``
@@ -92,6 +96,8 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self.heatmap = AttentionHeatmap(first)
         self.flow = AttentionFlow(first, compare=compare, method=method, threshold=threshold)
         self.summary = HeadSummary(first)
+        # Beside the Flow panel's strip: how far the methods agree on the selected token.
+        self.agreement = MethodAgreement(first)
         self.target_picker = widgets.Dropdown(
             options=list(targets), value=next(iter(targets)), description="target",
             layout=widgets.Layout(width="max-content", display="" if len(targets) > 1 else "none"),
@@ -99,7 +105,7 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self.target_picker.observe(self._on_target, "value")
         self._header = widgets.HTML()
         grid = widgets.GridBox(
-            children=[self.matrix, self.heatmap, self.flow, self.summary],
+            children=[self.matrix, self.heatmap, self.flow, self.agreement, self.summary],
             layout=widgets.Layout(grid_template_columns="repeat(auto-fit, minmax(420px, 1fr))", grid_gap="8px"),
         )
         self._grid = grid
@@ -188,7 +194,7 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
 
     @property
     def panels(self) -> list:
-        return [self.matrix, self.heatmap, self.flow, self.summary]
+        return [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
 
     def _relink(self) -> None:
         if self._link is not None:
@@ -202,11 +208,13 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         flow_state = {k: getattr(self.flow, k) for k in ("method", "threshold", "top_k", "residual", "signed")}
         if not tr.has_gradients and flow_state["method"] in ("grad_rollout", "attn_grad"):
             flow_state["method"] = "rollout"
-        old = [self.flow, self.summary]
+        old = [self.flow, self.summary, self.agreement]
         self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)
-        self.summary = HeadSummary(tr, metric=self.summary.metric if self.summary.metric in
-                                   ("entropy", "distance", "special") or tr.has_gradients else "entropy")
-        self._grid.children = [self.matrix, self.heatmap, self.flow, self.summary]
+        self.agreement = MethodAgreement(tr, **sel)
+        metric = self.summary.metric
+        keeps = {"grad_importance": tr.has_gradients, "value_importance": tr.value_norms is not None}.get(metric, True)
+        self.summary = HeadSummary(tr, metric=metric if keeps else "entropy")
+        self._grid.children = [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
         self._relink()
         for w in old:
             w.close()
@@ -234,6 +242,9 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         """The four panels as *one* SVG figure, laid out as on screen (matrix and heatmap
         above, flow and head summary below), each panel's own vector figure nested in it.
 
+        The methods-agreement table is not part of the figure (read its numbers with
+        ``trace.method_agreement(token)``).
+
         One file rather than one per panel: a paper figure is placed, scaled and captioned
         as a unit, and the panels show one shared selection that only makes sense
         together; a single panel is ``explorer.heatmap.save_svg(...)``.
@@ -250,7 +261,8 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if title is None:
             title = self._header_text()
         th = resolve_theme(kwargs.get("theme", "light"))
-        docs = [p.to_svg(**kwargs) for p in self.panels]
+        # The four figure panels; the methods-agreement table has no figure of its own yet.
+        docs = [p.to_svg(**kwargs) for p in (self.matrix, self.heatmap, self.flow, self.summary)]
 
         def size(doc: str) -> tuple[float, float]:
             m = re.search(r'<svg [^>]*width="([\d.]+)" height="([\d.]+)"', doc)

@@ -12,7 +12,7 @@ import traitlets as t
 from .._jobs import Worker
 from .._wire import json_nbytes, pack, to_jsonable
 from ..flows import attention_flow
-from ..flows.paths import METHODS, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
+from ..flows.paths import CONTRIB_METHODS, METHODS, available_methods, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
 from ..interface import Trace
 from ..trace import AttentionTrace
 from ._assets import _esm
@@ -132,7 +132,9 @@ class AttentionFlow(AttnWidget):
         self._worker = Worker()
         self._last_progress = 0.0
         self._has_grad = all(tr.has_gradients for tr in self._traces)
-        check_method(kwargs.get("method", "rollout"), self._has_grad)
+        # value_norm / alti: every trace must have contributions (aw.trace(..., contributions=True)).
+        self._has_contrib = {m: all(m in available_methods(tr) for tr in self._traces) for m in CONTRIB_METHODS}
+        check_method(kwargs.get("method", "rollout"), self._has_grad, self._has_contrib.get(kwargs.get("method"), True))
         super().__init__(trace, **kwargs)
         self.labels, self.has_gradients = labels, self._has_grad
         self._check_params()
@@ -145,7 +147,7 @@ class AttentionFlow(AttnWidget):
     # -- validation ---------------------------------------------------------------------
     @t.validate("method")
     def _validate_method(self, proposal):
-        return check_method(proposal["value"], self._has_grad)
+        return check_method(proposal["value"], self._has_grad, self._has_contrib.get(proposal["value"], True))
 
     @t.validate("threshold")
     def _validate_threshold(self, proposal):
@@ -231,7 +233,7 @@ class AttentionFlow(AttnWidget):
     def _dense_edges(self) -> list[np.ndarray]:
         return self._cached(
             "edges",
-            lambda _k, tr: layer_edges(tr.attentions, self.method, tr.gradients, residual=self.residual,
+            lambda _k, tr: layer_edges(tr, self.method, tr.gradients, residual=self.residual,
                                        signed=self.signed),
         )
 
@@ -240,7 +242,7 @@ class AttentionFlow(AttnWidget):
         edges = self._dense_edges()
         return self._cached(
             "scores",
-            lambda k, tr: score_matrix(tr.attentions, self.method, tr.gradients, residual=self.residual,
+            lambda k, tr: score_matrix(tr, self.method, tr.gradients, residual=self.residual,
                                        signed=self.signed, edges=edges[k]),
         )
 

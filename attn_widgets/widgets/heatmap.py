@@ -72,7 +72,7 @@ class AttentionHeatmap(AttnWidget):
     _esm = _esm("heatmap")
     export_kind = export_view = "heatmap"
     export_grows = True
-    _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset"})
+    _computed = frozenset({"initial_map", "preloaded", "image", "patch_grid", "patch_offset", "value_weighting"})
     _select_fields = ("layer", "head", "token", "key_token")
 
     direction = t.Enum(["from", "to"], default_value="from").tag(sync=True)
@@ -105,12 +105,21 @@ class AttentionHeatmap(AttnWidget):
     #: Each head's largest weight, packed float32 ``[L, H]`` (for ``scale="layer"`` / ``"global"``;
     #: computed on first use for a LazyTrace, whose maxima cost a softmax per head).
     head_max = t.Dict().tag(sync=True)
+    #: ``"attention"``: the attention weights. ``"value"``: the value-weighted map
+    #: ``A[h, i, j] ||f_h(x_j)||`` with each query row divided by its sum (Kobayashi et al.
+    #: 2020; see :func:`attn_widgets.flows.paths.value_weighted_map`), for a trace captured
+    #: with ``attn_widgets.trace(..., contributions=True)``. Map, strip and zoom tiles follow it.
+    weighting = t.Enum(["attention", "value"], default_value="attention").tag(sync=True)
+    #: True when the trace has value norms: the view shows the weighting toggle only then.
+    value_weighting = t.Bool(False).tag(sync=True)
 
     def __init__(self, trace: Trace, **kwargs: Any) -> None:
         size = kwargs.get("overview_size", 1024)
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 1536:
             raise ValueError(f"overview_size: expected an int with 16 <= overview_size <= 1536, received {size!r}")
+        self._vw_cache: OrderedDict[tuple[int, Any], np.ndarray] = OrderedDict()
         super().__init__(trace, **kwargs)
+        self.value_weighting = getattr(trace, "value_norms", None) is not None
         vision = _vision_state(trace)
         if vision is not None:
             self.image, self.patch_grid, self.patch_offset = vision
@@ -122,6 +131,7 @@ class AttentionHeatmap(AttnWidget):
         self._pushed[(self.layer, self.head)] = None
         self.observe(self._push_map, ["layer", "head"])
         self.observe(self._ensure_head_max, ["scale"])
+        self.observe(self._on_weighting, ["weighting"])
         if not trace.on_demand or self.scale != "head":
             self._ensure_head_max()
 
@@ -149,6 +159,52 @@ class AttentionHeatmap(AttnWidget):
             mx = self.head_maxima()
             top = float(mx[layer].max() if self.scale == "layer" else mx.max())
         return max(top, uniform_floor(self._n_keys()))
+
+    @t.validate("weighting")
+    def _validate_weighting(self, proposal):
+        v = proposal["value"]
+        if v == "value" and getattr(self._trace, "value_norms", None) is None:
+            raise t.TraitError(
+                "weighting: 'value' needs the value norms ||f_h(x_j)||, but this trace has none; "
+                "capture it with attn_widgets.trace(..., contributions=True)"
+            )
+        return v
+
+    def _on_weighting(self, _change: dict) -> None:
+        # The maps the views hold (and the ones pushed) are of the other weighting now.
+        self._pushed.clear()
+        self._pushed[(self.layer, self.head)] = None
+        self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
+
+    # -- the maps shown: attention or value-weighted ---------------------------------------
+    def _shown(self) -> Any:
+        """The trace the figures draw: the trace itself, or a view of it whose maps are value-weighted."""
+        return _Weighted(self) if self.weighting == "value" else self._trace
+
+    def _vw_map(self, layer: int, head: Any) -> np.ndarray:
+        from ..flows.paths import value_weighted_map
+
+        key = (layer, head)
+        m = self._vw_cache.get(key)
+        if m is None:
+            m = value_weighted_map(self._trace, None, layer, head)
+            self._vw_cache[key] = m
+            while len(self._vw_cache) > 16:  # 16 maps: 16 MB at T = 512
+                self._vw_cache.popitem(last=False)
+        return m
+
+    def _src_map(self, layer: int, head: Any) -> np.ndarray:
+        if self.weighting == "value":
+            return self._vw_map(self._trace.check_layer(layer), head)
+        return self._trace.head_map(layer, head)
+
+    def _src_tile(self, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        if self.weighting == "value":
+            from .._wire import pool_blocks
+
+            r0, r1, c0, c1 = self._check_range(r0, r1, c0, c1)
+            return pool_blocks(self._vw_map(self._trace.check_layer(layer), head)[r0:r1, c0:c1], step)
+        return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -220,7 +276,7 @@ class AttentionHeatmap(AttnWidget):
         head = self.head if head is None else head
         if head not in HEAD_AGGREGATES:
             head = self._trace.check_head(head)
-        return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
+        return self._src_tile(layer, head, r0, r1, c0, c1, step=step)
 
     def tile_step(self, r0: int, r1: int, c0: int, c1: int) -> int:
         """The max-pool factor a region is sent with: 1 (full resolution) while it has at
@@ -243,23 +299,26 @@ class AttentionHeatmap(AttnWidget):
         kwargs.setdefault("cap", self.cap if self.scale == "head" else 100.0)
         if self.scale != "head" and not kwargs.get("region"):
             kwargs.setdefault("vmax", self.colour_top())
-        return heatmap_svg(self._trace, self.layer, self.head, self.strip_subject(), self.direction,
+        if self.weighting == "value":
+            kwargs.setdefault("title", f"layer {self.layer} \u00b7 head {self.head} \u00b7 value-weighted "
+                                       "(attention \u00d7 ||f(x_j)||, rows normalised)")
+        return heatmap_svg(self._shown(), self.layer, self.head, self.strip_subject(), self.direction,
                            size=kwargs.pop("size", self.size or None), **kwargs)
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
         from ..render.heatmap import heatmap_raster
 
-        return heatmap_raster(self._trace, self.layer, self.head, scale, region=list(self.zoom) or None,
+        return heatmap_raster(self._shown(), self.layer, self.head, scale, region=list(self.zoom) or None,
                               overview_size=self.overview_size, norm=self.norm,
                               cap=self.cap if self.scale == "head" else 100.0,
                               vmax=None if self.scale == "head" else self.colour_top())
 
     def head_map(self, layer: int | None = None, head: int | str | None = None) -> np.ndarray:
         """The ``[T, T]`` map (``[Tq, Tk]`` for cross-attention) shown for ``(layer, head)``
-        (default: the current selection)."""
+        (default: the current selection); value-weighted when ``weighting="value"``."""
         layer = self.layer if layer is None else layer
         head = self.head if head is None else head
-        return self._trace.head_map(layer, head)
+        return self._src_map(layer, head)
 
     def strip_subject(self) -> int | None:
         """The index whose row (``"from"``) or column (``"to"``) the strip shows: ``token``,
@@ -291,8 +350,8 @@ class AttentionHeatmap(AttnWidget):
     def _map_for_wire(self, layer: int, head: Any) -> tuple[np.ndarray, int]:
         step = self.map_step()
         if step == 1:
-            return self._trace.head_map(layer, head), 1
-        return self._trace.tile(layer, head, 0, self._trace.n_tokens, 0, self._n_keys(), step=step), step
+            return self._src_map(layer, head), 1
+        return self._src_tile(layer, head, 0, self._trace.n_tokens, 0, self._n_keys(), step=step), step
 
     def _packed_map(self, layer: int, head: Any) -> dict:
         arr, step = self._map_for_wire(layer, head)
@@ -334,7 +393,7 @@ class AttentionHeatmap(AttnWidget):
             return  # the change came from this panel's own view, which fetches what it needs
         try:
             reply, buffers = protocol.map_message(
-                self._trace.head_map(self.layer, self.head), self.layer, self.head, push=True
+                self._src_map(self.layer, self.head), self.layer, self.head, push=True
             )
         except ValueError:  # over the message cap: the view will ask for it as usual
             return
@@ -369,6 +428,22 @@ class AttentionHeatmap(AttnWidget):
         step = self.tile_step(r0, r1, c0, c1)
         arr = self.tile(r0, r1, c0, c1, layer=layer, head=head, step=step)
         return protocol.tile_message(arr, layer, head, r0, r1, c0, c1, step)
+
+
+class _Weighted:
+    """The panel's trace with its maps value-weighted (for the SVG / PNG figures)."""
+
+    def __init__(self, panel: AttentionHeatmap) -> None:
+        self._panel = panel
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._panel._trace, name)
+
+    def tile(self, layer: int, head: Any, r0: int, r1: int, c0: int, c1: int, step: int = 1) -> np.ndarray:
+        return self._panel._src_tile(layer, head, r0, r1, c0, c1, step=step)
+
+    def head_map(self, layer: int, head: Any) -> np.ndarray:
+        return self._panel._src_map(layer, head)
 
 
 #: Longest side of the image sent to a vision heatmap; larger images are subsampled.

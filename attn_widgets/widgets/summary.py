@@ -32,6 +32,7 @@ METRICS = {
     "distance": "mean |query - key| distance weighted by attention; high = long-range head",
     "special": "share of attention on special tokens ([CLS], [SEP], ...); high = sink head",
     "grad_importance": "mean |attention x gradient|: how much the target depends on the head",
+    "value_importance": "value-weighted importance: attention x ||moved vector||, the head's share of its layer",
 }
 
 
@@ -81,7 +82,8 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             self.names = (trace.model_name or "trace", _compare_label(trace, compare))
         self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
         if metric not in self.available:
-            why = " (the trace has no gradients)" if metric == "grad_importance" else ""
+            why = {"grad_importance": " (the trace has no gradients)",
+                   "value_importance": " (the trace has no value norms: aw.trace(..., contributions=True))"}.get(metric, "")
             raise ValueError(f"metric: expected one of {self.available}{why}, received {metric!r}")
 
         L, H = trace.n_layers, trace.n_heads

@@ -167,8 +167,10 @@ export async function ensureMap(v) {
     v.draw();
   }
   v.status.textContent = "loading\u2026";
+  const gen = v.gen || 0; // bumped when the weighting changes: older replies are dropped
   try {
     const { msg, buffers } = await fetchOnce(v, plan.want, plan.type, plan.payload);
+    if (gen !== (v.gen || 0)) return;
     let rec = v.maps.get(plan.want);
     if (!rec) {
       rec = plan.full ? storeMap(v, msg.layer, msg.head, msg, buffers[0]) : tileRecord(msg, buffers[0]);
@@ -211,7 +213,9 @@ export async function fetchStrip(v, token, dir) {
   if (v.stripFailed.has(k)) return;
   try {
     const payload = stripRequest(layer, head, token, dir, v.nTokens(), v.nKeys());
+    const gen = v.gen || 0;
     const { msg, buffers } = await fetchOnce(v, `strip|${k}`, MSG.GET_TILE, payload);
+    if (gen !== (v.gen || 0)) return;
     v.strips.set(k, decode(msg, buffers[0]).data);
     const now = stripKey(v.model.get("layer"), v.model.get("head"), v.axis().subject, v.model.get("direction"));
     if (now === k) v.draw();

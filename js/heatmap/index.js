@@ -36,8 +36,14 @@ function buildDom(el) {
   d.btnZoomIn.title = "zoom in around the selected token (or drag a rectangle on the map; keys + - 0)";
   d.btnZoomOut.title = "zoom out";
   d.btnZoomReset.title = "show the whole map";
+  // Value weighting (traces captured with contributions=True): shown only when available.
+  d.btnWeight = h("button", "aw-weighting", "value-weighted");
+  d.btnWeight.title =
+    "map and strip: attention x ||f_h(x_j)|| (the norm of what the head moves from each key), rows normalised";
   d.status = h("span", "aw-sub aw-status");
-  d.controls.append(d.btnFrom, d.btnTo, ...Object.values(d.aggButtons), d.btnZoomIn, d.btnZoomOut, d.btnZoomReset, d.status);
+  d.controls.append(
+    d.btnFrom, d.btnTo, ...Object.values(d.aggButtons), d.btnWeight, d.btnZoomIn, d.btnZoomOut, d.btnZoomReset, d.status,
+  );
   d.note = h("div", "aw-sub aw-note");
   d.error = h("div", "aw-error");
   d.canvas = h("canvas", "aw-canvas");
@@ -151,6 +157,7 @@ function render({ model, el }) {
     [v.btnFrom, () => setTraits(model, { direction: "from" })],
     [v.btnTo, () => setTraits(model, { direction: "to" })],
     ...AGGREGATES.map((agg) => [v.aggButtons[agg], aggregate(agg)]),
+    [v.btnWeight, () => setTraits(model, { weighting: model.get("weighting") === "value" ? "attention" : "value" })],
     [v.btnZoomIn, () => zoomStep(v, 2)],
     [v.btnZoomOut, () => zoomStep(v, 0.5)],
     [v.btnZoomReset, () => v.setView(null)],
@@ -170,6 +177,23 @@ function render({ model, el }) {
     preload(v);
     ensureMap(v);
   };
+  const showWeighting = () => {
+    v.btnWeight.style.display = model.get("value_weighting") ? "" : "none";
+    v.btnWeight.setAttribute("aria-pressed", String(model.get("weighting") === "value"));
+  };
+  // Every map held (and any reply in flight: see v.gen in cache.js) is of the old weighting.
+  const onWeighting = () => {
+    v.gen = (v.gen || 0) + 1;
+    v.maps.clear();
+    v.inflight.clear();
+    v.images.clear();
+    v.strips.clear();
+    v.stripFailed.clear();
+    v.current = null;
+    showWeighting();
+    // After setTraits' save_changes: the kernel must see the new weighting before the request.
+    queueMicrotask(() => ensureMap(v));
+  };
   const onVision = () => {
     decodeVision(v);
     v.draw();
@@ -179,6 +203,8 @@ function render({ model, el }) {
       ...onTraits(["layer", "head", "zoom"], onSelection),
       ...onTraits(["tokens", "key_tokens"], onTokens),
       ...onTraits(["image", "patch_grid", "patch_offset"], onVision),
+      ...onTraits(["weighting"], onWeighting),
+      ...onTraits(["value_weighting"], showWeighting),
       ...onTraits(["token", "key_token", "direction", "error", "size"], v.draw),
     }),
   );
@@ -203,6 +229,7 @@ function render({ model, el }) {
   );
 
   firstDraw(v, "heatmap", () => {
+    showWeighting();
     decodeVision(v);
     buildStrip(v);
     preload(v);

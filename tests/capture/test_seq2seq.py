@@ -168,3 +168,29 @@ def test_seq2seq_trace_is_frozen(t5, tok):
     enc, dec, cross = tr
     assert enc is tr.encoder and dec is tr.decoder and cross is tr.cross
     assert tr.source_tokens == enc.tokens and tr.decoder_tokens == dec.tokens
+
+
+@pytest.mark.parametrize("name", ["t5", "bart"])
+def test_contributions_for_the_encoder(name, request, tok):
+    """trace_seq2seq(contributions=True) records the encoder's value norms and ALTI
+    contributions in its one forward: equal to capture_contributions on the encoder alone."""
+    from attn_widgets.capture.contrib import capture_contributions
+
+    model = request.getfixturevalue(name)
+    tr = aw.trace_seq2seq(model, tok, SOURCE, TARGET, contributions=True)
+    plain = aw.trace_seq2seq(model, tok, SOURCE, TARGET)
+    src = tok(SOURCE, return_tensors="pt")
+    with eager_attention(model):
+        ref = capture_contributions(model, {"input_ids": src["input_ids"], "attention_mask": src["attention_mask"]})
+    enc = tr.encoder
+    for field in ("value_norms", "mixed_norms", "contributions"):
+        got = getattr(enc, field)
+        assert got is not None and getattr(plain.encoder, field) is None
+        np.testing.assert_allclose(got, ref[field], rtol=1e-5, atol=1e-6, err_msg=field)
+    np.testing.assert_array_equal(enc.attentions, plain.encoder.attentions)  # same forward otherwise
+    np.testing.assert_array_equal(tr.decoder.gradients, plain.decoder.gradients)
+    assert tr.decoder.contributions is None and tr.cross.contributions is None
+    np.testing.assert_allclose(enc.alti()[-1].sum(-1), 1.0, atol=1e-6)
+    assert enc.method_agreement(1, ["attention", "alti"]).matrix.shape == (2, 2)
+    with pytest.raises(TypeError, match="contributions: expected a bool"):
+        aw.trace_seq2seq(model, tok, SOURCE, TARGET, contributions="yes")

@@ -12,6 +12,7 @@ from .reference import head_stats_ref
 from .strategies import attention_stacks
 
 KEYS = {"entropy", "distance", "special", "grad_importance"}
+ALL_KEYS = KEYS | {"value_importance"}
 
 
 def test_matches_reference_on_minilm(minilm_trace):
@@ -19,7 +20,8 @@ def test_matches_reference_on_minilm(minilm_trace):
     assert tr.special_mask.any()  # [CLS] and [SEP]
     out = head_stats(tr)
     ref = head_stats_ref(tr.attentions, tr.gradients, tr.special_mask)
-    assert set(out) == KEYS
+    assert set(out) == ALL_KEYS
+    assert np.isnan(out["value_importance"]).all()  # captured without contributions
     for k in KEYS:
         assert out[k].shape == (tr.n_layers, tr.n_heads) and out[k].dtype == np.float64
         assert np.isfinite(out[k]).all(), k
@@ -65,3 +67,37 @@ def test_known_values():
     np.testing.assert_allclose(out["entropy"], 0)
     np.testing.assert_allclose(out["distance"], 0)
     np.testing.assert_allclose(out["grad_importance"], 2 * t / t**2)
+
+
+def _value_importance_ref(a, vn):
+    """The definition with explicit loops: mean_i sum_j A[l,h,i,j] ||f_h(x_j)||, over the layer's sum."""
+    n_layers, n_heads, t, _ = a.shape
+    out = np.zeros((n_layers, n_heads))
+    for layer in range(n_layers):
+        moved = []
+        for h in range(n_heads):
+            rows = [sum(float(a[layer, h, i, j]) * float(vn[layer, h, j]) for j in range(t)) for i in range(t)]
+            moved.append(sum(rows) / t)
+        for h in range(n_heads):
+            out[layer, h] = moved[h] / sum(moved)
+    return out
+
+
+def test_value_importance_on_minilm_with_contributions(minilm):
+    import attn_widgets as aw
+
+    model, tok = minilm
+    tr = aw.trace(model, tok, "The cat sat on the mat because it was warm.", contributions=True, gradients=False)
+    out = head_stats(tr)
+    ref = _value_importance_ref(tr.attentions, tr.value_norms)
+    np.testing.assert_allclose(out["value_importance"], ref, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(out["value_importance"].sum(axis=1), 1.0, atol=1e-12)
+    # not just the attention mass (which is 1 per row for every head): the norms matter
+    assert out["value_importance"].std(axis=1).min() > 1e-3
+    np.testing.assert_array_equal(tr.head_stats()["value_importance"], out["value_importance"])
+    arr = head_stats(tr.attentions, value_norms=tr.value_norms)
+    np.testing.assert_array_equal(arr["value_importance"], out["value_importance"])
+    import pytest
+
+    with pytest.raises(ValueError, match=r"value_norms: expected shape"):
+        head_stats(tr.attentions, value_norms=tr.value_norms[:, :2])
