@@ -639,5 +639,18 @@ def route_raster(
                 mask = _coverage(canvas.shape[:2], xs[lay[idx]] * k, y[kk[idx]] * k, xs[lay[idx] + 1] * k,
                                  y[q[idx]] * k, float(wid[0]) * k)
                 _blend(canvas, mask, color, float(alp[0]))
+        node = np.asarray(g["node"]).reshape(n_layers + 1, n)
+        for c in range(n_layers + 1):
+            m = float(np.abs(node[c]).max(initial=0.0))
+            for kind, i, _b, _y0, _y1 in slots:
+                st = _style.node_style(abs(float(node[c, i])) / m, _ROUTE["row_px"]) if kind == "token" and m > 0 else None
+                if st is None:
+                    continue
+                cx, cy, rr = xs[c] * k, y[i] * k, st[0] * k
+                y_a, y_b = max(0, int(cy - rr - 1)), min(canvas.shape[0], int(cy + rr + 2))
+                x_a, x_b = max(0, int(cx - rr - 1)), min(canvas.shape[1], int(cx + rr + 2))
+                py = np.arange(y_a, y_b)[:, None] + 0.5 - cy
+                px = np.arange(x_a, x_b)[None, :] + 0.5 - cx
+                _blend(canvas[y_a:y_b, x_a:x_b], py * py + px * px <= rr * rr, warn, st[1])
         ox += gw + 12
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
