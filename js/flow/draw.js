@@ -182,6 +182,10 @@ function drawGraph(v, k, th) {
   canvas.dataset.gaps = String(gaps);
   canvas.dataset.carry = String(carried);
   canvas.dataset.top = String(lay.top);
+  canvas.dataset.left = String(lay.left);
+  canvas.dataset.colW = String(lay.colW);
+  // Centre y of each labelled row (for tests and tools): {token: y}.
+  canvas.dataset.rowY = JSON.stringify(Object.fromEntries(lay.rows.slots.filter((s) => s.kind === "token").map((s) => [s.i, (s.y0 + s.y1) / 2])));
   return { drawn, rows: lay.rows.labelled, gaps };
 }
 
