@@ -435,7 +435,7 @@ def _route_rows(n: int, labelled: Any, mode: str, top: float) -> tuple[list[tupl
 
 
 def _edge_style(w: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
-    x = np.minimum(1.0, np.abs(w) / peak) if peak > 0 else np.zeros_like(w)
+    x = np.sqrt(np.minimum(1.0, np.abs(w) / peak)) if peak > 0 else np.zeros_like(w)
     return _ROUTE["width"][0] + _ROUTE["width"][1] * x, _ROUTE["alpha"][0] + _ROUTE["alpha"][1] * x
 
 
@@ -541,7 +541,10 @@ def route_svg(
                                 fill=th["border"], fill_opacity=0.35))
         carry = np.asarray(g["carry"]).reshape(n_layers, n)
         peak = float(np.abs(g["weight"]).max(initial=0.0)) or 1.0
-        cl, ci = np.nonzero(np.abs(carry) > 0.01 * peak)
+        on = np.zeros(n, bool)
+        for kind, a, _b, _y0, _y1 in slots:
+            on[a] |= kind == "token"
+        cl, ci = np.nonzero((np.abs(carry) > 0.01 * peak) & on[None, :])
         lines = "".join(f'<line x1="{_num(xs[l_])}" y1="{_num(y[i])}" x2="{_num(xs[l_ + 1])}" y2="{_num(y[i])}"/>'
                         for l_, i in zip(cl.tolist(), ci.tolist()))
         body.append(f'<g class="aw-carry" stroke="{th["muted"]}" stroke-width="{_num(_ROUTE["carry_width"])}" '
@@ -627,14 +630,14 @@ def route_raster(
         _blend(canvas, mask, muted, _ROUTE["carry_alpha"])
         lay = g["layer"]
         q, kk = np.asarray(g["query"], np.int64), np.asarray(g["key"], np.int64)
-        x = np.minimum(1.0, np.abs(w) / peak)
+        x = np.sqrt(np.minimum(1.0, np.abs(w) / peak))
         lev = np.minimum(7, np.floor(x * 8)).astype(int)
         for sign in (1, -1):
             for b in range(8):
                 idx = np.nonzero((lev == b) & ((w >= 0) if sign > 0 else (w < 0)))[0]
                 if idx.size == 0:
                     continue
-                wid, alp = _edge_style(np.array([(b + 0.5) / 8 * peak]), peak)
+                wid, alp = _edge_style(np.array([((b + 0.5) / 8) ** 2 * peak]), peak)
                 color = (warn if sign > 0 else pos) if g.get("diff") else (pos if sign > 0 else warn)
                 mask = _coverage(canvas.shape[:2], xs[lay[idx]] * k, y[kk[idx]] * k, xs[lay[idx] + 1] * k,
                                  y[q[idx]] * k, float(wid[0]) * k)

@@ -70,6 +70,8 @@ function drawGraph(v, k, th) {
   let labelW = 0;
   for (const t of tokens.length > 2000 ? tokens.slice(0, 2000) : tokens)
     labelW = Math.max(labelW, ctx0.measureText(truncate(printable(t), MAX_CHARS)).width);
+  ctx0.font = `${LABELS.small_font_px}px ${th.font}`;
+  labelW = Math.max(labelW, ctx0.measureText(gapText({ from: 0, to: T - 1 })).width); // gap rows fit too
   const lay = graphLayout(v, k, width, labelW);
   v.layouts[k] = lay;
   const ctx = sizeCanvas(canvas, lay.width, lay.height);
@@ -110,7 +112,7 @@ function drawGraph(v, k, th) {
   for (let l = 0; l < L; l++) {
     for (let i = 0; i < T; i++) {
       const c = g.carry[l * T + i];
-      if (!(Math.abs(c) > 0.01 * cpeak)) continue;
+      if (!(Math.abs(c) > 0.01 * cpeak) || lay.rows.slots[lay.rows.slotOf[i]].kind === "gap") continue;
       ctx.moveTo(colX(lay, l), y[i]);
       ctx.lineTo(colX(lay, l + 1), y[i]);
       carried++;
@@ -128,8 +130,9 @@ function drawGraph(v, k, th) {
       const st = edgeStyle(w, g.peak);
       const collapsed = lay.rows.slots[lay.rows.slotOf[g.key[e]]].kind === "gap" || lay.rows.slots[lay.rows.slotOf[g.query[e]]].kind === "gap";
       ctx.strokeStyle = w < 0 ? (g.diff ? th.accent : th.warn) : g.diff ? th.warn : th.accent;
-      ctx.globalAlpha = collapsed ? st.alpha * 0.5 : st.alpha;
-      ctx.lineWidth = st.width;
+      // Edges into collapsed rows stay faint and thin: the labelled route stays readable.
+      ctx.globalAlpha = collapsed ? st.alpha * 0.3 : st.alpha;
+      ctx.lineWidth = collapsed ? Math.min(st.width, 1) : st.width;
       const s = g.status ? g.status[e] : 0;
       ctx.setLineDash(s === 1 ? [5, 3] : s === 2 ? [1.5, 2.5] : []);
       ctx.beginPath();

@@ -90,7 +90,8 @@ export function gapText(slot) {
 
 /** Width and opacity of an edge carrying `share` of the output when the strongest carries `peak`. */
 export function edgeStyle(share, peak) {
-  const x = peak > 0 ? Math.min(1, Math.abs(share) / peak) : 0;
+  // sqrt: weak but real edges stay visible next to the strongest one (legend uses the same map).
+  const x = peak > 0 ? Math.sqrt(Math.min(1, Math.abs(share) / peak)) : 0;
   return { width: ROUTE.width[0] + ROUTE.width[1] * x, alpha: ROUTE.alpha[0] + ROUTE.alpha[1] * x };
 }
 

@@ -75,6 +75,7 @@ describe("flow route graph", () => {
   it("edgeStyle and nodeStyle grow with the share", () => {
     expect(edgeStyle(1, 1)).toEqual({ width: ROUTE.width[0] + ROUTE.width[1], alpha: ROUTE.alpha[0] + ROUTE.alpha[1] });
     expect(edgeStyle(0.5, 1).width).toBeLessThan(edgeStyle(1, 1).width);
+    expect(edgeStyle(0.25, 1).width).toBeCloseTo(ROUTE.width[0] + ROUTE.width[1] * 0.5);
     expect(edgeStyle(2, 0).width).toBe(ROUTE.width[0]);
     expect(nodeStyle(0.01, 10)).toBeNull();
     expect(nodeStyle(1, 10)).toEqual({ radius: 4.5, alpha: 1 });
