@@ -200,6 +200,7 @@ class AttentionFlow(AttnWidget):
         if len(labels) != len(self._traces):
             raise ValueError(f"labels: expected {len(self._traces)} names, received {len(labels)}")
         self._layers_cache: dict[tuple, list] = {}
+        self._route_cache: dict[tuple, tuple] = {}
         self._worker = Worker()
         self._last_progress = 0.0
         self._routes: list[RouteGraph] = []
@@ -270,8 +271,7 @@ class AttentionFlow(AttnWidget):
 
     @property
     def routes(self) -> list[RouteGraph]:
-        """The route graph of each trace for :attr:`route_token` as drawn now (waits for
-        nothing: empty while an exact flow is still computing)."""
+        """The route graph of each trace for :attr:`route_token` as drawn now."""
         return list(self._routes)
 
     @property
@@ -314,20 +314,30 @@ class AttentionFlow(AttnWidget):
                             max_edges_per_layer=int(self.max_edges_per_layer), layers=lay) for lay in layers]
 
     def _scores_of(self, method: str, token: int, routes: list[RouteGraph], progress=None, cancel=None) -> np.ndarray:
-        """The strip: the method's own scores over the input tokens (rollout row, exact
-        max-flow row, ...), or the route's input shares for methods the strip does not know."""
+        """The strip: the method's own scores over the input tokens. The route's input
+        shares ``node[0]`` are that already for attention, rollout (the rollout row) and
+        attention x gradient; gradient rollout shows ``R - I`` normalised (one cached
+        matrix), exact flow the max-flow row (slow: run it in the worker)."""
         out = []
         n = len(self._traces)
         for k, (tr, rg) in enumerate(zip(self._traces, routes)):
-            if method in _paths.METHODS:
+            if method == "flow":
                 prog = None
                 if progress is not None:
                     def prog(done: int, total: int, k: int = k) -> None:
                         progress((k + done / max(total, 1)) / n)
                 out.append(token_scores(tr.attentions, method, token, tr.gradients, residual=self.residual,
                                         signed=self.signed, progress=prog, cancel=cancel))
+            elif method == "grad_rollout":
+                key = ("scores", method, round(self.residual, 6), self.signed)
+                mats = self._layers_cache.get(key)
+                if mats is None:
+                    mats = self._layers_cache[key] = [
+                        _paths.score_matrix(t_.attentions, method, t_.gradients, residual=self.residual,
+                                            signed=self.signed) for t_ in self._traces]
+                out.append(np.asarray(mats[k][token], dtype=np.float64))
             else:
-                out.append(np.asarray(rg.node[0], dtype=np.float64))
+                out.append(np.asarray(rg.node[0], dtype=np.float64) / (rg.value or 1.0))
         rows = np.stack(out)
         return rows[1:] - rows[:1] if self._diff() else rows
 
@@ -440,43 +450,51 @@ class AttentionFlow(AttnWidget):
         token = self._default if self.token is None else int(self.token)
         self.route_token = token
         method, keep = self.method, float(self.keep)
-        key = (method, round(self.residual, 6), self.signed, token, round(keep, 6),
-               int(self.max_edges_per_layer), self.compare_mode, int(self.max_rows))
-        want_scores = self.token is not None
-
-        def compute(job=None):
-            cancel = (lambda: job.cancelled()) if job is not None else None
+        rkey = (method, round(self.residual, 6), self.signed, token, round(keep, 6),
+                int(self.max_edges_per_layer), self.compare_mode, int(self.max_rows))
+        # The route is fast for every method (flow: one or two max-flows, ~50 ms at T=512):
+        # drawn at once. Only the exact flow's strip (a whole max-flow row) runs in the worker.
+        hit = self._route_cache.get(rkey)
+        if hit is None:
             routes = self._route_of(method, token, keep)
-            scores = None
-            if want_scores:
-                scores = self._scores_of(method, token, routes, progress=self._report_progress, cancel=cancel)
-            return routes, self._payloads(routes, token), scores
+            hit = (routes, self._payloads(routes, token))
+            if len(self._route_cache) > 64:
+                self._route_cache.clear()
+            self._route_cache[rkey] = hit
+        self._routes, graphs = hit
+        self.graphs = graphs
+        if self.token is None:
+            self._worker.cancel()
+            self.scores, self.status, self.progress = {}, "", 0.0
+            return
+        routes = self._routes
 
-        def publish(result) -> None:
-            routes, graphs, scores = result
-            self._routes = routes
-            self.graphs = graphs
-            self.scores = {} if scores is None else {"token": token, "method": method, **pack(scores, "float32")}
+        def publish(scores: np.ndarray) -> None:
+            self.scores = {"token": token, "method": method, **pack(scores, "float32")}
             self.progress = 1.0
-            self.status = "ready" if want_scores else ""
+            self.status = "ready"
 
-        cached = self._worker.cached(key)
+        if method != "flow":
+            self._worker.cancel()
+            publish(self._scores_of(method, token, routes))
+            return
+        skey = (method, round(self.residual, 6), self.signed, token, self.compare_mode)
+        cached = self._worker.cached(skey)
         if cached is not None:
             self._worker.cancel()
             publish(cached)
             return
-        if method != "flow":
-            self._worker.cancel()
-            publish(compute())
-            return
         self.scores, self.status, self.progress = {}, "computing", 0.0
         self._last_progress = 0.0
+
+        def compute(job) -> np.ndarray:
+            return self._scores_of(method, token, routes, progress=self._report_progress, cancel=lambda: job.cancelled())
 
         def failed(exc: BaseException) -> None:
             self.status = "error"
             self.error = f"flow for token {token} failed: {type(exc).__name__}: {exc}"
 
-        self._worker.submit(key, compute, publish, failed)
+        self._worker.submit(skey, compute, publish, failed)
 
     def _on_params(self, change: dict) -> None:
         try:
