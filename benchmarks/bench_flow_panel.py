@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.browser import harness as H  # noqa: E402
+from tests.browser import harness as H
 
 TEXT = " ".join(["The committee reviewed the proposal, noting that the budget was large but the plan was sound."] * 30)
 FLOW = ".aw-panel.aw-flow"

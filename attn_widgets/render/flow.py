@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 
 from . import style as _style
+from .png import _check_scale
 from .style import colormap_lut, printable, truncate
 from .style import label_stride as _label_stride
 from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .style import visible_labels as _visible_labels
-from .png import _check_scale
 from .svg import _el, _num, _strip, _svg, _text_width, xml_escape
-
 
 # -- flow -------------------------------------------------------------------------------
 

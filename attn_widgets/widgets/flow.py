@@ -20,7 +20,7 @@ from ..trace import AttentionTrace
 from ._assets import _esm
 from ._base import AttnWidget
 
-__all__ = ["AttentionFlow", "flow_methods", "default_token"]
+__all__ = ["AttentionFlow", "default_token", "flow_methods"]
 
 _WARMED = threading.Event()
 

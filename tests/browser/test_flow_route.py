@@ -5,6 +5,7 @@ traces that token in the kernel too. Each test starts from a state its action ch
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import nbformat
@@ -122,7 +123,7 @@ def test_512_token_explorer_labels_at_most_40_flow_rows(browser, jupyter_server)
         assert 2 <= rows <= 40 and gaps >= 1, (rows, gaps)
         # Labelled rows are at least 10 px apart (click targets) and never overlap.
         ys = sorted(json.loads(page.get_attribute(f"{FLOW} canvas.aw-canvas", "data-row-y")).values())
-        assert len(ys) == rows and min(b - a for a, b in zip(ys, ys[1:])) >= 10
+        assert len(ys) == rows and min(b - a for a, b in itertools.pairwise(ys)) >= 10
         # The flow panel's canvas fits on a screen (no 512-row wall).
         assert page.locator(f"{FLOW} canvas.aw-canvas").bounding_box()["height"] < 1000
         # rows="all" shows every token, scrolling inside the panel.

@@ -3,6 +3,7 @@ method switch changes the edge set, compare / diff / agreement, the background w
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -62,7 +63,7 @@ def test_keep_changes_edges_monotonically(minilm_trace):
         counts.append(f.drawn_edges)
         sets.append(_edge_set(f.graphs[0]))
     assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0]
-    assert all(b <= a for a, b in zip(sets, sets[1:]))  # a smaller keep keeps a subset
+    assert all(b <= a for a, b in itertools.pairwise(sets))  # a smaller keep keeps a subset
     with pytest.raises(traitlets.TraitError, match="keep"):
         f.keep = 0.3
     assert f.keep == 0.5
