@@ -16,6 +16,7 @@ from ..flows import route as _route
 from ..flows.paths import token_scores
 from ..flows.route import RouteGraph, route_graph, route_layers
 from ..interface import Trace
+from ..render.style import STYLE as _STYLE
 from ..trace import AttentionTrace
 from ._assets import _esm
 from ._base import AttnWidget
@@ -35,8 +36,8 @@ _LABELS = {
     "value_norm": "value norms (Kobayashi)",
     "alti": "ALTI (contributions)",
 }
-#: Route weights of two compared traces closer than this count as equal.
-AGREE_TOL = 1e-3
+#: Route weights of two compared traces closer than this count as equal (style.json route.agree_tol).
+AGREE_TOL = float(_STYLE["route"]["agree_tol"])
 
 
 def _warm_up_flow_solver() -> None:
@@ -136,7 +137,7 @@ class AttentionFlow(AttnWidget):
     method = t.Unicode("rollout").tag(sync=True)
     keep = t.Float(0.8).tag(sync=True)
     rows = t.Enum(["route", "all"], default_value="route").tag(sync=True)
-    max_rows = t.Int(40).tag(sync=True)
+    max_rows = t.Int(int(_STYLE["route"]["max_rows"])).tag(sync=True)
     residual = t.Float(0.5).tag(sync=True)
     signed = t.Bool(False).tag(sync=True)
     compare_mode = t.Enum(["side", "diff"], default_value="side").tag(sync=True)
