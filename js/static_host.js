@@ -4,6 +4,8 @@
 // embedded at export time.
 import { FLOW_STATUS, MSG } from "./lib/protocol.js";
 import { createStaticModel, linkModels, revive } from "./lib/staticmodel.js";
+import { decode } from "./lib/codec.js";
+import { decodeGraph, pruneRoute } from "./flow/graph.js";
 
 function missing(what, doc) {
   return `${what} is not in this export (left out to keep the file under ${doc.max_mb} MB); re-export with fewer tokens or a larger max_bytes`;
@@ -19,34 +21,40 @@ function answer(doc, msg, model) {
 }
 
 function hookFlow(doc, model, extras) {
-  const show = (status, nodes = {}, scores = {}) => {
-    model.set("nodes", nodes);
-    model.set("scores", scores);
-    model.set("status", status);
-  };
-  const fixed = {};
-  for (const k of ["method", "threshold", "top_k", "compare_mode", "residual", "signed"]) fixed[k] = model.get(k);
-  const byToken = extras.tokens || {};
-  const onToken = (token) => {
-    if (token === null || token === undefined) return show(FLOW_STATUS.IDLE);
-    const hit = byToken[String(token)];
+  // The page embeds, per (method, token), the route at keep=1 (edges strongest first per
+  // layer) and re-prunes it to the slider's keep as route_graph does; methods and tokens
+  // not embedded are hidden (methods) or say so (tokens). Side-by-side / difference
+  // switching needs the kernel, so that button is hidden.
+  const routes = extras.routes || {};
+  const embedded = new Set(Object.keys(routes));
+  model.set("methods", (model.get("methods") || []).filter((m) => embedded.has(m.name)));
+  const diff = model.get("compare_mode") === "diff";
+  if (diff) model.set("_keep_fixed", true);
+  const apply = () => {
+    const method = model.get("method");
+    const sel = model.get("token");
+    const token = sel === null || sel === undefined ? extras.default_token : sel;
+    const hit = (routes[method] || {})[String(token)];
+    model.set("route_token", token);
     if (!hit) {
-      show(FLOW_STATUS.ERROR);
-      model.set("error", missing(`the trace of token ${token}`, doc));
+      model.set("status", FLOW_STATUS.ERROR);
+      model.set("error", missing(`the route of token ${token} for method ${method}`, doc));
       return;
     }
     model.set("error", "");
-    show(FLOW_STATUS.READY, { token, ...hit.nodes }, { token, method: fixed.method, ...hit.scores });
-  };
-  model.on("change:token", onToken);
-  for (const k of Object.keys(fixed)) {
-    model.on(`change:${k}`, (v) => {
-      if (v === fixed[k]) return;
-      model.set("error", `changing ${k} needs a running kernel; this export shows ${k}=${fixed[k]}`);
-      setTimeout(() => model.set(k, fixed[k]), 0);
+    const keep = Number(model.get("keep"));
+    const total = decode(hit.layer_total);
+    const T = total.shape[total.shape.length - 1];
+    const graphs = hit.graphs.map((g, k) => {
+      const dg = decodeGraph(g);
+      return diff ? dg : pruneRoute(dg, total.data.subarray(k * T, (k + 1) * T), keep, model.get("max_edges_per_layer"));
     });
-  }
-  onToken(model.get("token"));
+    model.set("graphs", graphs);
+    model.set("scores", sel === null || sel === undefined ? {} : { token, method, ...hit.scores });
+    model.set("status", sel === null || sel === undefined ? FLOW_STATUS.IDLE : FLOW_STATUS.READY);
+  };
+  for (const k of ["token", "method", "keep"]) model.on(`change:${k}`, apply);
+  apply();
 }
 
 /** Render every panel described by `doc` (the JSON embedded in the exported page). */

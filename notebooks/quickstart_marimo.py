@@ -40,7 +40,7 @@ def _(aw):
 
 @app.cell
 def _(aw, trace):
-    explorer = aw.Explorer(trace, method="rollout", threshold=0.1)
+    explorer = aw.Explorer(trace, method="rollout", keep=0.8)
     explorer.select(layer=0, head=0, token=1)
     # One UI element per panel, bound to names so that cells mentioning them re-run on clicks.
     matrix_ui, heatmap_ui, flow_ui, summary_ui = aw.marimo_panels(explorer)

@@ -12,15 +12,14 @@ from typing import Any
 import numpy as np
 
 from . import style as _style
+from .png import _check_scale
 from .style import colormap_lut, printable, truncate
 from .style import label_stride as _label_stride
 from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .style import visible_labels as _visible_labels
 from .._checks import check_index
-from .png import _check_scale
 from .svg import _el, _num, _strip, _svg, _text_width, xml_escape
-
 
 # -- flow -------------------------------------------------------------------------------
 
@@ -390,4 +389,269 @@ def flow_raster(
                 _blend(canvas[y_a:y_b, x_a:x_b], py * py + px * px <= rr * rr,
                        neg if negative else warn, alpha)
         ox += lay.width + gap
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+# -- route graphs (what the Flow panel draws) ---------------------------------------------
+
+_ROUTE = _style.STYLE["route"]
+
+
+def _unpacked(g: dict) -> dict:
+    """A Flow panel ``graphs`` entry with its packed arrays as numpy arrays."""
+    from .._wire import unpack
+
+    out = dict(g)
+    for k in ("counts", "query", "key", "weight", "carry", "node", "rows", "status"):
+        if isinstance(g.get(k), dict):
+            out[k] = unpack(g[k])
+    out["layer"] = np.repeat(np.arange(len(out["counts"])), out["counts"])
+    return out
+
+
+def _route_rows(n: int, labelled: Any, mode: str, top: float) -> tuple[list[tuple], np.ndarray]:
+    """Slots ``(kind, a, b, y0, y1)`` (kind "token": a = index; "gap": tokens a..b) and the
+    row centre of every token, as the view lays them out (js/flow/graph.js rowLayout)."""
+    on = np.ones(n, bool) if mode == "all" or labelled is None else np.isin(np.arange(n), labelled)
+    slots, y, at, i = [], np.zeros(n), float(top), 0
+    rp, gp = _ROUTE["row_px"], _ROUTE["gap_px"]
+    while i < n:
+        if on[i]:
+            slots.append(("token", i, i, at, at + rp))
+            y[i] = at + rp / 2
+            at += rp
+            i += 1
+            continue
+        j = i
+        while j < n and not on[j]:
+            j += 1
+        slots.append(("gap", i, j - 1, at, at + gp))
+        y[i:j] = at + gp / 2
+        at += gp
+        i = j
+    return slots, y
+
+
+def _edge_style(w: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    x = np.sqrt(np.minimum(1.0, np.abs(w) / peak)) if peak > 0 else np.zeros_like(w)
+    return _ROUTE["width"][0] + _ROUTE["width"][1] * x, _ROUTE["alpha"][0] + _ROUTE["alpha"][1] * x
+
+
+def _legend_items(g: dict, th: dict) -> list[tuple[str, float, float, str, str]]:
+    """(colour, width, alpha, dash, text) per legend entry, as the view's legend."""
+    peak = float(np.abs(g["weight"]).max(initial=0.0))
+    items = []
+    for f in _ROUTE["legend_shares"]:
+        s = f * peak
+        w, _a = _edge_style(np.array([s]), peak)
+        items.append((th["foreground"], float(w[0]), 0.8, "", f"{100 * s:.{0 if s >= 0.1 else 1}f}%"))
+    if g.get("diff"):
+        a, b = g.get("names") or ["A", "B"]
+        items += [(th["warn"], 3, 1, "", f"stronger in {b}"), (th["accent"], 3, 1, "", f"stronger in {a}"),
+                  (th["foreground"], 2, 0.8, "5 3", f"only on {b}'s route (appears)"),
+                  (th["foreground"], 2, 0.8, "1.5 2.5", f"only on {a}'s route (vanishes)")]
+    elif g.get("signed"):
+        items += [(th["accent"], 3, 1, "", "positive"), (th["warn"], 3, 1, "", "negative")]
+    else:
+        items.append((th["accent"], 3, 1, "", f"{g['method']} edge to another token"))
+    items.append((th["muted"], _ROUTE["carry_width"], _ROUTE["carry_alpha"], "", "carry (residual, along the row)"))
+    return items
+
+
+def route_svg(
+    graphs: Sequence[dict],
+    tokens: Sequence[str],
+    *,
+    rows: str = "route",
+    layer: int | None = None,
+    special: Sequence[bool] | None = None,
+    title: str | None = None,
+    width: float | None = None,
+    theme: str | dict = "light",
+) -> str:
+    """The Flow panel's route graph(s) as SVG, legend included (``<g class="aw-legend">``).
+
+    ``graphs`` are the panel's ``graphs`` entries (:attr:`AttentionFlow.graphs`): one
+    ``<line>`` per kept cross-token edge (width and opacity by share, colour by sign or,
+    for a difference, by which model is stronger; dashed: appears, dotted: vanishes),
+    carry as thin lines along the rows, node dots, one label per labelled row and
+    "... N tokens" for collapsed gaps (``rows="route"``).
+    """
+    gs = [_unpacked(g) for g in graphs]
+    if not gs:
+        raise ValueError("graphs: expected at least one graph entry, received none")
+    n = len(tokens)
+    n_layers = len(gs[0]["counts"])
+    th = _theme(theme)
+    font = 11
+    names = [truncate(printable(t), 12) for t in tokens]
+    side = math.ceil(min(90, max((_text_width(s, font) for s in names), default=0)) + 10)
+    gw = _style.graph_width(len(gs), width)
+    title_h = 20 if title else 0
+    legend_y = title_h + 4
+    items = _legend_items(gs[0], th)
+    body: list[str] = []
+    if title:
+        body.append(_el("text", title, x=2, y=14, class_="aw-title", font_family=th["font"], font_size=12,
+                        font_weight="bold", fill=th["foreground"]))
+    # Legend: one row of samples, wrapped to the figure width.
+    full_w = len(gs) * gw + 12 * (len(gs) - 1)
+    lx, ly, leg = 2.0, legend_y + 10, ['<g class="aw-legend">']
+    for color, w, a, dash, text in items:
+        tw = 34 + _text_width(text, 10) + 10
+        if lx + tw > full_w:
+            lx, ly = 2.0, ly + 16
+        leg.append(f'<line x1="{_num(lx)}" y1="{_num(ly)}" x2="{_num(lx + 26)}" y2="{_num(ly)}" stroke="{color}" '
+                   f'stroke-width="{_num(w)}" stroke-opacity="{_num(a)}"'
+                   + (f' stroke-dasharray="{dash}"' if dash else "") + "/>")
+        leg.append(_el("text", text, x=lx + 30, y=ly, dy="0.35em", font_family=th["font"], font_size=10,
+                       fill=th["muted"]))
+        lx += tw
+    leg.append("</g>")
+    body.extend(leg)
+    top = ly + 12 + 16 + 18
+    ox, total_h = 0.0, 0.0
+    for g in gs:
+        slots, y = _route_rows(n, g.get("rows"), rows, top)
+        left = side
+        inner = max((n_layers + 1) * 8, gw - left - 10)
+        col_w = inner / max(1, n_layers)
+        xs = left + np.arange(n_layers + 1) * col_w
+        height = (slots[-1][4] if slots else top) + 4
+        body.append(f'<g class="aw-flow-graph" transform="translate({_num(ox)},0)">')
+        cap = f"{g['label']} · {int(g['count'])} edges, keep {float(g['keep']):.2f}"
+        if g.get("capped"):
+            cap += f" · capped in layers {', '.join(map(str, g['capped']))}"
+        if g.get("diff"):
+            cap += (f" · the two traces agree within {g['tol']} on this route" if g.get("agree")
+                    else f" · {g['appear']} appear, {g['vanish']} vanish")
+        body.append(_el("text", cap, x=left, y=top - 22, class_="aw-caption", font_family=th["font"],
+                        font_size=11, fill=th["muted"]))
+        if layer is not None and 0 <= layer < n_layers:
+            body.append(_el("rect", x=float(xs[layer]), y=top, width=col_w, height=height - top - 4,
+                            fill=th["border"], fill_opacity=0.5, class_="aw-layer-band"))
+        for c in range(n_layers + 1):
+            body.append(_el("text", "input" if c == 0 else f"L{c - 1}", x=float(xs[c]), y=top - 4,
+                            text_anchor="middle", font_family=th["font"], font_size=10, fill=th["muted"]))
+        for kind, a, b, y0, y1 in slots:
+            if kind == "gap":
+                body.append(_el("rect", x=left, y=y0 + 2, width=float(xs[-1] - left), height=y1 - y0 - 4,
+                                fill=th["border"], fill_opacity=0.35))
+        carry = np.asarray(g["carry"]).reshape(n_layers, n)
+        peak = float(np.abs(g["weight"]).max(initial=0.0)) or 1.0
+        on = np.zeros(n, bool)
+        for kind, a, _b, _y0, _y1 in slots:
+            on[a] |= kind == "token"
+        cl, ci = np.nonzero((np.abs(carry) > 0.01 * peak) & on[None, :])
+        lines = "".join(f'<line x1="{_num(xs[l_])}" y1="{_num(y[i])}" x2="{_num(xs[l_ + 1])}" y2="{_num(y[i])}"/>'
+                        for l_, i in zip(cl.tolist(), ci.tolist()))
+        body.append(f'<g class="aw-carry" stroke="{th["muted"]}" stroke-width="{_num(_ROUTE["carry_width"])}" '
+                    f'stroke-opacity="{_num(_ROUTE["carry_alpha"])}">{lines}</g>')
+        w = np.asarray(g["weight"], dtype=np.float64)
+        wid, alp = _edge_style(w, peak)
+        status = g.get("status")
+        parts = []
+        for e in np.argsort(np.abs(w), kind="stable"):
+            neg = w[e] < 0
+            color = (th["accent"] if neg else th["warn"]) if g.get("diff") else (th["warn"] if neg else th["accent"])
+            st = int(status[e]) if status is not None else 0
+            dash = ' stroke-dasharray="5 3"' if st == 1 else ' stroke-dasharray="1.5 2.5"' if st == 2 else ""
+            q, k_, lay_ = int(g["query"][e]), int(g["key"][e]), int(g["layer"][e])
+            parts.append(f'<line x1="{_num(xs[lay_])}" y1="{_num(y[k_])}" x2="{_num(xs[lay_ + 1])}" '
+                         f'y2="{_num(y[q])}" stroke="{color}" stroke-width="{_num(wid[e])}" '
+                         f'stroke-opacity="{_num(alp[e])}"{dash}/>')
+        body.append(f'<g class="aw-edges" stroke-linecap="round">{"".join(parts)}</g>')
+        node = np.asarray(g["node"]).reshape(n_layers + 1, n)
+        dots = []
+        for c in range(n_layers + 1):
+            m = float(np.abs(node[c]).max(initial=0.0))
+            for kind, a, _b, _y0, _y1 in slots:
+                if kind != "token" or m <= 0:
+                    continue
+                st = _style.node_style(abs(float(node[c, a])) / m, _ROUTE["row_px"])
+                if st is not None:
+                    dots.append(_el("circle", cx=float(xs[c]), cy=float(y[a]), r=st[0], fill=th["warn"],
+                                    fill_opacity=st[1]))
+        body.append(f'<g class="aw-nodes">{"".join(dots)}</g>')
+        body.append(f'<g font-family="{xml_escape(th["code"])}" font-size="{font}">')
+        for kind, a, b, y0, y1 in slots:
+            if kind == "gap":
+                body.append(_el("text", f"… {b - a + 1} token{'s' if b > a else ''}", x=left - 6,
+                                y=(y0 + y1) / 2, dy="0.35em", text_anchor="end", fill=th["muted"],
+                                font_size=10, class_="aw-gap"))
+            else:
+                fill = th["warn"] if a == g["token"] else th["foreground"]
+                body.append(_el("text", names[a], x=left - 6, y=(y0 + y1) / 2, dy="0.35em", text_anchor="end",
+                                fill=fill, class_="aw-token-label"))
+        body.append("</g></g>")
+        ox += left + inner + 10 + 12
+        total_h = max(total_h, height)
+    return _svg(ox - 12, total_h, body, th, title=title)
+
+
+def route_raster(
+    graphs: Sequence[dict],
+    *,
+    n_layers: int,
+    tokens: Sequence[str],
+    rows: str = "route",
+    scale: int | None = None,
+    width: float | None = None,
+    theme: str | dict = "light",
+) -> np.ndarray:
+    """The route graph(s) of :func:`route_svg` as ``uint8 [H, W, 3]`` pixels: edges,
+    carry lines and gap bands, no text (``scale`` pixels per SVG px, default 2)."""
+    k = _check_scale(scale) if scale is not None else 2
+    gs = [_unpacked(g) for g in graphs]
+    n = len(tokens)
+    th = _theme(theme)
+    gw = _style.graph_width(len(gs), width)
+    top = 12.0
+    lays = [_route_rows(n, g.get("rows"), rows, top) for g in gs]
+    height = max(s[-1][4] for s, _y in lays) + 4
+    full_w = math.ceil((len(gs) * gw + 12 * (len(gs) - 1)) * k)
+    canvas = np.empty((math.ceil(height * k), full_w, 3), np.float32)
+    canvas[:] = th["background"]
+    pos, warn, muted, border = (_parse_rgb(th[c]) for c in ("accent", "warn", "muted", "border"))
+    ox = 0.0
+    for g, (slots, y) in zip(gs, lays):
+        xs = ox + 12 + np.arange(n_layers + 1) * (gw - 24) / max(1, n_layers)
+        for kind, _a, _b, y0, y1 in slots:
+            if kind == "gap":
+                sub = canvas[round((y0 + 2) * k):round((y1 - 2) * k), round(xs[0] * k):round(xs[-1] * k)]
+                _blend(sub, np.ones(sub.shape[:2], bool), border, 0.35)
+        carry = np.asarray(g["carry"]).reshape(n_layers, n)
+        w = np.asarray(g["weight"], dtype=np.float64)
+        peak = float(np.abs(w).max(initial=0.0)) or 1.0
+        cl, ci = np.nonzero(np.abs(carry) > 0.01 * peak)
+        mask = _coverage(canvas.shape[:2], xs[cl] * k, y[ci] * k, xs[cl + 1] * k, y[ci] * k, _ROUTE["carry_width"] * k)
+        _blend(canvas, mask, muted, _ROUTE["carry_alpha"])
+        lay = g["layer"]
+        q, kk = np.asarray(g["query"], np.int64), np.asarray(g["key"], np.int64)
+        x = np.sqrt(np.minimum(1.0, np.abs(w) / peak))
+        lev = np.minimum(7, np.floor(x * 8)).astype(int)
+        for sign in (1, -1):
+            for b in range(8):
+                idx = np.nonzero((lev == b) & ((w >= 0) if sign > 0 else (w < 0)))[0]
+                if idx.size == 0:
+                    continue
+                wid, alp = _edge_style(np.array([((b + 0.5) / 8) ** 2 * peak]), peak)
+                color = (warn if sign > 0 else pos) if g.get("diff") else (pos if sign > 0 else warn)
+                mask = _coverage(canvas.shape[:2], xs[lay[idx]] * k, y[kk[idx]] * k, xs[lay[idx] + 1] * k,
+                                 y[q[idx]] * k, float(wid[0]) * k)
+                _blend(canvas, mask, color, float(alp[0]))
+        node = np.asarray(g["node"]).reshape(n_layers + 1, n)
+        for c in range(n_layers + 1):
+            m = float(np.abs(node[c]).max(initial=0.0))
+            for kind, i, _b, _y0, _y1 in slots:
+                st = _style.node_style(abs(float(node[c, i])) / m, _ROUTE["row_px"]) if kind == "token" and m > 0 else None
+                if st is None:
+                    continue
+                cx, cy, rr = xs[c] * k, y[i] * k, st[0] * k
+                y_a, y_b = max(0, int(cy - rr - 1)), min(canvas.shape[0], int(cy + rr + 2))
+                x_a, x_b = max(0, int(cx - rr - 1)), min(canvas.shape[1], int(cx + rr + 2))
+                py = np.arange(y_a, y_b)[:, None] + 0.5 - cy
+                px = np.arange(x_a, x_b)[None, :] + 0.5 - cx
+                _blend(canvas[y_a:y_b, x_a:x_b], py * py + px * px <= rr * rr, warn, st[1])
+        ox += gw + 12
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import ipywidgets as widgets
+import traitlets as t
 
-from ..flows.paths import METHODS
 from ..trace import AttentionTrace
 from ._base import Figures, TraceRanges
 from .agreement import MethodAgreement
@@ -45,18 +45,25 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         refused: for two models pass the second as ``compare=``.
     compare
         Optional second trace for the Flow panel (side by side or difference).
-    method, threshold
-        Initial flow method and edge threshold.
+    method, keep
+        The Flow panel's method and ``keep`` (share of the traced weight kept, 0.5 to 1);
+        also traits of the explorer, linked both ways with ``explorer.flow``.
     """
+
+    method = t.Unicode("rollout")
+    keep = t.Float(0.8)
 
     def __init__(
         self,
         trace: AttentionTrace | Mapping[str, AttentionTrace],
         compare: AttentionTrace | None = None,
         method: str = "rollout",
-        threshold: float = 0.1,
+        keep: float = 0.8,
         **kwargs: Any,
     ) -> None:
+        if "threshold" in kwargs:
+            raise TypeError("threshold: the Explorer no longer takes threshold=; use keep= (the share of the "
+                            "traced weight the Flow panel keeps, 0.5 to 1.0)")
         if isinstance(trace, (list, tuple)):
             raise TypeError(
                 f"trace: expected one trace, or a mapping {{target name: trace}} of traces of the same "
@@ -89,12 +96,14 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self._targets = targets
         self._compare_trace = compare
         self._trace = first
-        if method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, received {method!r}")
 
         self.matrix = AttentionMatrix(first)
         self.heatmap = AttentionHeatmap(first)
-        self.flow = AttentionFlow(first, compare=compare, method=method, threshold=threshold)
+        self._flow_links: list = []
+        try:
+            self.flow = AttentionFlow(first, compare=compare, method=method, keep=keep)
+        except t.TraitError as exc:  # a bad method / keep names the argument
+            raise ValueError(str(exc)) from None
         self.summary = HeadSummary(first)
         # Beside the Flow panel's strip: how far the methods agree on the selected token.
         self.agreement = MethodAgreement(first)
@@ -113,6 +122,7 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
                          layout=kwargs.pop("layout", widgets.Layout()))
         self.add_class("aw-explorer")
         self._link: SelectionLink | None = None
+        self.method, self.keep = self.flow.method, self.flow.keep
         self._relink()
         if kwargs:
             self.select(**kwargs)
@@ -201,12 +211,28 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
             self._link.unlink()
         # The explorer comes first, so its selection wins when panels are (re)linked.
         self._link = link(self, *self.panels)
+        for lk in self._flow_links:
+            lk.unlink()
+        self._flow_links = [t.link((self, name), (self.flow, name)) for name in ("method", "keep")]
+
+    @t.validate("method", "keep")
+    def _validate_flow(self, proposal):
+        # The Flow panel's own checks, before the value reaches it (a bad value changes nothing).
+        flow = getattr(self, "flow", None)
+        name, value = proposal["trait"].name, proposal["value"]
+        if flow is None:
+            return value
+        if name == "method":
+            return flow._check_method(value)
+        return flow._validate_keep({"value": value})
 
     def _on_target(self, change: dict) -> None:
         tr = self._targets[change["new"]]
         sel = self.selection
-        flow_state = {k: getattr(self.flow, k) for k in ("method", "threshold", "top_k", "residual", "signed")}
-        if not tr.has_gradients and flow_state["method"] in ("grad_rollout", "attn_grad"):
+        flow_state = {k: getattr(self.flow, k) for k in ("method", "keep", "rows", "residual", "signed")}
+        from .flow import flow_methods
+
+        if not next((m["available"] for m in flow_methods([tr]) if m["name"] == flow_state["method"]), False):
             flow_state["method"] = "rollout"
         old = [self.flow, self.summary, self.agreement]
         self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)

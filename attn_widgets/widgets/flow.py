@@ -1,4 +1,4 @@
-"""AttentionFlow: how attention moves across layers, with a threshold and token tracing."""
+"""AttentionFlow: the route one output token takes through a flow method's layered graph."""
 
 from __future__ import annotations
 
@@ -11,16 +11,33 @@ import traitlets as t
 
 from .._jobs import Worker
 from .._wire import json_nbytes, pack, to_jsonable
-from ..flows import attention_flow
-from ..flows.paths import CONTRIB_METHODS, METHODS, available_methods, check_method, layer_edges, score_matrix, sparse_edges, token_scores, trace_token
+from ..flows import paths as _paths
+from ..flows import route as _route
+from ..flows.paths import token_scores
+from ..flows.route import RouteGraph, route_graph, route_layers
 from ..interface import Trace
+from ..render.style import STYLE as _STYLE
 from ..trace import AttentionTrace
 from ._assets import _esm
 from ._base import AttnWidget
 
-__all__ = ["AttentionFlow"]
+__all__ = ["AttentionFlow", "default_token", "flow_methods"]
 
 _WARMED = threading.Event()
+
+#: Readable names of the flow methods the panel knows; a method that attn_widgets.flows adds
+#: later (route.ROUTE_METHODS) shows under its own name unless flows gives a label.
+_LABELS = {
+    "attention": "attention (mean of heads)",
+    "rollout": "rollout",
+    "flow": "attention flow (exact max-flow)",
+    "grad_rollout": "gradient-weighted rollout",
+    "attn_grad": "attention \u00d7 gradient",
+    "value_norm": "value norms (Kobayashi)",
+    "alti": "ALTI (contributions)",
+}
+#: Route weights of two compared traces closer than this count as equal (style.json route.agree_tol).
+AGREE_TOL = float(_STYLE["route"]["agree_tol"])
 
 
 def _warm_up_flow_solver() -> None:
@@ -41,50 +58,91 @@ def _warm_up_flow_solver() -> None:
     threading.Thread(target=run, name="attn_widgets:warm-up", daemon=True).start()
 
 
-class AttentionFlow(AttnWidget):
-    """Tokens (rows) at every layer boundary (columns), joined by the strong edges of a method.
+def flow_methods(traces: list[Any] | None = None) -> list[dict]:
+    """The flow methods of :mod:`attn_widgets.flows` the panel offers, in order.
 
-    Column 0 is the input, column ``l`` the output of layer ``l - 1``. Edges between two
-    columns are that layer's matrix for ``method`` (see :mod:`attn_widgets.flows.paths`);
-    only edges with ``|w| >= threshold * (strongest edge of the layer)`` are sent and drawn,
-    and with ``top_k > 0`` at most ``top_k`` per query token. Clicking a token traces its
-    paths down to the input and shows the method's scores over the input tokens in a
-    sentence strip; clicking a column selects its layer.
+    Each entry: ``name``, ``label``, ``needs`` (``"gradients"``, ``"contributions"`` or
+    ``""``) and ``available`` (every trace in ``traces`` has what the method needs, per
+    :func:`attn_widgets.flows.paths.available_methods`). Read from the flows package
+    (``route.ROUTE_METHODS``, ``paths.GRAD_METHODS``, ``paths.CONTRIB_METHODS``), so a new
+    method appears without panel code.
+    """
+    traces = traces or []
+    have = [set(_paths.available_methods(tr)) for tr in traces]
+    out = []
+    for m in _route.ROUTE_METHODS:
+        needs = "gradients" if m in _paths.GRAD_METHODS else "contributions" if m in _paths.CONTRIB_METHODS else ""
+        out.append({"name": m, "label": _LABELS.get(m, m.replace("_", " ")), "needs": needs,
+                    "available": all(m in h for h in have)})
+    return out
+
+
+def default_token(trace: Any) -> int:
+    """The position whose route the panel shows with no token selected: the trace's
+    target position (``meta["position"]``) if it has one, else the last token of a causal
+    model, else the first ([CLS] of an encoder)."""
+    n = trace.n_tokens
+    pos = (getattr(trace, "meta", None) or {}).get("position")
+    if isinstance(pos, (int, np.integer)) and not isinstance(pos, bool):
+        return int(pos) % n if -n <= pos < n else n - 1
+    return n - 1 if getattr(trace, "causal", False) else 0
+
+
+def _pack_idx(x: np.ndarray, t_max: int) -> dict:
+    return pack(np.asarray(x), "uint16" if t_max < 65535 else "int32")
+
+
+class AttentionFlow(AttnWidget):
+    """The route of one output token through a flow method, drawn over the layers.
+
+    Tokens are rows, layer boundaries columns (column 0 the input, column ``l`` the output
+    of layer ``l - 1``). What is drawn is :func:`attn_widgets.flows.route_graph` of the
+    selected token (with none selected: :func:`default_token`, the target position,
+    [CLS] or the last token): the kept cross-token edges (width = share of the token's
+    output, colour = sign), each token's carry through the residual / identity as a thin
+    line along its row, and nodes sized by their share. ``keep`` (0.5 .. 1) is the share
+    of each layer's traced cross-token weight kept. With ``rows="route"`` only the tokens
+    on the route with the largest shares get a labelled row (at most ``max_rows``; the
+    rest collapse into marked gaps), ``rows="all"`` shows every token (scrolling).
 
     ``method="flow"`` (exact max-flow) runs in a background thread: the panel shows
-    progress, the kernel stays responsive, a new selection cancels the stale job, and
-    rows are cached.
+    progress, the kernel stays responsive, a new selection cancels the stale job.
 
     Parameters
     ----------
     trace
-        The trace to show.
+        The trace to show (e.g. the base model).
     compare
-        A second trace over the same tokens (e.g. a fine-tuned model); shown side by side
-        (``compare_mode="side"``) or as the difference ``trace - compare`` (``"diff"``).
+        A second trace over the same tokens (e.g. the fine-tuned model); shown side by
+        side (``compare_mode="side"``, same token and keep) or as the difference
+        ``compare - trace`` on the union of the two routes (``"diff"``).
     labels
-        Names of the two traces in compare mode.
+        Names of the two traces in compare mode (default: their model names).
     """
 
     _esm = _esm("flow")
     export_kind = export_view = "flow"
     export_grows = True
-    _computed = frozenset({"labels", "has_gradients", "graphs", "nodes", "scores", "status", "progress"})
+    _computed = frozenset({"labels", "has_gradients", "graphs", "scores", "status", "progress", "methods",
+                           "route_token"})
 
-    method = t.Enum(list(METHODS), default_value="rollout").tag(sync=True)
-    threshold = t.Float(0.1).tag(sync=True)
-    top_k = t.Int(0).tag(sync=True)
+    method = t.Unicode("rollout").tag(sync=True)
+    keep = t.Float(0.8).tag(sync=True)
+    rows = t.Enum(["route", "all"], default_value="route").tag(sync=True)
+    max_rows = t.Int(int(_STYLE["route"]["max_rows"])).tag(sync=True)
     residual = t.Float(0.5).tag(sync=True)
     signed = t.Bool(False).tag(sync=True)
     compare_mode = t.Enum(["side", "diff"], default_value="side").tag(sync=True)
     labels = t.List(t.Unicode()).tag(sync=True)
     has_gradients = t.Bool(False).tag(sync=True)
-    max_edges = t.Int(150_000).tag(sync=True)
+    max_edges_per_layer = t.Int(_route.MAX_EDGES_PER_LAYER).tag(sync=True)
+    #: The methods offered: [{name, label, needs, available}] (kernel -> view).
+    methods = t.List().tag(sync=True)
+    #: The token whose route is drawn (the selected one, else the default position).
+    route_token = t.Int(0).tag(sync=True)
 
-    #: One entry per drawn graph: packed sparse edges plus counts (kernel -> view).
+    #: One entry per drawn graph: the packed route (kernel -> view), see _graph_payload.
     graphs = t.List().tag(sync=True)
-    #: Traced node shares ``[G, L + 1, T]`` for the selected token (packed) or {}.
-    nodes = t.Dict().tag(sync=True)
     #: Scores over input tokens ``[G, T]`` for the selected token (packed) or {}.
     scores = t.Dict().tag(sync=True)
     #: "" | "computing" | "ready" | "error"
@@ -98,6 +156,12 @@ class AttentionFlow(AttnWidget):
         labels: tuple[str, str] | list[str] | None = None,
         **kwargs: Any,
     ) -> None:
+        for old in ("threshold", "top_k", "max_edges"):
+            if old in kwargs:
+                raise TypeError(
+                    f"{old}: AttentionFlow no longer takes {old}=; use keep= (the share of each layer's "
+                    "traced cross-token weight kept, 0.5 to 1.0) and max_edges_per_layer="
+                )
         for what, tr in (("trace", trace), ("compare", compare)):
             if isinstance(tr, Trace) and tr.is_cross:
                 raise ValueError(
@@ -106,6 +170,8 @@ class AttentionFlow(AttnWidget):
                     f"{tr.n_keys} key tokens). Show it with AttentionHeatmap or AttentionMatrix, or pass "
                     "the encoder / decoder trace of a Seq2SeqTrace (s2s.encoder, s2s.decoder) to AttentionFlow."
                 )
+            if isinstance(tr, Trace) and tr.on_demand:
+                tr.attentions  # a LazyTrace: raises its own AttributeError, which says what to do
         if compare is not None:
             if not isinstance(compare, AttentionTrace):
                 raise TypeError(f"compare: expected an AttentionTrace, received {type(compare).__name__}")
@@ -128,39 +194,44 @@ class AttentionFlow(AttnWidget):
         labels = [str(x) for x in labels]
         if len(labels) != len(self._traces):
             raise ValueError(f"labels: expected {len(self._traces)} names, received {len(labels)}")
-        self._edges_cache: dict[tuple, list[np.ndarray]] = {}
+        self._layers_cache: dict[tuple, list] = {}
+        self._route_cache: dict[tuple, tuple] = {}
         self._worker = Worker()
         self._last_progress = 0.0
+        self._routes: list[RouteGraph] = []
         self._has_grad = all(tr.has_gradients for tr in self._traces)
-        # value_norm / alti: every trace must have contributions (aw.trace(..., contributions=True)).
-        self._has_contrib = {m: all(m in available_methods(tr) for tr in self._traces) for m in CONTRIB_METHODS}
-        check_method(kwargs.get("method", "rollout"), self._has_grad, self._has_contrib.get(kwargs.get("method"), True))
+        self._methods = flow_methods(self._traces)
+        self._default = default_token(trace)
+        self._check_method(kwargs.get("method", "rollout"))
         super().__init__(trace, **kwargs)
-        self.labels, self.has_gradients = labels, self._has_grad
+        self.labels, self.has_gradients, self.methods = labels, self._has_grad, self._methods
         self._check_params()
-        self._refresh_graphs()
-        self._refresh_token()
-        self.observe(self._on_graph_params, ["method", "threshold", "top_k", "residual", "signed", "compare_mode", "max_edges"])
-        self.observe(self._on_token_params, ["token"])
+        self._refresh()
+        self.observe(self._on_params, ["method", "keep", "residual", "signed", "compare_mode",
+                                       "max_edges_per_layer", "max_rows", "token"])
         _warm_up_flow_solver()
 
     # -- validation ---------------------------------------------------------------------
+    def _check_method(self, m: Any) -> str:
+        info = {e["name"]: e for e in self._methods}
+        if m not in info:
+            raise t.TraitError(f"method: expected one of {tuple(info)}, received {m!r}")
+        if not info[m]["available"]:
+            what = info[m]["needs"]
+            how = ("attn_widgets.trace(..., gradients=True)" if what == "gradients"
+                   else "attn_widgets.trace(..., contributions=True)")
+            raise t.TraitError(f"method={m!r} needs {what}, but this trace has none; capture it with {how}")
+        return m
+
     @t.validate("method")
     def _validate_method(self, proposal):
-        return check_method(proposal["value"], self._has_grad, self._has_contrib.get(proposal["value"], True))
+        return self._check_method(proposal["value"])
 
-    @t.validate("threshold")
-    def _validate_threshold(self, proposal):
+    @t.validate("keep")
+    def _validate_keep(self, proposal):
         v = proposal["value"]
-        if not (0.0 <= v <= 1.0):
-            raise t.TraitError(f"threshold: expected 0 <= threshold <= 1, received {v}")
-        return v
-
-    @t.validate("top_k")
-    def _validate_top_k(self, proposal):
-        v = proposal["value"]
-        if v < 0:
-            raise t.TraitError(f"top_k: expected top_k >= 0 (0 = no limit), received {v}")
+        if not (0.5 <= v <= 1.0):
+            raise t.TraitError(f"keep: expected 0.5 <= keep <= 1 (share of the traced weight kept), received {v}")
         return v
 
     @t.validate("residual")
@@ -170,11 +241,18 @@ class AttentionFlow(AttnWidget):
             raise t.TraitError(f"residual: expected 0 <= residual <= 1, received {v}")
         return v
 
-    @t.validate("max_edges")
+    @t.validate("max_edges_per_layer")
     def _validate_max_edges(self, proposal):
         v = proposal["value"]
-        if not 1 <= v <= 1_000_000:
-            raise t.TraitError(f"max_edges: expected 1 <= max_edges <= 1000000, received {v}")
+        if not 1 <= v <= 100_000:
+            raise t.TraitError(f"max_edges_per_layer: expected 1 <= max_edges_per_layer <= 100000, received {v}")
+        return v
+
+    @t.validate("max_rows")
+    def _validate_max_rows(self, proposal):
+        v = proposal["value"]
+        if not 2 <= v <= 10_000:
+            raise t.TraitError(f"max_rows: expected 2 <= max_rows <= 10000, received {v}")
         return v
 
     def _check_params(self) -> None:
@@ -186,19 +264,14 @@ class AttentionFlow(AttnWidget):
     def traces(self) -> list[AttentionTrace]:
         return list(self._traces)
 
-    def edges(self) -> np.ndarray:
-        """Dense per-layer edge matrices of the current method: ``[G, L, T, T]``.
-
-        ``G`` is 1, or 2 in side-by-side compare mode (1 in diff mode: the difference).
-        """
-        per = self._dense_edges()
-        if self.compare_mode == "diff" and len(per) == 2:
-            return (per[0] - per[1])[None]
-        return np.stack(per)
+    @property
+    def routes(self) -> list[RouteGraph]:
+        """The route graph of each trace for :attr:`route_token` as drawn now."""
+        return list(self._routes)
 
     @property
     def drawn_edges(self) -> int:
-        """How many edges the view draws now (after threshold, top-k and the cap)."""
+        """How many cross-token edges the view draws now."""
         return sum(int(g["count"]) for g in self.graphs)
 
     def token_scores(self, wait: float | None = 30.0) -> np.ndarray | None:
@@ -208,9 +281,7 @@ class AttentionFlow(AttnWidget):
         """
         if self.token is None:
             return None
-        deadline = time.monotonic() + (wait or 0.0)
-        while self.status == "computing" and time.monotonic() < deadline:
-            time.sleep(0.01)
+        self.wait(wait or 0.0, raise_=False)
         if self.status != "ready":
             raise RuntimeError(f"scores not ready (status={self.status!r}); try again or pass a longer wait")
         from .._wire import unpack
@@ -218,166 +289,216 @@ class AttentionFlow(AttnWidget):
         return unpack(self.scores).astype(np.float32)
 
     # -- computation (math lives in attn_widgets.flows) --------------------------------
-    def _cached(self, what: str, build) -> list[np.ndarray]:
-        """Per-trace matrices of the current method (``what``: "edges" or "scores"), built
-        once per (method, residual, signed) and reused by every threshold change and click."""
-        key = (what, self.method, round(self.residual, 6), self.signed)
-        cached = self._edges_cache.get(key)
+    def _layers(self, method: str | None = None) -> list:
+        """``route_layers`` of each trace, built once per (method, residual, signed) and
+        reused by every keep change and click."""
+        m = method or self.method
+        key = (m, round(self.residual, 6), self.signed)
+        cached = self._layers_cache.get(key)
         if cached is None:
-            cached = [build(k, tr) for k, tr in enumerate(self._traces)]
-            if len(self._edges_cache) > 16:
-                self._edges_cache.clear()
-            self._edges_cache[key] = cached
+            cached = [route_layers(tr, m, tr.gradients if tr.has_gradients else None, residual=self.residual,
+                                   signed=self.signed) for tr in self._traces]
+            if len(self._layers_cache) > 8:
+                self._layers_cache.clear()
+            self._layers_cache[key] = cached
         return cached
 
-    def _dense_edges(self) -> list[np.ndarray]:
-        return self._cached(
-            "edges",
-            lambda _k, tr: layer_edges(tr, self.method, tr.gradients, residual=self.residual,
-                                       signed=self.signed),
-        )
+    def _route_of(self, method: str, token: int, keep: float) -> list[RouteGraph]:
+        layers = self._layers(method)
+        return [route_graph(None, method, token, keep=keep, signed=self.signed,
+                            max_edges_per_layer=int(self.max_edges_per_layer), layers=lay) for lay in layers]
 
-    def _score_matrices(self) -> list[np.ndarray]:
-        """``[T, T]`` scores per trace (not for ``method="flow"``, which is per row)."""
-        edges = self._dense_edges()
-        return self._cached(
-            "scores",
-            lambda k, tr: score_matrix(tr, self.method, tr.gradients, residual=self.residual,
-                                       signed=self.signed, edges=edges[k]),
-        )
+    def _scores_of(self, method: str, token: int, routes: list[RouteGraph], progress=None, cancel=None) -> np.ndarray:
+        """The strip: the method's own scores over the input tokens. The route's input
+        shares ``node[0]`` are that already for attention, rollout (the rollout row) and
+        attention x gradient; gradient rollout shows ``R - I`` normalised (one cached
+        matrix), exact flow the max-flow row (slow: run it in the worker)."""
+        out = []
+        n = len(self._traces)
+        for k, (tr, rg) in enumerate(zip(self._traces, routes)):
+            if method == "flow":
+                prog = None
+                if progress is not None:
+                    def prog(done: int, total: int, k: int = k) -> None:
+                        progress((k + done / max(total, 1)) / n)
+                out.append(token_scores(tr.attentions, method, token, tr.gradients, residual=self.residual,
+                                        signed=self.signed, progress=prog, cancel=cancel))
+            elif method == "grad_rollout":
+                key = ("scores", method, round(self.residual, 6), self.signed)
+                mats = self._layers_cache.get(key)
+                if mats is None:
+                    mats = self._layers_cache[key] = [
+                        _paths.score_matrix(t_.attentions, method, t_.gradients, residual=self.residual,
+                                            signed=self.signed) for t_ in self._traces]
+                out.append(np.asarray(mats[k][token], dtype=np.float64))
+            else:
+                out.append(np.asarray(rg.node[0], dtype=np.float64) / (rg.value or 1.0))
+        rows = np.stack(out)
+        return rows[1:] - rows[:1] if self._diff() else rows
 
-    def _graph_payload(self, edges: np.ndarray, label: str) -> dict:
-        sp = sparse_edges(edges, self.threshold, self.top_k, self.max_edges)
-        counts = np.bincount(sp["layer"], minlength=edges.shape[0]).astype(np.int32)
-        qdtype = "uint16" if sp["query"].dtype == np.uint16 else "int32"
-        return {
-            "label": label,
-            "counts": pack(counts, "int32"),
-            "query": pack(sp["query"], qdtype),
-            "key": pack(sp["key"], qdtype),
-            "weight": pack(sp["weight"].astype(np.float16), "float16"),
-            "count": int(sp["layer"].size),
-            "total": sp["total"],
-            "capped": sp["capped"],
-            "peak": float(np.abs(edges).max()) if edges.size else 0.0,
-            # What these edges were cut with, so the view can say what it draws.
-            "threshold": float(self.threshold),
-            "top_k": int(self.top_k),
-            "method": self.method,
-            "signed": bool(edges.min() < 0),
-        }
-
-    def _refresh_graphs(self) -> None:
-        per = self._dense_edges()
-        if self.compare_mode == "diff" and len(per) == 2:
-            graphs = [self._graph_payload(per[0] - per[1], f"{self.labels[0]} \u2212 {self.labels[1]}")]
-        else:
-            graphs = [self._graph_payload(e, lab) for e, lab in zip(per, self.labels)]
-        self.graphs = graphs
-
-    def _on_graph_params(self, change: dict) -> None:
-        try:
-            self._check_params()
-            self._refresh_graphs()
-            self.error = ""
-        except Exception as exc:  # keep the panel usable and say what went wrong
-            self.error = f"{type(exc).__name__}: {exc}"
-            return
-        if change["name"] in ("method", "residual", "signed", "compare_mode"):
-            self._refresh_token()
-
-    def _on_token_params(self, _change: dict) -> None:
-        self._refresh_token()
-
-    # -- per-token rows: one definition for the panel and its HTML export ---------------------
     def _diff(self) -> bool:
         return self.compare_mode == "diff" and len(self._traces) == 2
 
-    def _combine(self, rows: np.ndarray) -> np.ndarray:
-        """``[G, ...]`` per-trace rows as shown: the difference A - B in diff mode."""
-        return rows[:1] - rows[1:] if self._diff() else rows
+    def _label_rows(self, routes: list[RouteGraph], token: int) -> np.ndarray:
+        """The tokens that get a labelled row with ``rows="route"``: the tokens on the
+        route(s), the ones with the largest node share first, at most ``max_rows``."""
+        on = np.unique(np.concatenate([rg.tokens_on_route() for rg in routes]))
+        must = {int(token), *(int(rg.source) for rg in routes if rg.source is not None)}
+        if on.size <= self.max_rows:
+            return on
+        share = np.zeros(routes[0].n_tokens)
+        for rg in routes:
+            peak = np.abs(rg.node).max(axis=1, keepdims=True)
+            peak[peak == 0] = 1.0
+            share = np.maximum(share, (np.abs(rg.node) / peak).max(axis=0))
+        order = on[np.argsort(-share[on], kind="stable")]
+        picked = list(must) + [int(i) for i in order if int(i) not in must]
+        return np.array(sorted(picked[: self.max_rows]), dtype=np.int64)
 
-    def _token_nodes(self, token: int) -> np.ndarray:
-        """The traced token's node shares ``[G, L + 1, T]`` as shown."""
-        return self._combine(np.stack([trace_token(e, token) for e in self._dense_edges()]))
+    def _graph_payload(self, rg: RouteGraph, label: str, rows: np.ndarray) -> dict:
+        t_ = rg.n_tokens
+        counts = np.bincount(rg.layer, minlength=rg.n_layers).astype(np.int32)
+        scale = float(rg.value) if rg.value else 1.0  # flow: shares of the max-flow value
+        return {
+            "label": label,
+            "method": rg.method,
+            "token": int(rg.token),
+            "keep": float(rg.keep),
+            "counts": pack(counts, "int32"),
+            "query": _pack_idx(rg.query, t_),
+            "key": _pack_idx(rg.key, t_),
+            "weight": pack(rg.weight / scale, "float32"),
+            "carry": pack(rg.carry / scale, "float32"),
+            "node": pack(rg.node / scale, "float32"),
+            "rows": _pack_idx(rows, t_),
+            "count": int(rg.n_edges),
+            "capped": [int(i) for i in np.flatnonzero(rg.capped)],
+            "signed": bool((rg.weight < 0).any()),
+            "value": None if rg.value is None else float(rg.value),
+            "source": None if rg.source is None else int(rg.source),
+            "diff": False,
+        }
 
-    def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
-        """Traced nodes and scores of every token (the selected one first) until ``budget``
-        is spent, so clicking a token works without a kernel."""
-        n = self._traces[0].n_tokens
-        order = ([self.token] if self.token is not None else []) + [i for i in range(n) if i != self.token]
-        if self.method == "flow" and n > 128:
-            return {}, {"tokens": {}}, [f"flow: exact max-flow rows are not precomputed for {n} > 128 tokens"]
-        if self.method == "flow":  # every row at once, not one max-flow call per token
-            matrices = [attention_flow(tr.attentions, residual=self.residual) for tr in self._traces]
-        else:
-            matrices = self._score_matrices()
-        table, used, left_out = {}, 0, 0
-        for i in order:
-            scores = self._combine(np.stack([m[i] for m in matrices]))
-            entry = to_jsonable({"nodes": pack(self._token_nodes(i), "float32"), "scores": pack(scores, "float32")})
-            size = json_nbytes(entry)
-            if used + size > budget:
-                left_out += 1
-                continue
-            table[str(i)] = entry
-            used += size
-        notes = [f"flow: traces of {left_out} of {n} tokens left out (size cap)"] if left_out else []
-        return {}, {"tokens": table}, notes
+    def _diff_payload(self, a: RouteGraph, b: RouteGraph, rows: np.ndarray) -> dict:
+        """``b - a`` on the union of the two routes' kept edges; ``status`` per edge: 0 on
+        both routes, 1 only on b's (appears), 2 only on a's (vanishes)."""
+        t_, n_layers = a.n_tokens, a.n_layers
+        sa = float(a.value) if a.value else 1.0
+        sb = float(b.value) if b.value else 1.0
+        lin_a = (a.layer.astype(np.int64) * t_ + a.query) * t_ + a.key
+        lin_b = (b.layer.astype(np.int64) * t_ + b.query) * t_ + b.key
+        uniq = np.union1d(lin_a, lin_b)
+        wa = np.zeros(uniq.size)
+        wb = np.zeros(uniq.size)
+        wa[np.searchsorted(uniq, lin_a)] = a.weight / sa
+        wb[np.searchsorted(uniq, lin_b)] = b.weight / sb
+        in_a = np.isin(uniq, lin_a)
+        in_b = np.isin(uniq, lin_b)
+        status = np.where(in_a & in_b, 0, np.where(in_b, 1, 2)).astype(np.uint8)
+        d = wb - wa
+        layer, rest = np.divmod(uniq, t_ * t_)
+        q, k = np.divmod(rest, t_)
+        # Strongest changes first within each layer (the drawing order).
+        order = np.lexsort((-np.abs(d), layer))
+        carry = b.carry / sb - a.carry / sa
+        node = b.node / sb - a.node / sa
+        gap = float(max(np.abs(d).max(initial=0.0), np.abs(carry).max(initial=0.0)))
+        return {
+            "label": f"{self.labels[1]} \u2212 {self.labels[0]}",
+            "method": a.method,
+            "token": int(a.token),
+            "keep": float(a.keep),
+            "counts": pack(np.bincount(layer, minlength=n_layers).astype(np.int32), "int32"),
+            "query": _pack_idx(q[order], t_),
+            "key": _pack_idx(k[order], t_),
+            "weight": pack(d[order], "float32"),
+            "status": pack(status[order], "uint8"),
+            "carry": pack(carry, "float32"),
+            "node": pack(node, "float32"),
+            "rows": _pack_idx(rows, t_),
+            "count": int(uniq.size),
+            "capped": sorted({int(i) for i in np.flatnonzero(a.capped | b.capped)}),
+            "signed": True,
+            "value": None,
+            "source": None,
+            "diff": True,
+            "names": list(self.labels),
+            "max_change": gap,
+            "agree": gap <= AGREE_TOL,
+            "tol": AGREE_TOL,
+            "appear": int((status == 1).sum()),
+            "vanish": int((status == 2).sum()),
+        }
 
-    def _refresh_token(self) -> None:
-        token = self.token
-        if token is None:
+    def _payloads(self, routes: list[RouteGraph], token: int) -> list[dict]:
+        rows = self._label_rows(routes, token)
+        if self._diff():
+            return [self._diff_payload(routes[0], routes[1], rows)]
+        return [self._graph_payload(rg, lab, rows) for rg, lab in zip(routes, self.labels)]
+
+    def diff_agrees(self) -> bool | None:
+        """In diff mode: whether the two routes agree within ``AGREE_TOL`` (None otherwise)."""
+        g = self.graphs[0] if self.graphs else {}
+        return g.get("agree") if g.get("diff") else None
+
+    def _refresh(self) -> None:
+        token = self._default if self.token is None else int(self.token)
+        self.route_token = token
+        method, keep = self.method, float(self.keep)
+        rkey = (method, round(self.residual, 6), self.signed, token, round(keep, 6),
+                int(self.max_edges_per_layer), self.compare_mode, int(self.max_rows))
+        # The route is fast for every method (flow: one or two max-flows, ~50 ms at T=512):
+        # drawn at once. Only the exact flow's strip (a whole max-flow row) runs in the worker.
+        hit = self._route_cache.get(rkey)
+        if hit is None:
+            routes = self._route_of(method, token, keep)
+            hit = (routes, self._payloads(routes, token))
+            if len(self._route_cache) > 64:
+                self._route_cache.clear()
+            self._route_cache[rkey] = hit
+        self._routes, graphs = hit
+        self.graphs = graphs
+        if self.token is None:
             self._worker.cancel()
-            self.nodes, self.scores, self.status, self.progress = {}, {}, "", 0.0
+            self.scores, self.status, self.progress = {}, "", 0.0
             return
-        diff = self._diff()
-        self.nodes = {"token": token, **pack(self._token_nodes(token), "float32")}
-        key = (self.method, token, round(self.residual, 6), self.signed)
+        routes = self._routes
 
-        def compute(job=None) -> np.ndarray:
-            if self.method != "flow":
-                return np.stack([m[token] for m in self._score_matrices()])
-            out = []
-            n = len(self._traces)
-            for k, tr in enumerate(self._traces):
-                def progress(done: int, total: int, k: int = k) -> None:
-                    self._report_progress((k + done / max(total, 1)) / n)
-
-                cancel = (lambda: job.cancelled()) if job is not None else None
-                out.append(token_scores(tr.attentions, self.method, token, tr.gradients,
-                                        residual=self.residual, signed=self.signed,
-                                        progress=progress, cancel=cancel))
-            return np.stack(out)
-
-        def publish(rows: np.ndarray) -> None:
-            if diff:
-                rows = self._combine(rows)
-            self.scores = {"token": token, "method": self.method, **pack(rows, "float32")}
+        def publish(scores: np.ndarray) -> None:
+            self.scores = {"token": token, "method": method, **pack(scores, "float32")}
             self.progress = 1.0
             self.status = "ready"
 
-        cached = self._worker.cached(key)
+        if method != "flow":
+            self._worker.cancel()
+            publish(self._scores_of(method, token, routes))
+            return
+        skey = (method, round(self.residual, 6), self.signed, token, self.compare_mode)
+        cached = self._worker.cached(skey)
         if cached is not None:
             self._worker.cancel()
             publish(cached)
             return
-        if self.method != "flow":
-            self._worker.cancel()
-            try:
-                publish(compute())
-            except Exception as exc:
-                self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
-            return
-
         self.scores, self.status, self.progress = {}, "computing", 0.0
         self._last_progress = 0.0
+
+        def compute(job) -> np.ndarray:
+            return self._scores_of(method, token, routes, progress=self._report_progress, cancel=lambda: job.cancelled())
 
         def failed(exc: BaseException) -> None:
             self.status = "error"
             self.error = f"flow for token {token} failed: {type(exc).__name__}: {exc}"
 
-        self._worker.submit(key, compute, publish, failed)
+        self._worker.submit(skey, compute, publish, failed)
+
+    def _on_params(self, change: dict) -> None:
+        try:
+            self._check_params()
+            self._refresh()
+            self.error = ""
+        except Exception as exc:  # keep the panel usable and say what went wrong
+            self.status = "error"
+            self.error = f"{type(exc).__name__}: {exc}"
 
     def _report_progress(self, value: float) -> None:
         now = time.monotonic()
@@ -385,54 +506,83 @@ class AttentionFlow(AttnWidget):
             self._last_progress = now
             self.progress = float(min(max(value, 0.0), 1.0))
 
-    # -- figures -------------------------------------------------------------------------
-    def _figure_args(self, wait: float | None) -> dict:
-        """What the figures draw now; ``wait=None``: no strip scores (the raster has no strip)."""
-        from .._wire import unpack
+    # -- export: per-token routes embedded for the page --------------------------------------
+    def _static_entry(self, method: str, token: int) -> dict:
+        """One (method, token) for the exported page: the route at keep=1 (edges sorted
+        strongest first per layer, so the page prunes any keep as route_graph does) and the
+        strip's scores."""
+        routes = self._route_of(method, token, 1.0)
+        if method == "flow" and self._traces[0].n_tokens > 128:
+            scores = np.stack([np.asarray(rg.node[0]) / (rg.value or 1.0) for rg in routes])
+            scores = scores[1:] - scores[:1] if self._diff() else scores
+        else:
+            scores = self._scores_of(method, token, routes)
+        layer_total = np.stack([rg.layer_total / (rg.value or 1.0) for rg in routes])
+        graphs = self._payloads(routes, token)
+        return {"graphs": graphs, "layer_total": pack(layer_total, "float32"),
+                "scores": pack(scores, "float32")}
 
-        nodes = unpack(self.nodes) if self.token is not None and self.nodes else None
-        scores = None
-        if self.token is not None and wait is not None:
-            try:
-                scores = self.token_scores(wait=wait)
-            except RuntimeError:  # still computing or failed: the figure has no strip
-                scores = None
-        return {
-            "threshold": float(self.threshold),
-            "top_k": int(self.top_k),
-            "token": self.token,
-            "nodes": nodes,
-            "scores": scores,
-            "max_edges": int(self.max_edges),
-            "layer": self.layer,
-        }
+    def export_extras(self, budget: int, seconds: float = 20.0) -> tuple[dict, dict, list[str]]:
+        """Route graphs of every available method for the shown token first, then of the
+        other tokens (current method first) until ``budget`` characters or ``seconds`` are
+        spent, so keep, method and token changes work in the page without a kernel."""
+        n = self._traces[0].n_tokens
+        first = self.route_token
+        methods = [self.method] + [e["name"] for e in self._methods if e["available"] and e["name"] != self.method]
+        order = [(m, first) for m in methods]
+        others = [i for i in range(n) if i != first]
+        for m in methods:
+            if m == "flow" and n > 128:
+                continue  # one exact max-flow per token: too slow to precompute for long inputs
+            order += [(m, i) for i in others]
+        table: dict[str, dict] = {}
+        used, left = 0, 0
+        deadline = time.monotonic() + seconds
+        for m, i in order:
+            if time.monotonic() > deadline:
+                left += 1
+                continue
+            entry = to_jsonable(self._static_entry(m, i))
+            size = json_nbytes(entry)
+            if used + size > budget:
+                left += 1
+                if m == self.method and i == first:
+                    break
+                continue
+            table.setdefault(m, {})[str(i)] = entry
+            used += size
+        notes = [f"flow: routes of {left} (method, token) pairs left out (size or time cap)"] if left else []
+        return {}, {"routes": table, "default_token": int(self._default)}, notes
+
+    # -- figures -------------------------------------------------------------------------
+    def _figure_args(self) -> dict:
+        self.wait(60.0, raise_=False)
+        return {"graphs": list(self.graphs), "layer": self.layer, "rows": self.rows,
+                "tokens": list(self.tokens), "special": list(self.special),
+                "title": f"{self.model_name or 'attention'} \u2014 {self.method}, keep {self.keep:.2f}"}
 
     def to_svg(self, wait: float = 60.0, **kwargs: Any) -> str:
-        """The graph(s) shown now as fully vector SVG: one ``<line>`` per drawn edge
-        (:attr:`drawn_edges` of them), token labels on both sides, the traced token's paths
-        and, once its scores are ready (waits up to ``wait`` s for ``method="flow"``), its
-        sentence strip. See :func:`attn_widgets.figures.flow_svg`."""
-        from ..render.flow import flow_svg
+        """The route graph(s) shown now as fully vector SVG: one ``<line>`` per drawn
+        edge (:attr:`drawn_edges` of them), carry lines, labelled rows and gaps, and the
+        legend. See :func:`attn_widgets.render.flow.route_svg`."""
+        from ..render.flow import route_svg
 
-        args = self._figure_args(wait)
-        edges = self.edges()
-        labels = [g["label"] for g in self.graphs] if len(edges) > 1 or len(self._traces) > 1 else None
-        kwargs.setdefault("labels", labels)
-        kwargs.setdefault("special", list(self.special))
-        return flow_svg(edges, list(self.tokens), **{**args, **kwargs})
+        return route_svg(**{**self._figure_args(), **kwargs})
 
     def _png_array(self, scale: int | None = None) -> np.ndarray:
-        from ..render.flow import flow_raster
+        from ..render.flow import route_raster
 
-        args = self._figure_args(None)
-        args.pop("scores")
-        return flow_raster(self.edges(), scale=scale, **args)
+        args = self._figure_args()
+        return route_raster(args["graphs"], n_layers=self.n_layers, tokens=args["tokens"], rows=args["rows"],
+                            scale=scale)
 
-    def wait(self, timeout: float = 60.0) -> "AttentionFlow":
+    def wait(self, timeout: float = 60.0, raise_: bool = True) -> "AttentionFlow":
         """Block until a background flow job has finished (for scripts and tests)."""
         deadline = time.monotonic() + timeout
         while self.status == "computing":
             if time.monotonic() > deadline:
+                if not raise_:
+                    return self
                 raise TimeoutError(f"flow job still running after {timeout} s")
             time.sleep(0.01)
         return self

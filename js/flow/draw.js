@@ -1,21 +1,24 @@
-// Drawing the flow panel: each graph's canvas (columns per layer boundary, bucketed edges,
-// the traced token's paths and node shares, thinned labels) and the per-token strips.
+// Drawing the flow panel: each route graph's canvas (columns per layer boundary, labelled
+// rows and collapsed gaps, carry lines, cross edges by share, node dots), the legend, the
+// notes (cap, agreement) and the per-token strips.
 import { lutCss, lutIndex, textOn, themeLut } from "../lib/colormap.js";
 import { h, sizeCanvas, theme } from "../lib/dom.js";
-import { bucketStyle, colX, fitRow, flowLayout, rowY } from "../lib/flowlayout.js";
-import { labelStride, printable, truncate, visibleLabels } from "../lib/layout.js";
+import { printable, truncate } from "../lib/layout.js";
 import { FLOW_STATUS } from "../lib/protocol.js";
-import { EDGES, LABELS, SIZES } from "../lib/style.js";
-import { bucketWidth, edgeFlows, nodeStyle, tracedStyle } from "./graph.js";
+import { LABELS, ROUTE } from "../lib/style.js";
+import { edgeStyle, gapText, nodeStyle, rowLayout } from "./graph.js";
+import { drawLegend } from "./legend.js";
 
 const FONT = LABELS.font_px;
 const MAX_CHARS = LABELS.max_chars.flow;
 const MAX_LABEL_PX = LABELS.max_label_px.flow;
+const TOP = 18;
 
 /** The caption over a graph. */
 export function graphCaption(g, several) {
-  const full = `${g.label} \u00b7 ${g.count} of ${g.total} edges${g.capped ? " (capped: raise the threshold)" : ""}`;
-  return several || g.capped ? full : `${g.count} edges drawn`;
+  const kept = `${g.count} edges, keep ${Number(g.keep).toFixed(2)}`;
+  const capped = g.capped && g.capped.length ? ` \u00b7 capped in layer${g.capped.length > 1 ? "s" : ""} ${g.capped.join(", ")}` : "";
+  return several || g.diff ? `${g.label} \u00b7 ${kept}${capped}` : `${kept}${capped}`;
 }
 
 /** Background, colour and opacity of a strip chip for score `value` on 0..vmax (|v|). */
@@ -25,37 +28,62 @@ export function scoreChip(value, vmax, lut, warn) {
   return { background: lutCss(lut, idx), color: textOn(lut, idx), opacity: "" };
 }
 
+/** A short hash of the drawn edge set (layer, query, key), so tests can tell two sets apart. */
+export function edgeSignature(g) {
+  let hsh = 2166136261 >>> 0;
+  for (let l = 0; l + 1 < g.off.length; l++) {
+    for (let e = g.off[l]; e < g.off[l + 1]; e++) {
+      for (const x of [l, g.query[e], g.key[e]]) hsh = Math.imul(hsh ^ x, 16777619) >>> 0;
+    }
+  }
+  return hsh.toString(16);
+}
+
+/** Geometry of graph k: columns and rows. */
+export function graphLayout(v, k, width, labelW) {
+  const g = v.graphs[k];
+  const model = v.model;
+  const n = model.get("tokens").length;
+  const L = model.get("n_layers");
+  const rows = rowLayout(n, g.rows, model.get("rows"), TOP);
+  const left = Math.ceil(Math.min(MAX_LABEL_PX, labelW) + 10);
+  const right = 10;
+  const inner = Math.max((L + 1) * 8, width - left - right);
+  return { n, L, rows, left, top: TOP, colW: inner / Math.max(1, L), width: left + inner + right, height: TOP + rows.height + 4 };
+}
+
+export const colX = (lay, c) => lay.left + c * lay.colW;
+
 function drawGraph(v, k, th) {
   const { model, panel, el } = v;
   const g = v.graphs[k];
-  const { cap, canvas } = v.canvases[k];
+  const { cap, canvas, scroll } = v.canvases[k];
   const tokens = model.get("tokens");
-  const n = tokens.length;
   const L = model.get("n_layers");
-  const token = model.get("token");
+  const T = tokens.length;
+  const selected = model.get("token");
   const layer = model.get("layer");
-  const nodes = v.nodes;
-  const hasTrace = nodes && token !== null && token !== undefined && k < nodes.shape[0];
   const avail = (panel.clientWidth || el.clientWidth || 720) - 16;
   const width = Math.max(260, v.graphs.length > 1 ? Math.floor(avail / 2) - 12 : Math.min(avail, 900));
-  const { row_min: rowMin, row_max: rowMax, max_height: maxHeight } = SIZES.flow;
-  const rowH = fitRow(n, maxHeight, { min: rowMin, max: rowMax });
   const ctx0 = canvas.getContext("2d");
   ctx0.font = `${FONT}px ${th.code}`;
   let labelW = 0;
-  for (const t of tokens) labelW = Math.max(labelW, ctx0.measureText(truncate(printable(t), MAX_CHARS)).width);
-  const side = Math.ceil(Math.min(MAX_LABEL_PX, labelW) + 8);
-  const lay = flowLayout({ nLayers: L, n, width, rowH, left: side, right: side, top: 18 });
+  for (const t of tokens.length > 2000 ? tokens.slice(0, 2000) : tokens)
+    labelW = Math.max(labelW, ctx0.measureText(truncate(printable(t), MAX_CHARS)).width);
+  ctx0.font = `${LABELS.small_font_px}px ${th.font}`;
+  labelW = Math.max(labelW, ctx0.measureText(gapText({ from: 0, to: T - 1 })).width); // gap rows fit too
+  const lay = graphLayout(v, k, width, labelW);
   v.layouts[k] = lay;
   const ctx = sizeCanvas(canvas, lay.width, lay.height);
+  const y = lay.rows.y;
   ctx.fillStyle = th.background;
   ctx.fillRect(0, 0, lay.width, lay.height);
+  scroll.style.maxHeight = model.get("rows") === "all" ? "640px" : "";
 
-  // Selected layer: a band between its two columns.
   if (layer >= 0 && layer < L) {
     ctx.fillStyle = th.border;
     ctx.globalAlpha = 0.5;
-    ctx.fillRect(colX(lay, layer), lay.top, lay.colW, n * rowH);
+    ctx.fillRect(colX(lay, layer), lay.top, lay.colW, lay.rows.height);
     ctx.globalAlpha = 1;
   }
   // Column headers.
@@ -66,92 +94,102 @@ function drawGraph(v, k, th) {
     ctx.fillStyle = c === layer + 1 ? th.foreground : th.muted;
     ctx.fillText(c === 0 ? "input" : `L${c - 1}`, colX(lay, c), lay.top - 4);
   }
-
-  // Edges: one path per strength bucket; traced edges drawn again on top.
-  const nb = EDGES.n_buckets;
-  const dim = hasTrace ? EDGES.dim : 1;
-  for (let b = 0; b < 2 * nb; b++) {
-    const st = bucketStyle(b, nb);
-    ctx.beginPath();
-    let any = false;
-    for (let l = 0; l < L; l++) {
-      const x0 = colX(lay, l);
-      const x1 = colX(lay, l + 1);
-      for (let e = g.off[l]; e < g.off[l + 1]; e++) {
-        if (g.buckets[e] !== b) continue;
-        ctx.moveTo(x0, rowY(lay, g.key[e]));
-        ctx.lineTo(x1, rowY(lay, g.query[e]));
-        any = true;
-      }
+  // Gap rows: a faint band.
+  for (const s of lay.rows.slots) {
+    if (s.kind !== "gap") continue;
+    ctx.fillStyle = th.border;
+    ctx.globalAlpha = 0.35;
+    ctx.fillRect(lay.left, s.y0 + 2, colX(lay, L) - lay.left, s.y1 - s.y0 - 4);
+    ctx.globalAlpha = 1;
+  }
+  // Carry: a thin muted line along each token's row, under the edges.
+  const cpeak = g.peak || 1;
+  ctx.strokeStyle = th.muted;
+  ctx.lineWidth = ROUTE.carry_width;
+  ctx.globalAlpha = ROUTE.carry_alpha;
+  ctx.beginPath();
+  let carried = 0;
+  for (let l = 0; l < L; l++) {
+    for (let i = 0; i < T; i++) {
+      const c = g.carry[l * T + i];
+      if (!(Math.abs(c) > 0.01 * cpeak) || lay.rows.slots[lay.rows.slotOf[i]].kind === "gap") continue;
+      ctx.moveTo(colX(lay, l), y[i]);
+      ctx.lineTo(colX(lay, l + 1), y[i]);
+      carried++;
     }
-    if (!any) continue;
-    ctx.strokeStyle = b >= nb ? th.warn : th.accent;
-    ctx.globalAlpha = st.alpha * dim;
-    ctx.lineWidth = bucketWidth(st, rowH);
-    ctx.stroke();
+  }
+  ctx.stroke();
+  ctx.globalAlpha = 1;
+  // Cross edges, weakest first so the strong ones end on top.
+  let drawn = 0;
+  for (let l = 0; l < L; l++) {
+    const x0 = colX(lay, l);
+    const x1 = colX(lay, l + 1);
+    for (let e = g.off[l + 1] - 1; e >= g.off[l]; e--) {
+      const w = g.weight[e];
+      const st = edgeStyle(w, g.peak);
+      const collapsed = lay.rows.slots[lay.rows.slotOf[g.key[e]]].kind === "gap" || lay.rows.slots[lay.rows.slotOf[g.query[e]]].kind === "gap";
+      ctx.strokeStyle = w < 0 ? (g.diff ? th.accent : th.warn) : g.diff ? th.warn : th.accent;
+      // Edges into collapsed rows stay faint and thin: the labelled route stays readable.
+      ctx.globalAlpha = collapsed ? st.alpha * 0.3 : st.alpha;
+      ctx.lineWidth = collapsed ? Math.min(st.width, 1) : st.width;
+      const s = g.status ? g.status[e] : 0;
+      ctx.setLineDash(s === 1 ? [5, 3] : s === 2 ? [1.5, 2.5] : []);
+      ctx.beginPath();
+      ctx.moveTo(x0, y[g.key[e]]);
+      ctx.lineTo(x1, y[g.query[e]]);
+      ctx.stroke();
+      drawn++;
+    }
+  }
+  ctx.setLineDash([]);
+  ctx.globalAlpha = 1;
+  canvas.dataset.edgeSig = edgeSignature(g);
+  // Nodes sized by their share (per column maximum).
+  const rowPx = ROUTE.row_px;
+  for (let c = 0; c <= L; c++) {
+    let m = 0;
+    for (let i = 0; i < T; i++) m = Math.max(m, Math.abs(g.node[c * T + i]));
+    for (let i = 0; i < T; i++) {
+      if (lay.rows.slots[lay.rows.slotOf[i]].kind === "gap") continue;
+      const st = nodeStyle(m > 0 ? Math.abs(g.node[c * T + i]) / m : 0, rowPx);
+      if (!st) continue;
+      ctx.fillStyle = g.diff ? (g.node[c * T + i] < 0 ? th.accent : th.warn) : th.warn;
+      ctx.globalAlpha = st.alpha;
+      ctx.beginPath();
+      ctx.arc(colX(lay, c), y[i], st.radius, 0, 2 * Math.PI);
+      ctx.fill();
+    }
   }
   ctx.globalAlpha = 1;
-  let traced = 0;
-  if (hasTrace) {
-    const { flows, max } = edgeFlows(g, nodes, k, L);
-    ctx.strokeStyle = th.warn;
-    for (let l = 0; l < L; l++) {
-      const x0 = colX(lay, l);
-      const x1 = colX(lay, l + 1);
-      for (let e = g.off[l]; e < g.off[l + 1]; e++) {
-        const st = tracedStyle(max > 0 ? flows[e] / max : 0);
-        if (!st) continue;
-        ctx.globalAlpha = st.alpha;
-        ctx.lineWidth = st.width;
-        ctx.beginPath();
-        ctx.moveTo(x0, rowY(lay, g.key[e]));
-        ctx.lineTo(x1, rowY(lay, g.query[e]));
-        ctx.stroke();
-        traced++;
-      }
-    }
-    ctx.globalAlpha = 1;
-    // Nodes sized by their share of the traced token.
-    const T = nodes.shape[2];
-    const r = nodes.data;
-    const base = k * (L + 1) * T;
-    for (let c = 0; c <= L; c++) {
-      let m = 0;
-      for (let i = 0; i < T; i++) m = Math.max(m, Math.abs(r[base + c * T + i]));
-      for (let i = 0; i < T; i++) {
-        const st = nodeStyle(m > 0 ? Math.abs(r[base + c * T + i]) / m : 0, rowH);
-        if (!st) continue;
-        ctx.fillStyle = th.warn; // negative shares too: the sign is in the strip
-        ctx.globalAlpha = st.alpha;
-        ctx.beginPath();
-        ctx.arc(colX(lay, c), rowY(lay, i), st.radius, 0, 2 * Math.PI);
-        ctx.fill();
-      }
-    }
-    ctx.globalAlpha = 1;
-  }
-
-  // Token labels on both sides, thinned so they never overlap.
-  const stride = labelStride(rowH, FONT);
-  const always = [token, v.hover && v.hover.graph === k ? v.hover.row : null];
-  ctx.font = `${FONT}px ${th.code}`;
+  // Labels: one per labelled row (rows are row_px >= font tall, so none overlap), and the gaps.
   ctx.textBaseline = "middle";
-  for (const i of visibleLabels(n, stride, always)) {
-    ctx.fillStyle = i === token ? th.warn : th.foreground;
-    const label = truncate(printable(tokens[i]), MAX_CHARS);
-    ctx.textAlign = "right";
-    ctx.fillText(label, lay.left - 6, rowY(lay, i));
-    ctx.textAlign = "left";
-    ctx.fillText(label, colX(lay, L) + 6, rowY(lay, i));
+  ctx.textAlign = "right";
+  let gaps = 0;
+  for (const s of lay.rows.slots) {
+    if (s.kind === "gap") {
+      gaps++;
+      ctx.font = `${LABELS.small_font_px}px ${th.font}`;
+      ctx.fillStyle = th.muted;
+      ctx.fillText(gapText(s), lay.left - 6, (s.y0 + s.y1) / 2);
+      continue;
+    }
+    ctx.font = `${FONT}px ${th.code}`;
+    const i = s.i;
+    ctx.fillStyle = i === selected || (selected === null && i === g.token) ? th.warn : th.foreground;
+    ctx.fillText(truncate(printable(tokens[i]), MAX_CHARS), lay.left - 6, y[i]);
   }
   cap.textContent = graphCaption(g, v.graphs.length > 1);
-  canvas.dataset.edges = String(g.count);
-  canvas.dataset.traced = String(traced);
-  canvas.dataset.left = String(lay.left);
+  canvas.dataset.edges = String(drawn);
+  canvas.dataset.rows = String(lay.rows.labelled);
+  canvas.dataset.gaps = String(gaps);
+  canvas.dataset.carry = String(carried);
   canvas.dataset.top = String(lay.top);
-  canvas.dataset.rowH = String(lay.rowH);
+  canvas.dataset.left = String(lay.left);
   canvas.dataset.colW = String(lay.colW);
-  return { drawn: g.count, traced };
+  // Centre y of each labelled row (for tests and tools): {token: y}.
+  canvas.dataset.rowY = JSON.stringify(Object.fromEntries(lay.rows.slots.filter((s) => s.kind === "token").map((s) => [s.i, (s.y0 + s.y1) / 2])));
+  return { drawn, rows: lay.rows.labelled, gaps };
 }
 
 function drawStrips(v, th) {
@@ -160,16 +198,20 @@ function drawStrips(v, th) {
   const tokens = model.get("tokens");
   const special = model.get("special") || [];
   const token = model.get("token");
-  const labels = v.graphs.map((g) => g.label);
+  const labels = v.graphs.length === 1 && v.graphs[0].diff ? [v.graphs[0].label] : v.graphs.map((g) => g.label);
   const scores = v.scores;
   const rows = scores ? scores.shape[0] : 0;
   const T = tokens.length;
   const none = token === null || token === undefined;
-  if (none) strips.appendChild(h("div", "aw-sub", "click a token to trace where its output draws from"));
+  if (none) {
+    const rt = model.get("route_token");
+    strips.appendChild(h("div", "aw-sub", `showing the route of token ${rt} \u201c${truncate(printable(tokens[rt] ?? ""), 16)}\u201d (default); click a token row to trace it`));
+  }
   const lut = themeLut(th.background);
   for (let gk = 0; gk < Math.max(rows, none ? 0 : 1); gk++) {
     const row = h("div", "aw-strip aw-flow-strip");
     row.dataset.graph = String(gk);
+    row.style.cssText = "max-height:96px;overflow-y:auto;";
     const name = h("span", "aw-sub", `${labels[gk] || ""}${labels[gk] ? ": " : ""}token ${token} draws on`);
     name.style.marginRight = "6px";
     row.appendChild(name);
@@ -194,46 +236,63 @@ function drawStrips(v, th) {
   }
 }
 
-/** Draw the whole panel: controls' state, every graph, the strips, the published state. */
+/** Draw the whole panel: controls' state, every graph, legend, notes, strips, data-*. */
 export function draw(v) {
   const { model, panel } = v;
   const th = theme(panel);
   const method = model.get("method");
   const token = model.get("token");
-  v.title.textContent = `${model.get("model_name") || "attention"} \u2014 flow across ${model.get("n_layers")} layers`;
+  v.title.textContent = `${model.get("model_name") || "attention"} \u2014 route across ${model.get("n_layers")} layers`;
+  v.syncMethods();
   v.methodSel.value = method;
-  for (const o of v.methodSel.options) {
-    o.disabled = (o.value === "grad_rollout" || o.value === "attn_grad") && !model.get("has_gradients");
-  }
-  v.thInput.value = String(model.get("threshold"));
-  v.thValue.textContent = Number(model.get("threshold")).toFixed(2);
-  v.kInput.value = String(model.get("top_k"));
+  v.keepInput.value = String(model.get("keep"));
+  v.keepValue.textContent = Number(model.get("keep")).toFixed(2);
+  v.rowsSel.value = model.get("rows");
+  v.noDiff = Boolean(model.get("_static"));
+  v.keepLabel.style.display = model.get("_keep_fixed") ? "none" : "";
   const two = (model.get("labels") || []).length > 1;
-  v.btnDiff.style.display = two ? "" : "none";
+  v.btnDiff.style.display = two && !v.noDiff ? "" : "none";
   v.btnDiff.setAttribute("aria-pressed", String(model.get("compare_mode") === "diff"));
   const st = model.get("status");
   const computing = st === FLOW_STATUS.COMPUTING;
   v.prog.style.display = computing ? "" : "none";
   v.prog.value = model.get("progress");
   v.status.textContent = computing ? `computing max-flow\u2026 ${Math.round(100 * model.get("progress"))}%` : "";
-  v.errors.show(); // status "error": the `error` trait says why
+  v.errors.show();
   v.ensureCanvases();
   let drawn = 0;
-  let traced = 0;
+  let rows = 0;
+  let gaps = 0;
   for (let k = 0; k < v.graphs.length; k++) {
     const r = drawGraph(v, k, th);
     drawn += r.drawn;
-    traced += r.traced;
+    rows = Math.max(rows, r.rows);
+    gaps = Math.max(gaps, r.gaps);
   }
+  const g0 = v.graphs[0];
+  drawLegend(v.legend, g0, model.get("tokens"), th, { gaps });
+  const capped = [...new Set(v.graphs.flatMap((g) => g.capped || []))];
+  v.capNote.textContent = capped.length
+    ? `edge cap (${model.get("max_edges_per_layer")} per layer) reached in layer${capped.length > 1 ? "s" : ""} ${capped.join(", ")}: the weakest of the edges keep asks for are not drawn`
+    : "";
+  const agree = g0 && g0.diff && g0.agree;
+  v.agreeNote.textContent = g0 && g0.diff
+    ? agree
+      ? `the two traces agree within ${g0.tol} on this route (largest change ${Number(g0.max_change).toExponential(1)})`
+      : `${g0.appear} edges appear, ${g0.vanish} vanish; largest change ${Number(g0.max_change).toFixed(3)}`
+    : "";
   drawStrips(v, th);
   const ds = panel.dataset;
-  ds.method = method;
+  ds.method = g0 ? g0.method : method;
+  ds.keep = g0 ? String(g0.keep) : "";
   ds.edges = String(drawn);
-  ds.traced = String(traced);
-  // The threshold the drawn edges were cut with (the slider may be ahead of the kernel).
-  const drawnFor = (model.get("graphs") || [])[0];
-  ds.threshold = drawnFor ? String(drawnFor.threshold) : "";
+  ds.rows = String(rows);
+  ds.edgeSig = v.canvases.map((c) => c.canvas.dataset.edgeSig).join(",");
+  ds.gaps = String(gaps);
+  ds.capped = String(capped.length);
+  ds.agree = g0 && g0.diff ? String(Boolean(agree)) : "";
   ds.token = token === null || token === undefined ? "" : String(token);
+  ds.routeToken = g0 ? String(g0.token) : "";
   ds.layer = String(model.get("layer"));
   ds.status = st;
   ds.scoresFor = v.scores && model.get("scores").token !== undefined ? String(model.get("scores").token) : "";

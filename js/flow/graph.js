@@ -1,64 +1,143 @@
-// One flow graph: decoding the `graphs` trait entry, and the traced token's edge flows and
-// node shares. Pure functions of arrays (the drawing is draw.js).
+// One route graph: decoding a `graphs` trait entry, the row layout (labelled rows and
+// collapsed gaps), edge styles, and pruning by `keep` for exported pages. Pure functions
+// of arrays (the drawing is draw.js).
 import { decode } from "../lib/codec.js";
-import { bucketEdges, layerOffsets } from "../lib/flowlayout.js";
-import { EDGES, NODES, TRACED } from "../lib/style.js";
+import { layerOffsets } from "../lib/flowlayout.js";
+import { NODES, ROUTE } from "../lib/style.js";
+
+const f32 = (p) => (p && p.data ? decode(p).data : new Float32Array(0));
 
 /**
- * A `graphs` entry ({label, counts, query, key, weight (packed), peak, count, total,
- * capped, signed}) decoded: per-layer edge offsets, flat edge arrays and their buckets.
+ * A `graphs` entry ({label, method, token, keep, counts, query, key, weight, carry, node,
+ * rows, count, capped, signed, diff, [status, names, agree, ...]}) decoded: per-layer edge
+ * offsets, flat edge arrays, carry [L*T], node [(L+1)*T] and the labelled rows.
  */
 export function decodeGraph(g) {
-  const weight = decode(g.weight).data;
+  if (g.off) return g; // already decoded (exported pages prune decoded graphs)
+  const weight = f32(g.weight);
+  let peak = 0;
+  for (let e = 0; e < weight.length; e++) peak = Math.max(peak, Math.abs(weight[e]));
   return {
-    label: g.label,
+    ...g,
     off: layerOffsets(decode(g.counts).data),
     query: decode(g.query).data,
     key: decode(g.key).data,
     weight,
-    buckets: bucketEdges(weight, g.peak, EDGES.n_buckets),
-    peak: g.peak,
-    count: g.count,
-    total: g.total,
-    capped: g.capped,
-    signed: g.signed,
+    status: g.status && g.status.data ? decode(g.status).data : null,
+    carry: f32(g.carry),
+    node: f32(g.node),
+    rows: g.rows && g.rows.data ? decode(g.rows).data : null,
+    peak,
   };
 }
 
 /**
- * Flow through each edge for the traced token (graph `k` of `nodes` [G, L+1, T]): the share
- * at the edge's query node x |weight|. Returns {flows, max}.
+ * Rows of the panel: with mode "all" one labelled row per token; with "route" one per
+ * token in `labelled` (sorted indices) and one gap row for each run of other tokens.
+ * Returns {slots: [{kind: "token", i} | {kind: "gap", from, to}], y: Float32Array(n) (row
+ * centre of each token, its gap's centre if collapsed), slotOf: Int32Array(n), height}.
  */
-export function edgeFlows(g, nodes, k, L) {
-  const T = nodes.shape[2];
-  const r = nodes.data;
-  const base = k * (L + 1) * T;
-  const flows = new Float32Array(g.weight.length);
-  let max = 0;
-  for (let l = 0; l < L; l++) {
-    for (let e = g.off[l]; e < g.off[l + 1]; e++) {
-      const f = Math.abs(r[base + (l + 1) * T + g.query[e]]) * Math.abs(g.weight[e]);
-      flows[e] = f;
-      if (f > max) max = f;
+export function rowLayout(n, labelled, mode, top = 0, rowPx = ROUTE.row_px, gapPx = ROUTE.gap_px) {
+  const on = new Uint8Array(n);
+  if (mode === "all" || !labelled) on.fill(1);
+  else for (const i of labelled) if (i >= 0 && i < n) on[i] = 1;
+  const slots = [];
+  const y = new Float32Array(n);
+  const slotOf = new Int32Array(n);
+  let at = top;
+  let i = 0;
+  while (i < n) {
+    if (on[i]) {
+      slots.push({ kind: "token", i, y0: at, y1: at + rowPx });
+      y[i] = at + rowPx / 2;
+      slotOf[i] = slots.length - 1;
+      at += rowPx;
+      i++;
+      continue;
     }
+    let j = i;
+    while (j < n && !on[j]) j++;
+    slots.push({ kind: "gap", from: i, to: j - 1, y0: at, y1: at + gapPx });
+    for (let k = i; k < j; k++) {
+      y[k] = at + gapPx / 2;
+      slotOf[k] = slots.length - 1;
+    }
+    at += gapPx;
+    i = j;
   }
-  return { flows, max };
+  return { slots, y, slotOf, height: at - top, labelled: slots.filter((s) => s.kind === "token").length };
 }
 
-/** Width and opacity of a traced edge at x = flow / strongest flow; null below min_share. */
-export function tracedStyle(x) {
-  if (!(x >= TRACED.min_share)) return null;
-  return { width: TRACED.width[0] + TRACED.width[1] * x, alpha: TRACED.alpha[0] + TRACED.alpha[1] * x };
+/** The slot under y (binary search over slots), or null. */
+export function slotAt(rows, y) {
+  const s = rows.slots;
+  let lo = 0;
+  let hi = s.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (y < s[mid].y0) hi = mid - 1;
+    else if (y >= s[mid].y1) lo = mid + 1;
+    else return s[mid];
+  }
+  return null;
 }
 
-/** Radius and opacity of a node at v = |share| / column max (rows rowH apart); null below min_share. */
+/** Text of a gap row. */
+export function gapText(slot) {
+  const c = slot.to - slot.from + 1;
+  return `\u2026 ${c} token${c === 1 ? "" : "s"}`;
+}
+
+/** Width and opacity of an edge carrying `share` of the output when the strongest carries `peak`. */
+export function edgeStyle(share, peak) {
+  // sqrt: weak but real edges stay visible next to the strongest one (legend uses the same map).
+  const x = peak > 0 ? Math.sqrt(Math.min(1, Math.abs(share) / peak)) : 0;
+  return { width: ROUTE.width[0] + ROUTE.width[1] * x, alpha: ROUTE.alpha[0] + ROUTE.alpha[1] * x };
+}
+
+/** Radius and opacity of a node at v = |share| / column max; null below min_share. */
 export function nodeStyle(v, rowH) {
   if (!(v >= NODES.min_share)) return null;
   const r = Math.max(NODES.radius_min, Math.min(NODES.radius_max, rowH * NODES.radius_row));
   return { radius: r * (NODES.radius_scale[0] + NODES.radius_scale[1] * v), alpha: NODES.alpha[0] + NODES.alpha[1] * v };
 }
 
-/** Line width of an edge bucket's style, capped by the row height (thin rows, thin lines). */
-export function bucketWidth(style, rowH) {
-  return Math.min(style.width, Math.max(EDGES.min_width, rowH));
+/**
+ * Prune a keep=1 route to `keep` as route_graph does: per layer the shortest prefix of the
+ * edges (sorted strongest first) whose |weight| reaches keep x layerTotal[l], at most `cap`.
+ * Returns the graph with the kept edges only (count, off, query, key, weight, capped).
+ */
+export function pruneRoute(g, layerTotal, keep, cap = Infinity) {
+  const L = g.off.length - 1;
+  const idx = [];
+  const counts = [];
+  const capped = [];
+  for (let l = 0; l < L; l++) {
+    const target = keep * layerTotal[l];
+    let sum = 0;
+    let c = 0;
+    for (let e = g.off[l]; e < g.off[l + 1]; e++) {
+      if (sum >= target && c > 0) break;
+      if (c >= cap) {
+        capped.push(l);
+        break;
+      }
+      sum += Math.abs(g.weight[e]);
+      idx.push(e);
+      c++;
+    }
+    counts.push(c);
+  }
+  const pick = (arr) => (arr ? Uint32Array.from(idx, (e) => arr[e]) : null);
+  return {
+    ...g,
+    keep,
+    off: layerOffsets(Int32Array.from(counts)),
+    query: pick(g.query),
+    key: pick(g.key),
+    weight: Float32Array.from(idx, (e) => g.weight[e]),
+    status: g.status ? Uint8Array.from(idx, (e) => g.status[e]) : null,
+    count: idx.length,
+    capped: g.capped && g.capped.length ? g.capped : capped,
+  };
 }

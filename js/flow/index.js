@@ -1,7 +1,7 @@
-// AttentionFlow view: tokens at every layer boundary, joined by the strong edges of a
-// flow method. Click a token to trace its paths; click a column header to pick a layer.
-// Parts: graph.js (decoding, edge flows, styles from style.json), draw.js (canvases and
-// strips), input.js (mouse and keys).
+// AttentionFlow view: the route of one output token through a flow method's layered
+// graph. Click a token row to trace it; click a column header to pick a layer.
+// Parts: graph.js (decoding, row layout, styles from style.json), draw.js (canvases,
+// notes and strips), legend.js (the aw-legend), input.js (mouse and keys).
 import { decode } from "../lib/codec.js";
 import { disposer, ensureStyles, h, listen, onWidthChange, setTraits } from "../lib/dom.js";
 import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js";
@@ -9,46 +9,41 @@ import { draw } from "./draw.js";
 import { decodeGraph } from "./graph.js";
 import { flowHandlers } from "./input.js";
 
-export const METHODS = [
-  ["attention", "attention (mean of heads)"],
-  ["rollout", "rollout"],
-  ["flow", "attention flow (exact max-flow)"],
-  ["grad_rollout", "gradient-weighted rollout"],
-  ["attn_grad", "attention \u00d7 gradient"],
-];
-
 function buildDom(el) {
   const d = {};
   d.panel = h("div", "aw-panel aw-flow");
   d.title = h("div", "aw-title");
   d.controls = h("div", "aw-controls");
   d.methodSel = h("select", "aw-method");
-  for (const [value, label] of METHODS) {
+  d.methodSel.title = "flow method: how a token's output is traced back to the input";
+  d.keepLabel = h("label", "aw-sub aw-keep-label", "keep ");
+  d.keepInput = h("input", "aw-keep");
+  Object.assign(d.keepInput, { type: "range", min: "0.5", max: "1", step: "0.01" });
+  d.keepInput.title = "share of each layer's traced cross-token weight kept (strongest edges first)";
+  d.keepValue = h("span", "aw-sub aw-keep-value");
+  d.keepLabel.append(d.keepInput, d.keepValue);
+  d.rowsSel = h("select", "aw-rows");
+  for (const [value, label] of [["route", "rows: route"], ["all", "rows: all"]]) {
     const o = h("option", "", label);
     o.value = value;
-    d.methodSel.appendChild(o);
+    d.rowsSel.appendChild(o);
   }
-  const thLabel = h("label", "aw-sub", "threshold ");
-  d.thInput = h("input", "aw-threshold");
-  Object.assign(d.thInput, { type: "range", min: "0", max: "1", step: "0.01" });
-  d.thValue = h("span", "aw-sub aw-threshold-value");
-  thLabel.append(d.thInput, d.thValue);
-  const kLabel = h("label", "aw-sub", "top-k ");
-  d.kInput = h("input", "aw-topk");
-  Object.assign(d.kInput, { type: "number", min: "0", step: "1" });
-  d.kInput.style.width = "4em";
-  kLabel.appendChild(d.kInput);
+  d.rowsSel.title = "route: label only the tokens on the route (others collapse into gaps); all: every token, scrolling";
   d.btnDiff = h("button", "aw-diff", "difference");
-  d.btnDiff.title = "show the two traces side by side, or their difference";
+  d.btnDiff.title = "show the two traces side by side, or the change between them";
   d.prog = h("progress", "aw-progress");
   d.prog.max = 1;
   d.status = h("span", "aw-sub aw-status");
-  d.controls.append(d.methodSel, thLabel, kLabel, d.btnDiff, d.prog, d.status);
+  d.controls.append(d.methodSel, d.keepLabel, d.rowsSel, d.btnDiff, d.prog, d.status);
   d.error = h("div", "aw-error");
+  d.legend = h("div", "aw-legend aw-flow-legend");
+  d.legend.style.cssText = "display:flex;flex-wrap:wrap;align-items:center;gap:2px 4px;margin:2px 0 4px;";
+  d.capNote = h("div", "aw-sub aw-flow-capped");
+  d.agreeNote = h("div", "aw-sub aw-flow-agree");
   d.graphsBox = h("div", "aw-flow-graphs");
   d.graphsBox.style.cssText = "display:flex;gap:12px;flex-wrap:wrap;";
   d.strips = h("div", "aw-flow-strips");
-  d.panel.append(d.title, d.controls, d.error, d.graphsBox, d.strips);
+  d.panel.append(d.title, d.controls, d.error, d.legend, d.capNote, d.agreeNote, d.graphsBox, d.strips);
   el.appendChild(d.panel);
   return d;
 }
@@ -58,23 +53,40 @@ function render({ model, el }) {
   const dom = buildDom(el);
   const v = viewState(model, el, dom, {
     graphs: [], // see graph.decodeGraph
-    canvases: [], // {wrap, cap, canvas, stop} per graph
+    canvases: [], // {wrap, cap, scroll, canvas, stop} per graph
     layouts: [],
-    nodes: null, // {data, shape: [G, L+1, T]}
     scores: null, // {data, shape: [G, T]}
+    methodsKey: "",
   });
   v.draw = () => draw(v);
+  // The method list comes from the kernel (attn_widgets.flows), so new methods need no view code.
+  v.syncMethods = () => {
+    const ms = model.get("methods") || [];
+    const key = JSON.stringify(ms);
+    if (key === v.methodsKey) return;
+    v.methodsKey = key;
+    v.methodSel.replaceChildren();
+    for (const m of ms) {
+      const o = h("option", "", m.label + (m.available ? "" : ` (needs ${m.needs})`));
+      o.value = m.name;
+      o.disabled = !m.available;
+      v.methodSel.appendChild(o);
+    }
+  };
   const handlers = flowHandlers(v);
   v.ensureCanvases = () => {
     while (v.canvases.length < v.graphs.length) {
       const wrap = h("div", "aw-flow-graph");
       const cap = h("div", "aw-sub aw-flow-label");
+      const scroll = h("div", "aw-flow-scroll");
+      scroll.style.overflowY = "auto";
       const c = h("canvas", "aw-canvas");
       c.tabIndex = 0;
       c.dataset.graph = String(v.canvases.length);
-      wrap.append(cap, c);
+      scroll.appendChild(c);
+      wrap.append(cap, scroll);
       v.graphsBox.appendChild(wrap);
-      v.canvases.push({ wrap, cap, canvas: c, stop: listen(c, handlers.graph) });
+      v.canvases.push({ wrap, cap, scroll, canvas: c, stop: listen(c, handlers.graph) });
     }
     while (v.canvases.length > v.graphs.length) {
       const gone = v.canvases.pop();
@@ -87,7 +99,7 @@ function render({ model, el }) {
     attachViewExport(v, "flow", {
       canvases: () => v.canvases.map((c) => c.canvas),
       captions: () => (v.graphs.length > 1 ? v.graphs.map((g) => g.label) : null),
-      selection: () => ({ method: model.get("method"), token: model.get("token") }),
+      selection: () => ({ method: model.get("method"), token: model.get("token"), keep: model.get("keep") }),
     }),
   );
   stop.add(() => v.canvases.forEach((c) => c.stop()));
@@ -95,9 +107,7 @@ function render({ model, el }) {
   const decodeGraphs = () => {
     v.graphs = (model.get("graphs") || []).map(decodeGraph);
   };
-  const decodeToken = () => {
-    const nd = model.get("nodes");
-    v.nodes = nd && nd.data ? decode(nd) : null;
+  const decodeScores = () => {
     const sc = model.get("scores");
     v.scores = sc && sc.data ? decode(sc) : null;
   };
@@ -105,36 +115,34 @@ function render({ model, el }) {
   stop.add(
     listen(v.strips, handlers.strips),
     listen(v.methodSel, { change: () => setTraits(model, { method: v.methodSel.value }) }),
-    // Update the label while dragging; send the threshold when the slider settles.
-    listen(v.thInput, {
+    // Update the label while dragging; send keep when the slider settles.
+    listen(v.keepInput, {
       input: () => {
-        v.thValue.textContent = Number(v.thInput.value).toFixed(2);
+        v.keepValue.textContent = Number(v.keepInput.value).toFixed(2);
       },
-      change: () => setTraits(model, { threshold: Number(v.thInput.value) }),
+      change: () => setTraits(model, { keep: Number(v.keepInput.value) }),
     }),
-    listen(v.kInput, { change: () => setTraits(model, { top_k: Math.max(0, Math.floor(Number(v.kInput.value) || 0)) }) }),
+    listen(v.rowsSel, { change: () => setTraits(model, { rows: v.rowsSel.value }) }),
     listen(v.btnDiff, { click: () => setTraits(model, { compare_mode: model.get("compare_mode") === "diff" ? "side" : "diff" }) }),
   );
-  const onGraphs = () => {
-    decodeGraphs();
-    v.draw();
-  };
-  const onToken = () => {
-    decodeToken();
-    v.draw();
-  };
   stop.add(
     listen(model, {
-      "change:graphs": onGraphs,
-      ...onTraits(["nodes", "scores"], onToken),
-      ...onTraits(["token", "layer", "status", "progress", "error", "method", "threshold", "top_k", "compare_mode"], v.draw),
+      "change:graphs": () => {
+        decodeGraphs();
+        v.draw();
+      },
+      "change:scores": () => {
+        decodeScores();
+        v.draw();
+      },
+      ...onTraits(["token", "layer", "status", "progress", "error", "method", "keep", "rows", "compare_mode", "methods"], v.draw),
     }),
     onWidthChange(v.panel, v.draw),
   );
 
   firstDraw(v, "flow", () => {
     decodeGraphs();
-    decodeToken();
+    decodeScores();
     v.draw();
   });
   return () => stop.dispose();

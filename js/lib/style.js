@@ -3,7 +3,7 @@
 // imports, so a view carries only the sections it reads). The views read their constants
 // from here, never their own copies; tests/contract checks that both sides compute the
 // same colours and label choices from it.
-import { colormap, diverging, edges, labels, nodes, sizes, traced } from "../../attn_widgets/style.json";
+import { colormap, diverging, edges, labels, nodes, route, sizes, traced } from "../../attn_widgets/style.json";
 
 export const COLORMAP = colormap;
 export const LABELS = labels;
@@ -12,3 +12,4 @@ export const TRACED = traced;
 export const NODES = nodes;
 export const SIZES = sizes;
 export const DIVERGING = diverging;
+export const ROUTE = route;

@@ -1,72 +1,99 @@
-// The flow view's pure parts (js/flow/): decoding a graph, the traced token's edge flows,
-// edge and node styles from style.json, captions, chips, tooltips and keys.
+// The flow view's pure parts (js/flow/): decoding a route graph, the row layout with
+// collapsed gaps, hit-testing, pruning by keep (exported pages), edge styles, captions.
 import { describe, expect, it } from "vitest";
 import { makeLut } from "../lib/colormap.js";
-import { graphCaption, scoreChip } from "../flow/draw.js";
-import { bucketWidth, decodeGraph, edgeFlows, nodeStyle, tracedStyle } from "../flow/graph.js";
-import { flowHitText, flowKey } from "../flow/input.js";
+import { edgeSignature, graphCaption, scoreChip } from "../flow/draw.js";
+import { decodeGraph, edgeStyle, gapText, nodeStyle, pruneRoute, rowLayout, slotAt } from "../flow/graph.js";
+import { flowHitText, flowKey, hitRoute } from "../flow/input.js";
+import { ROUTE } from "../lib/style.js";
 
 const f32 = (a) => ({ dtype: "float32", shape: [a.length], data: Float32Array.from(a) });
 const i32 = (a) => ({ dtype: "int32", shape: [a.length], data: Int32Array.from(a) });
 
-/** Two layers over 3 tokens: layer 0 has edges (key 0 -> query 1, 2 -> 2), layer 1 one edge 1 -> 0. */
+/** Two layers over 4 tokens: layer 0 has 3 edges (strongest first), layer 1 one. */
 function graph() {
   return decodeGraph({
     label: "rollout",
-    counts: i32([2, 1]),
-    query: i32([1, 2, 0]),
-    key: i32([0, 2, 1]),
-    weight: f32([0.5, -0.25, 1]),
-    peak: 1,
-    count: 3,
-    total: 9,
-    capped: false,
-    signed: true,
+    method: "rollout",
+    token: 1,
+    keep: 1,
+    counts: i32([3, 1]),
+    query: i32([1, 1, 2, 1]),
+    key: i32([0, 3, 0, 0]),
+    weight: f32([0.4, 0.2, 0.1, 0.5]),
+    carry: f32(new Array(8).fill(0.1)),
+    node: f32(new Array(12).fill(0.25)),
+    rows: i32([0, 1]),
+    count: 4,
+    capped: [],
+    signed: false,
   });
 }
 
-describe("flow graph", () => {
-  it("decodeGraph: per-layer offsets and signed buckets", () => {
+describe("flow route graph", () => {
+  it("decodeGraph: offsets, arrays, peak; a decoded graph passes through", () => {
     const g = graph();
-    expect(Array.from(g.off)).toEqual([0, 2, 3]);
-    expect(Array.from(g.query)).toEqual([1, 2, 0]);
-    expect(Array.from(g.buckets)).toEqual([4, 8 + 2, 7]); // |w|/peak * 8, negatives + 8
-    expect([g.label, g.count, g.total, g.capped, g.signed]).toEqual(["rollout", 3, 9, false, true]);
+    expect(Array.from(g.off)).toEqual([0, 3, 4]);
+    expect(Array.from(g.key)).toEqual([0, 3, 0, 0]);
+    expect(g.peak).toBeCloseTo(0.5);
+    expect(g.carry.length).toBe(8);
+    expect(decodeGraph(g)).toBe(g);
   });
 
-  it("edgeFlows: the share at each edge's query node (next column) times |weight|", () => {
-    const g = graph();
-    const L = 2;
-    const T = 3;
-    // nodes [G=1, L+1=3, T=3]: column c, token i -> 10 * c + i (+1 so none is zero)
-    const data = Float32Array.from({ length: (L + 1) * T }, (_, j) => 10 * Math.floor(j / T) + (j % T) + 1);
-    const { flows, max } = edgeFlows(g, { data, shape: [1, L + 1, T] }, 0, L);
-    // edge 0: layer 0, query 1 -> column 1 token 1 = 12; x 0.5 = 6. edge 1: 13 x 0.25. edge 2: column 2 token 0 = 21 x 1.
-    expect(Array.from(flows)).toEqual([6, 3.25, 21]);
-    expect(max).toBe(21);
+  it("rowLayout: labelled rows row_px tall, runs of other tokens one gap each", () => {
+    const r = rowLayout(10, [2, 3, 7], "route", 0);
+    expect(r.slots.map((s) => s.kind)).toEqual(["gap", "token", "token", "gap", "token", "gap"]);
+    expect(r.labelled).toBe(3);
+    expect(gapText(r.slots[3])).toBe("\u2026 3 tokens");
+    expect(r.height).toBe(3 * ROUTE.row_px + 3 * ROUTE.gap_px);
+    expect(ROUTE.row_px).toBeGreaterThanOrEqual(10); // click targets
+    expect(r.y[5]).toBe(r.y[4]); // collapsed tokens sit on their gap's centre
+    expect(slotAt(r, r.y[7])).toEqual(r.slots[4]);
+    const all = rowLayout(10, [2], "all", 0);
+    expect(all.labelled).toBe(10);
   });
 
-  it("styles: traced edges and nodes below min_share are skipped; widths grow with x", () => {
-    expect(tracedStyle(0.01)).toBeNull();
-    expect(tracedStyle(0)).toBeNull();
-    expect(tracedStyle(1)).toEqual({ width: 3.6, alpha: 1 });
-    expect(tracedStyle(0.5).width).toBeCloseTo(2.1);
+  it("hitRoute: header, token row, gap", () => {
+    const rows = rowLayout(6, [0, 5], "route", 18);
+    const lay = { L: 2, left: 40, top: 18, colW: 50, width: 150, height: 18 + rows.height + 4, rows };
+    expect(hitRoute(lay, 90, 5)).toEqual({ kind: "column", col: 1 });
+    expect(hitRoute(lay, 40, 18 + 3)).toEqual({ kind: "token", row: 0, col: 0 });
+    expect(hitRoute(lay, 140, 18 + ROUTE.row_px + 2)).toEqual({ kind: "gap", col: 2, from: 1, to: 4 });
+    expect(hitRoute(lay, 500, 20)).toBeNull();
+  });
+
+  it("pruneRoute: the shortest strongest-first prefix per layer reaching keep x total, capped", () => {
+    const g = graph();
+    const p = pruneRoute(g, [0.7, 0.5], 0.8);
+    expect(Array.from(p.off)).toEqual([0, 2, 3]); // 0.4 + 0.2 >= 0.56; layer 1 keeps its one edge
+    expect(Array.from(p.key)).toEqual([0, 3, 0]);
+    expect(pruneRoute(g, [0.7, 0.5], 1).count).toBe(4);
+    const c = pruneRoute(g, [0.7, 0.5], 1, 1);
+    expect([c.count, c.capped]).toEqual([2, [0]]);
+  });
+
+  it("edgeStyle and nodeStyle grow with the share", () => {
+    expect(edgeStyle(1, 1)).toEqual({ width: ROUTE.width[0] + ROUTE.width[1], alpha: ROUTE.alpha[0] + ROUTE.alpha[1] });
+    expect(edgeStyle(0.5, 1).width).toBeLessThan(edgeStyle(1, 1).width);
+    expect(edgeStyle(0.25, 1).width).toBeCloseTo(ROUTE.width[0] + ROUTE.width[1] * 0.5);
+    expect(edgeStyle(2, 0).width).toBe(ROUTE.width[0]);
     expect(nodeStyle(0.01, 10)).toBeNull();
-    expect(nodeStyle(1, 10)).toEqual({ radius: 4.5, alpha: 1 }); // clamp(10 * 0.45, 1, 6) * 1
-    expect(nodeStyle(1, 100).radius).toBe(6);
-    expect(nodeStyle(0.5, 1).radius).toBeCloseTo(0.7); // radius_min 1 x (0.4 + 0.3)
-    expect(bucketWidth({ width: 3 }, 1)).toBe(1);
-    expect(bucketWidth({ width: 3 }, 0.1)).toBe(0.5);
-    expect(bucketWidth({ width: 2 }, 18)).toBe(2);
+    expect(nodeStyle(1, 10)).toEqual({ radius: 4.5, alpha: 1 });
+  });
+
+  it("edgeSignature tells edge sets apart", () => {
+    const g = graph();
+    expect(edgeSignature(g)).toBe(edgeSignature(graph()));
+    expect(edgeSignature(pruneRoute(g, [0.7, 0.5], 0.5))).not.toBe(edgeSignature(g));
   });
 });
 
 describe("flow text, chips and keys", () => {
-  it("graphCaption: the full caption when comparing or capped", () => {
-    const g = { label: "flow", count: 5, total: 40, capped: false };
-    expect(graphCaption(g, false)).toBe("5 edges drawn");
-    expect(graphCaption(g, true)).toBe("flow \u00b7 5 of 40 edges");
-    expect(graphCaption({ ...g, capped: true }, false)).toBe("flow \u00b7 5 of 40 edges (capped: raise the threshold)");
+  it("graphCaption: keep and edge count; label when comparing; the capped layers", () => {
+    const g = { label: "flow", count: 5, keep: 0.8, capped: [] };
+    expect(graphCaption(g, false)).toBe("5 edges, keep 0.80");
+    expect(graphCaption(g, true)).toBe("flow \u00b7 5 edges, keep 0.80");
+    expect(graphCaption({ ...g, capped: [0, 2] }, false)).toBe("5 edges, keep 0.80 \u00b7 capped in layers 0, 2");
   });
 
   it("scoreChip: positive scores on the LUT, negative ones in the warn colour with opacity", () => {
@@ -78,7 +105,8 @@ describe("flow text, chips and keys", () => {
     expect(Number(neg.opacity)).toBeCloseTo(0.65);
   });
 
-  it("flowHitText: headers, tokens, and the traced token's share", () => {
+  it("flowHitText: headers, gaps, tokens, and the traced token's share", () => {
+    expect(flowHitText({ kind: "gap", from: 3, to: 9 }, { tokens: [] })).toContain("7 tokens");
     const tokens = ["a", "b\t"];
     expect(flowHitText({ kind: "column", col: 0 }, { tokens })).toBe("input embeddings");
     expect(flowHitText({ kind: "column", col: 3 }, { tokens })).toBe("click: select layer 2");

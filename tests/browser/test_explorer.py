@@ -1,5 +1,5 @@
 """The Explorer in JupyterLab and Notebook 7: click the Flow panel and the bqplot head summary,
-move the threshold, switch to the dark theme; every panel and the kernel follow."""
+move the keep slider, switch to the dark theme; every panel and the kernel follow."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ NB = "aw_explorer_browser_test.ipynb"
 SOURCE = """import attn_widgets as aw
 model, tokenizer = aw.demo_model()
 trace = aw.trace(model, tokenizer, "The cat sat on the mat because it was warm.")
-explorer = aw.Explorer(trace, method="rollout", threshold=0.1)
+explorer = aw.Explorer(trace, method="rollout", keep=0.9)
 explorer.select(layer=2, head=7, token=3)
 explorer"""
 HOSTILE = ['<img src=x onerror="window.__pwned=1">', "</script><script>window.__pwned=2</script>", "&amp; \u202eevil"]
 HOSTILE_CELL = f"""import numpy as np
 hostile = aw.AttentionHeatmap(aw.AttentionTrace.from_tensors(np.full((1, 1, 3, 3), 1 / 3, dtype=np.float32), {HOSTILE!r}), token=0)
 hostile"""
-SEL = "import json; print(json.dumps([explorer.selection, explorer.flow.token, explorer.flow.threshold, explorer.flow.drawn_edges]))"
+SEL = "import json; print(json.dumps([explorer.selection, explorer.flow.token, explorer.flow.keep, explorer.flow.drawn_edges]))"
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +49,9 @@ def _flow_point(page, row: int, col: int) -> tuple[float, float]:
     box = page.locator(f"{FLOW} canvas.aw-canvas").first.bounding_box()
     d = page.eval_on_selector(
         f"{FLOW} canvas.aw-canvas",
-        "c => ({left: +c.dataset.left, top: +c.dataset.top, rowH: +c.dataset.rowH, colW: +c.dataset.colW})",
+        "c => ({left: +c.dataset.left, colW: +c.dataset.colW, rowY: JSON.parse(c.dataset.rowY)})",
     )
-    return box["x"] + d["left"] + col * d["colW"], box["y"] + d["top"] + (row + 0.5) * d["rowH"]
+    return box["x"] + d["left"] + col * d["colW"], box["y"] + d["rowY"][str(row)]
 
 
 def test_flow_click_traces_token_everywhere(explorer_page):
@@ -60,7 +60,8 @@ def test_flow_click_traces_token_everywhere(explorer_page):
     x, y = _flow_point(page, row=6, col=6)  # token 6 at the top layer
     page.mouse.click(x, y)
     H.wait_dataset(page, FLOW, {"token": "6", "scoresFor": "6"})
-    assert int(page.get_attribute(FLOW, "data-traced")) > 0
+    H.wait_dataset(page, FLOW, {"routeToken": "6"})
+    assert int(page.get_attribute(FLOW, "data-edges")) > 0
     H.wait_dataset(page, HEATMAP, {"token": "6"})
     assert p.wait_kernel("print(explorer.token, explorer.heatmap.token, explorer.flow.token)", "6 6 6") == "6 6 6"
     # The strip under the flow shows the kernel's rollout row for that token.
@@ -78,16 +79,17 @@ def test_flow_column_click_sets_layer(explorer_page):
     assert p.wait_kernel("print(explorer.layer)", "4") == "4"
 
 
-def test_threshold_reduces_drawn_edges(explorer_page):
+def test_keep_reduces_drawn_edges(explorer_page):
     p, page = explorer_page, explorer_page.page
+    H.wait_dataset(page, FLOW, {"keep": "0.9"})
     before = int(page.get_attribute(FLOW, "data-edges"))
-    slider = page.locator(f"{FLOW} input.aw-threshold")
+    slider = page.locator(f"{FLOW} input.aw-keep")
     slider.fill("0.5")  # a range input: fill sets the value and fires input + change
-    H.wait_dataset(page, FLOW, {"threshold": "0.5"})
+    H.wait_dataset(page, FLOW, {"keep": "0.5"})
     after = int(page.get_attribute(FLOW, "data-edges"))
     assert 0 < after < before
-    sel, _token, threshold, drawn = _state(p)
-    assert threshold == 0.5 and drawn == after
+    sel, _token, keep, drawn = _state(p)
+    assert keep == 0.5 and drawn == after
 
 
 def test_head_summary_click_moves_every_panel(explorer_page):

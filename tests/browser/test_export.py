@@ -19,7 +19,7 @@ def exported(tmp_path_factory, minilm):
     tr = aw.trace(model, tok, "The cat sat on the mat because it was " + HOSTILE)
     # Tokens straight from untrusted text too, not only what the tokenizer makes of it.
     raw = aw.AttentionTrace.from_tensors(tr.attentions, [HOSTILE[: 8 + i] for i in range(tr.n_tokens)])
-    ex = aw.Explorer(tr, method="rollout", threshold=0.2)
+    ex = aw.Explorer(tr, method="rollout", keep=0.8)
     path = ex.save_html(tmp_path_factory.mktemp("export") / "explorer.html")
     raw_path = aw.save_html(tmp_path_factory.mktemp("export") / "raw.html", aw.AttentionHeatmap(raw))
     return tr, path, raw_path
@@ -60,7 +60,8 @@ def test_export_draws_and_links_without_kernel_or_network(browser, exported):
         # Click a word in the heatmap strip: the flow panel traces that token, from embedded tables.
         page.locator(f"{H.HEATMAP} .aw-tok").nth(3).click()
         H.wait_dataset(page, ".aw-panel.aw-flow", {"token": "3", "scoresFor": "3"})
-        assert int(page.eval_on_selector(".aw-panel.aw-flow", "e => e.dataset.traced")) > 0
+        H.wait_dataset(page, ".aw-panel.aw-flow", {"routeToken": "3"})
+        assert int(page.eval_on_selector(".aw-panel.aw-flow", "e => e.dataset.edges")) > 0
         values = page.eval_on_selector_all(".aw-flow-strip .aw-tok", "es => es.map(e => Number(e.dataset.value))")
         expected = tr.rollout()[-1, 3]
         assert max(abs(a - b) for a, b in zip(values, expected)) < 1e-3
@@ -75,6 +76,43 @@ def test_export_draws_and_links_without_kernel_or_network(browser, exported):
         assert blocked == [] and not log.errors(), (blocked, log.errors())
     except Exception:
         H.save_artifacts(page, log, "export")
+        raise
+    finally:
+        ctx.close()
+
+
+def test_export_applies_keep_and_method_in_the_page(browser, exported):
+    """The exported flow panel re-prunes its embedded routes to the slider's keep and
+    switches method in the page; what cannot work offline is hidden."""
+    tr, path, _ = exported
+    flow = ".aw-panel.aw-flow"
+    ctx, page, log, blocked = _open_offline(browser, path)
+    try:
+        H.wait_dataset(page, flow, {"keep": "0.8", "method": "rollout"})
+        before = int(page.get_attribute(flow, "data-edges"))
+        sig = page.get_attribute(flow, "data-edge-sig")
+        page.locator(f"{flow} input.aw-keep").fill("0.5")
+        H.wait_dataset(page, flow, {"keep": "0.5"})
+        fewer = int(page.get_attribute(flow, "data-edges"))
+        page.locator(f"{flow} input.aw-keep").fill("1")
+        H.wait_dataset(page, flow, {"keep": "1"})
+        more = int(page.get_attribute(flow, "data-edges"))
+        assert 0 < fewer < before < more
+        # The page's pruning is route_graph's: same edge count for the default token.
+        from attn_widgets.flows.route import route_graph
+        from attn_widgets.widgets.flow import default_token
+
+        assert fewer == route_graph(tr, "rollout", default_token(tr), keep=0.5).n_edges
+        assert more == route_graph(tr, "rollout", default_token(tr), keep=1.0).n_edges
+        page.select_option(f"{flow} select.aw-method", "attention")
+        H.wait_dataset(page, flow, {"method": "attention"})
+        assert page.get_attribute(flow, "data-edge-sig") != sig
+        assert page.locator(f"{flow} button.aw-diff").is_hidden()
+        assert page.locator(f"{flow} .aw-legend").count() == 1
+        assert not page.locator(f"{flow} .aw-error").inner_text().strip()
+        assert blocked == [] and not log.errors(), (blocked, log.errors())
+    except Exception:
+        H.save_artifacts(page, log, "export-flow")
         raise
     finally:
         ctx.close()

@@ -30,7 +30,7 @@ a /= a.sum(-1, keepdims=True)
 trace = aw.AttentionTrace.from_tensors(a, {TOKENS!r})
 m = aw.AttentionMatrix(trace, layer=1, head=2)
 hm = aw.AttentionHeatmap(trace, layer=1, head=2, token=2)
-fl = aw.AttentionFlow(trace, method="rollout", threshold=0.05, token=3)"""
+fl = aw.AttentionFlow(trace, method="rollout", keep=0.9, token=3)"""
 SVG = "{http://www.w3.org/2000/svg}"
 PANELS = [(MATRIX, "matrix"), (HEATMAP, "heatmap"), (FLOW, "flow")]
 
@@ -135,7 +135,7 @@ def test_exported_page_png_works_svg_explains(browser, tmp_path):
         tmp_path / "panels.html",
         aw.AttentionMatrix(tr),
         aw.AttentionHeatmap(tr, token=1),
-        aw.AttentionFlow(tr, compare=other, method="rollout", threshold=0.05),  # two graphs: one PNG
+        aw.AttentionFlow(tr, compare=other, method="rollout", keep=0.9),  # two graphs: one PNG
     )
     ctx = browser.new_context(viewport={"width": 1280, "height": 1400}, accept_downloads=True)
     try:

@@ -146,11 +146,11 @@ def build_messages() -> dict:
         "matrix.thumbs.scales": {"value": _b64(mx.thumbs["scales"]),
                                  "decoded": _values(unpack(mx.thumbs["scales"]))},
     }
-    fl = AttentionFlow(tr, threshold=0.05)
+    fl = AttentionFlow(tr, keep=0.9)
     g = fl.graphs[0]
     traits["flow.graphs[0]"] = {
         "value": _b64(g),
-        "decoded": {k: _values(unpack(g[k])) for k in ("counts", "query", "key", "weight")},
+        "decoded": {k: _values(unpack(g[k])) for k in ("counts", "query", "key", "weight", "carry", "node", "rows")},
     }
     for w in (hm, mx, fl):
         w.close()

@@ -41,8 +41,27 @@ def test_everything_embedded_when_small(tmp_path, minilm_trace):
     out = aw.save_html(tmp_path / "all.html", aw.AttentionHeatmap(minilm_trace), aw.AttentionFlow(minilm_trace))
     doc = _doc(out)
     assert len(doc["panels"][0]["state"]["preloaded"]) == 6 * 14
-    assert len(doc["panels"][1]["extras"]["tokens"]) == minilm_trace.n_tokens
+    routes = doc["panels"][1]["extras"]["routes"]
+    assert sorted(routes) == sorted(["attention", "rollout", "flow", "grad_rollout", "attn_grad"])
+    assert all(len(r) == minilm_trace.n_tokens for r in routes.values())
     assert doc["notes"] == []
+
+
+def test_flow_export_embeds_routes_at_keep_1_shown_token_first(minilm_trace):
+    from attn_widgets._wire import json_nbytes
+    from attn_widgets.flows.route import route_graph
+
+    f = aw.AttentionFlow(minilm_trace, method="attention", keep=0.6, token=5)
+    _state, extras, notes = f.export_extras(10_000_000)
+    g = extras["routes"]["attention"]["5"]["graphs"][0]
+    rg = route_graph(minilm_trace, "attention", 5, keep=1.0)
+    assert g["count"] == rg.n_edges and g["keep"] == 1.0  # the page prunes to its slider's keep
+    one = json_nbytes(extras["routes"]["attention"]["5"])
+    _state, small, notes = f.export_extras(3 * one)
+    kept = [(m, t) for m, r in small["routes"].items() for t in r]
+    assert kept[0] == ("attention", "5") and len(kept) < 5 * minilm_trace.n_tokens
+    assert sum(json_nbytes(e) for r in small["routes"].values() for e in r.values()) <= 3 * one
+    assert notes and "left out" in notes[0]
 
 
 def test_refuses_bad_arguments(tmp_path, minilm_trace):

@@ -1,7 +1,9 @@
-"""AttentionFlow: edges sent match the method's matrices, threshold/top-k, tracing, worker."""
+"""AttentionFlow: the drawn route is flows.route_graph's, keep prunes monotonically, the
+method switch changes the edge set, compare / diff / agreement, the background worker."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -12,7 +14,10 @@ import traitlets
 import attn_widgets as aw
 from attn_widgets._jobs import Worker
 from attn_widgets._wire import unpack
-from attn_widgets.flows.paths import layer_edges, sparse_edges, trace_token
+from attn_widgets.flows.route import route_graph
+from attn_widgets.widgets.flow import default_token, flow_methods
+
+METHODS = ("attention", "rollout", "flow", "grad_rollout", "attn_grad")
 
 
 def _rand(L: int, H: int, T: int, seed: int = 0) -> np.ndarray:
@@ -23,96 +28,153 @@ def _rand(L: int, H: int, T: int, seed: int = 0) -> np.ndarray:
 def _edges_sent(graph: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     counts = unpack(graph["counts"])
     layer = np.repeat(np.arange(len(counts)), counts)
-    return layer, unpack(graph["query"]), unpack(graph["key"]), unpack(graph["weight"]).astype(np.float32)
+    return layer, unpack(graph["query"]), unpack(graph["key"]), unpack(graph["weight"])
 
 
-def test_sent_edges_are_exactly_the_strong_edges(minilm_trace):
-    f = aw.AttentionFlow(minilm_trace, method="attention", threshold=0.25)
-    E = minilm_trace.attentions.mean(axis=1)
-    layer, q, k, w = _edges_sent(f.graphs[0])
-    peak = np.abs(E).reshape(len(E), -1).max(1)
-    expect = np.argwhere(np.abs(E) >= 0.25 * peak[:, None, None])
-    assert sorted(zip(layer.tolist(), q.tolist(), k.tolist())) == sorted(map(tuple, expect.tolist()))
-    np.testing.assert_allclose(w, E[layer, q, k], atol=2e-3)  # float16 on the wire
-    assert f.drawn_edges == len(expect)
+def _edge_set(graph: dict) -> set:
+    layer, q, k, _w = _edges_sent(graph)
+    return set(zip(layer.tolist(), q.tolist(), k.tolist()))
 
 
-def test_threshold_and_top_k_reduce_edges(minilm_trace):
-    f = aw.AttentionFlow(minilm_trace, method="rollout", threshold=0.0)
-    counts = [f.drawn_edges]
-    for th in (0.05, 0.2, 0.6):
-        f.threshold = th
+@pytest.mark.parametrize("method", METHODS)
+def test_payload_is_the_route_graph(minilm_trace, method):
+    tr = minilm_trace
+    f = aw.AttentionFlow(tr, method=method, keep=0.7, token=4).wait(120)
+    rg = route_graph(tr, method, 4, keep=0.7)
+    g = f.graphs[0]
+    layer, q, k, w = _edges_sent(g)
+    np.testing.assert_array_equal(layer, rg.layer)
+    np.testing.assert_array_equal(q, rg.query)
+    np.testing.assert_array_equal(k, rg.key)
+    scale = rg.value if method == "flow" else 1.0  # flow: shares of the max-flow value
+    np.testing.assert_allclose(w, rg.weight / scale, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(unpack(g["carry"]), rg.carry / scale, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(unpack(g["node"]), rg.node / scale, rtol=1e-6, atol=1e-9)
+    assert f.drawn_edges == rg.n_edges and g["method"] == method and g["token"] == 4
+    assert (q != k).all()  # carry is never an edge
+    np.testing.assert_array_equal(unpack(g["rows"]), rg.tokens_on_route())  # 13 tokens: all rows fit
+
+
+def test_keep_changes_edges_monotonically(minilm_trace):
+    f = aw.AttentionFlow(minilm_trace, method="rollout", keep=1.0, token=3)
+    counts, sets = [f.drawn_edges], [_edge_set(f.graphs[0])]
+    for keep in (0.9, 0.8, 0.65, 0.5):
+        f.keep = keep
         counts.append(f.drawn_edges)
+        sets.append(_edge_set(f.graphs[0]))
     assert counts == sorted(counts, reverse=True) and counts[-1] < counts[0]
-    f.threshold = 0.0
-    f.top_k = 2
-    layer, q, _k, _w = _edges_sent(f.graphs[0])
-    per_query = np.bincount(layer * minilm_trace.n_tokens + q.astype(np.int64))
-    assert per_query.max() <= 2 + 1  # ties at the cut may keep one more
+    assert all(b <= a for a, b in itertools.pairwise(sets))  # a smaller keep keeps a subset
+    with pytest.raises(traitlets.TraitError, match="keep"):
+        f.keep = 0.3
+    assert f.keep == 0.5
 
 
-def test_cap_keeps_strongest():
-    edges = layer_edges(_rand(3, 2, 40), "attention")
-    sp = sparse_edges(edges, threshold=0.0, max_edges=100)
-    assert sp["capped"] and sp["total"] > 100 and len(sp["weight"]) == 100
-    assert np.all(np.diff(sp["layer"]) >= 0)  # still layer-major
-    cut = np.sort(np.abs(edges).ravel())[-100]
-    assert np.all(np.abs(sp["weight"]) >= cut - 1e-7)
+def test_method_switch_changes_the_edge_set(minilm_trace):
+    f = aw.AttentionFlow(minilm_trace, method="attention", token=5)
+    seen = {}
+    for m in METHODS:
+        f.method = m
+        f.wait(120)
+        seen[m] = _edge_set(f.graphs[0])
+        assert f.graphs[0]["method"] == m
+    # Every pair of methods draws a different route (the issue: flow drew rollout's edges).
+    for a in METHODS:
+        for b in METHODS:
+            if a < b:
+                assert seen[a] != seen[b], (a, b)
+    # gradient-weighted rollout is not only self-edges any more: carry is separate.
+    assert len(seen["grad_rollout"]) > 0
 
 
-def test_trace_token_shares(minilm_trace):
-    E = layer_edges(minilm_trace.attentions, "rollout", residual=0.5)
-    r = trace_token(E, 4)
-    assert r.shape == (minilm_trace.n_layers + 1, minilm_trace.n_tokens)
-    assert r[-1, 4] == 1 and np.isclose(r[-1].sum(), 1)
-    np.testing.assert_allclose(r.sum(1), 1, atol=1e-5)
-    # For row-stochastic layers the bottom row is the rollout row of the token.
-    J = E[0].astype(np.float64)
-    for l in range(1, len(E)):
-        J = E[l] @ J
-    np.testing.assert_allclose(r[0], J[4], atol=1e-5)
-
-
-def test_token_click_publishes_nodes_and_scores(minilm_trace):
-    f = aw.AttentionFlow(minilm_trace, method="attention")
-    assert f.nodes == {} and f.scores == {} and f.token_scores() is None
-    f.token = 3
-    assert f.status == "ready"
-    nodes = unpack(f.nodes)
-    assert nodes.shape == (1, minilm_trace.n_layers + 1, minilm_trace.n_tokens)
-    np.testing.assert_allclose(nodes[0], trace_token(layer_edges(minilm_trace.attentions, "attention"), 3), atol=1e-6)
+def test_no_token_shows_the_default_position(minilm_trace, gpt2):
+    f = aw.AttentionFlow(minilm_trace)
+    assert f.token is None and f.route_token == default_token(minilm_trace) == f.graphs[0]["token"]
+    assert f.scores == {} and f.status == ""
+    f.token = 2
+    assert f.route_token == 2 and f.graphs[0]["token"] == 2 and f.status == "ready"
     f.token = None
-    assert f.nodes == {} and f.status == ""
+    assert f.route_token == default_token(minilm_trace)
+    enc = aw.AttentionTrace.from_tensors(minilm_trace.attentions, minilm_trace.tokens)
+    assert default_token(enc) == 0  # [CLS] of an encoder without a target position
+    model, tok = gpt2
+    causal = aw.trace(model, tok, "The cat sat on the mat")
+    causal.meta.pop("position", None)
+    assert default_token(causal) == causal.n_tokens - 1
+
+
+def test_threshold_is_gone_with_a_pointer_to_keep(minilm_trace):
+    for old in ("threshold", "top_k"):
+        with pytest.raises(TypeError, match="use keep="):
+            aw.AttentionFlow(minilm_trace, **{old: 0.1})
+    with pytest.raises(TypeError, match="use keep="):
+        aw.Explorer(minilm_trace, threshold=0.1)
+
+
+def test_methods_list_comes_from_flows(minilm_trace):
+    bare = aw.AttentionTrace.from_tensors(minilm_trace.attentions, minilm_trace.tokens)
+    f = aw.AttentionFlow(bare)
+    names = [m["name"] for m in f.methods]
+    from attn_widgets.flows import route
+
+    assert names == list(route.ROUTE_METHODS)
+    avail = {m["name"]: m["available"] for m in f.methods}
+    assert avail["rollout"] and not avail["grad_rollout"] and not avail["attn_grad"]
+    assert {m["name"]: m["available"] for m in flow_methods([minilm_trace])}["attn_grad"]
+    with pytest.raises(traitlets.TraitError, match="needs gradients"):
+        f.method = "attn_grad"
+    assert f.method == "rollout"
+
+
+def test_rows_collapse_to_the_route_at_long_inputs():
+    T = 300
+    a = np.full((3, 2, T, T), 1e-4, np.float32)
+    a[..., np.arange(T), np.arange(T)] = 1.0  # mostly self-attention ...
+    a[..., :, 7] = 0.5  # ... plus a few strong keys
+    a[..., :, 123] = 0.3
+    a /= a.sum(-1, keepdims=True)
+    tr = aw.AttentionTrace.from_tensors(a, [f"t{i}" for i in range(T)])
+    f = aw.AttentionFlow(tr, method="rollout", keep=0.5, token=200)
+    rows = unpack(f.graphs[0]["rows"])
+    assert 200 in rows and 7 in rows and 123 in rows
+    assert len(rows) <= f.max_rows and set(rows.tolist()) <= set(f.routes[0].tokens_on_route().tolist())
+    f.max_rows = 3
+    assert len(unpack(f.graphs[0]["rows"])) == 3 and 200 in unpack(f.graphs[0]["rows"])
+
+
+def test_cap_is_reported():
+    tr = aw.AttentionTrace.from_tensors(_rand(2, 2, 40), [f"t{i}" for i in range(40)])
+    f = aw.AttentionFlow(tr, method="attention", keep=0.95, token=0, max_edges_per_layer=5000)
+    assert f.graphs[0]["capped"] == [] and f.drawn_edges > 100
+    f.max_edges_per_layer = 5
+    assert f.graphs[0]["capped"] == [0, 1] and f.drawn_edges == 10
 
 
 def test_grad_methods_need_gradients(minilm_trace):
     bare = aw.AttentionTrace.from_tensors(minilm_trace.attentions, minilm_trace.tokens)
-    with pytest.raises(ValueError, match="needs gradients"):
+    with pytest.raises(traitlets.TraitError, match="needs gradients"):
         aw.AttentionFlow(bare, method="grad_rollout")
     f = aw.AttentionFlow(bare, method="attention")
-    with pytest.raises(ValueError, match="needs gradients"):
-        f.method = "attn_grad"
     assert f.method == "attention" and not f.has_gradients
 
 
 def test_attn_grad_signed_has_negative_edges(minilm_trace):
-    f = aw.AttentionFlow(minilm_trace, method="attn_grad", signed=True, threshold=0.0)
+    f = aw.AttentionFlow(minilm_trace, method="attn_grad", signed=True, keep=1.0, token=0)
     assert f.graphs[0]["signed"]
-    _l, _q, _k, w = _edges_sent(f.graphs[0])
+    w = _edges_sent(f.graphs[0])[3]
     assert (w < 0).any() and (w > 0).any()
     f.signed = False
-    _l, _q, _k, w = _edges_sent(f.graphs[0])
-    assert (w >= 0).all()
+    assert (_edges_sent(f.graphs[0])[3] >= 0).all() and not f.graphs[0]["signed"]
 
 
 def test_bad_parameters_are_refused_and_state_kept(minilm_trace):
-    f = aw.AttentionFlow(minilm_trace, threshold=0.3)
-    for name, bad in (("threshold", 1.5), ("threshold", -0.1), ("top_k", -1), ("residual", 2.0), ("method", "nope")):
+    f = aw.AttentionFlow(minilm_trace, keep=0.7)
+    for name, bad in (("keep", 1.5), ("keep", 0.2), ("residual", 2.0), ("method", "nope"), ("max_rows", 0),
+                      ("rows", "some")):
         with pytest.raises((traitlets.TraitError, ValueError)):
             setattr(f, name, bad)
-    assert f.threshold == 0.3 and f.method == "rollout"
+    assert f.keep == 0.7 and f.method == "rollout" and f.rows == "route"
     with pytest.raises(TypeError, match="unknown argument"):
-        aw.AttentionFlow(minilm_trace, treshold=0.2)
+        aw.AttentionFlow(minilm_trace, kep=0.2)
     with pytest.raises(TypeError, match="unknown argument"):
         aw.AttentionFlow(minilm_trace, graphs=[])  # computed, not settable
 
@@ -130,19 +192,52 @@ def test_compare_requires_same_tokens(minilm_trace):
         aw.AttentionFlow(minilm_trace, compare_mode="diff")
 
 
-def test_compare_side_and_diff(minilm_trace):
-    shifted = aw.AttentionTrace.from_tensors(
-        np.roll(minilm_trace.attentions, 1, axis=1), minilm_trace.tokens, gradients=minilm_trace.gradients
-    )
-    f = aw.AttentionFlow(minilm_trace, compare=shifted, labels=["base", "tuned"], method="attention", threshold=0.0)
-    assert [g["label"] for g in f.graphs] == ["base", "tuned"]
-    assert f.edges().shape[0] == 2
-    f.token = 1
+def _shifted(tr):
+    return aw.AttentionTrace.from_tensors(np.roll(tr.attentions, 2, axis=0) * 0.6 + tr.attentions * 0.4,
+                                          tr.tokens, gradients=tr.gradients, model_name="tuned")
+
+
+def test_compare_side_by_side_same_token_and_keep(minilm_trace):
+    other = _shifted(minilm_trace)
+    f = aw.AttentionFlow(minilm_trace, compare=other, labels=["base", "tuned"], method="rollout", keep=0.6, token=1)
+    a, b = f.graphs
+    assert [a["label"], b["label"]] == ["base", "tuned"]
+    assert a["token"] == b["token"] == 1 and a["keep"] == b["keep"] == 0.6
+    assert _edge_set(b) == {(int(l_), int(q), int(k)) for l_, q, k in
+                            zip(*(getattr(route_graph(other, "rollout", 1, keep=0.6), x) for x in ("layer", "query", "key")))}
+    np.testing.assert_array_equal(unpack(a["rows"]), unpack(b["rows"]))  # one row layout for both
+    assert f.token_scores().shape == (2, minilm_trace.n_tokens)
+
+
+def test_diff_marks_appearing_and_vanishing_edges(minilm_trace):
+    other = _shifted(minilm_trace)
+    f = aw.AttentionFlow(minilm_trace, compare=other, labels=["base", "tuned"], method="rollout", keep=0.6, token=1)
     side = f.token_scores()
+    sa, sb = _edge_set(f.graphs[0]), _edge_set(f.graphs[1])
     f.compare_mode = "diff"
-    assert len(f.graphs) == 1 and "base" in f.graphs[0]["label"]
-    np.testing.assert_allclose(f.token_scores()[0], side[0] - side[1], atol=1e-6)
-    np.testing.assert_allclose(f.edges()[0], f._dense_edges()[0] - f._dense_edges()[1])
+    (g,) = f.graphs
+    assert g["diff"] and g["names"] == ["base", "tuned"] and "tuned" in g["label"] and "base" in g["label"]
+    layer, q, k, d = _edges_sent(g)
+    status = unpack(g["status"])
+    edges = list(zip(layer.tolist(), q.tolist(), k.tolist()))
+    assert set(edges) == sa | sb
+    for e, s in zip(edges, status.tolist()):
+        assert s == (0 if e in sa and e in sb else 1 if e in sb else 2)
+    assert g["appear"] == len(sb - sa) > 0 and g["vanish"] == len(sa - sb) > 0
+    ra, rb = route_graph(minilm_trace, "rollout", 1, keep=0.6), route_graph(other, "rollout", 1, keep=0.6)
+    wa = dict(zip(zip(ra.layer.tolist(), ra.query.tolist(), ra.key.tolist()), ra.weight))
+    wb = dict(zip(zip(rb.layer.tolist(), rb.query.tolist(), rb.key.tolist()), rb.weight))
+    np.testing.assert_allclose(d, [wb.get(e, 0.0) - wa.get(e, 0.0) for e in edges], atol=1e-6)
+    assert not g["agree"] and f.diff_agrees() is False
+    np.testing.assert_allclose(f.token_scores()[0], side[1] - side[0], atol=1e-6)
+
+
+def test_diff_of_equal_traces_says_they_agree(minilm_trace):
+    twin = aw.AttentionTrace.from_tensors(minilm_trace.attentions + 0, minilm_trace.tokens)
+    f = aw.AttentionFlow(minilm_trace, compare=twin, compare_mode="diff", method="attention", token=3)
+    g = f.graphs[0]
+    assert g["agree"] and g["max_change"] <= 1e-3 and f.diff_agrees() is True
+    assert "agree within" in f.to_svg()
 
 
 def test_flow_method_runs_in_background_and_caches(minilm_trace):
@@ -151,13 +246,29 @@ def test_flow_method_runs_in_background_and_caches(minilm_trace):
     f.method = "flow"
     assert f.status in ("computing", "ready")
     f.wait(120)
-    assert f.status == "ready"
+    assert f.status == "ready" and f.graphs[0]["method"] == "flow"
     first = f.token_scores()
     np.testing.assert_allclose(first[0], minilm_trace.attention_flow(rows=[2])[0], atol=1e-6)
     f.token = 3
+    f.wait(120)
     f.token = 2  # cached: no new job
     assert f.status == "ready"
     np.testing.assert_allclose(f.token_scores(), first)
+
+
+def test_svg_figure_draws_the_route_with_its_legend(minilm_trace):
+    import xml.etree.ElementTree as ET
+
+    f = aw.AttentionFlow(minilm_trace, method="grad_rollout", token=6)
+    root = ET.fromstring(f.to_svg())
+    ns = "{http://www.w3.org/2000/svg}"
+    groups = {g.get("class"): g for g in root.iter(f"{ns}g") if g.get("class")}
+    assert "aw-legend" in groups and "aw-carry" in groups
+    assert len(list(groups["aw-edges"].iter(f"{ns}line"))) == f.drawn_edges > 0
+    legend = " ".join(t.text or "" for t in groups["aw-legend"].iter(f"{ns}text"))
+    assert "carry" in legend and "grad_rollout" in legend
+    img = f._png_array(scale=1)
+    assert img.ndim == 3 and img.shape[2] == 3 and img.std() > 0
 
 
 def test_new_selection_cancels_stale_job():

@@ -20,7 +20,7 @@ def _panels(trace):
     return {
         "matrix": aw.AttentionMatrix(trace, layer=1, head=2),
         "heatmap": aw.AttentionHeatmap(trace, layer=1, head=0, token=2),
-        "flow": aw.AttentionFlow(trace, method="rollout", threshold=0.05, token=3),
+        "flow": aw.AttentionFlow(trace, method="rollout", keep=0.9, token=3),
     }
 
 
@@ -83,7 +83,7 @@ def test_every_panel_answers_get_svg():
         assert "get_svg" in w._handlers
     # A compare flow (two graphs) too.
     other = aw.AttentionTrace.from_tensors(np.asarray(tr.attentions)[:, ::-1].copy(), list(tr.tokens))
-    f = aw.AttentionFlow(tr, compare=other, method="attention", threshold=0.0)
+    f = aw.AttentionFlow(tr, compare=other, method="attention", keep=1.0)
     reply, buffers = _ask_svg(f)
     assert reply["type"] == "svg"
     ET.fromstring(bytes(buffers[0]))
