@@ -7,6 +7,7 @@ packed arrays through :func:`.protocol.dispatch` (every message: :mod:`.protocol
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any, ClassVar
 
@@ -24,6 +25,11 @@ __all__ = ["AttnWidget", "STATIC"]
 
 #: Synced traits of ipywidgets itself, not part of a panel's exported state.
 _EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
+
+#: Synced traits that describe the trace: the kernel's facts, never taken from the page.
+FACTS = frozenset({"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"})
+
+log = logging.getLogger("attn_widgets")
 
 
 class TraceRanges:
@@ -171,6 +177,21 @@ class AttnWidget(SyncedSelection, anywidget.AnyWidget):
     def _handle_get_svg(self, content: dict) -> protocol.Reply:
         """The panel's SVG button: :meth:`to_svg` as UTF-8 bytes in one buffer."""
         return protocol.svg_message(self.to_svg())
+
+    # -- state from the page ----------------------------------------------------------------
+    def set_state(self, sync_data: dict) -> None:
+        """An update from the view. The facts of the trace (:data:`FACTS`) and what the kernel
+        computes (``_computed``) are read-only from the page: such fields are dropped, logged,
+        and the kernel's values sent back, so a page (or a hostile front end) cannot make
+        the panel validate ``layer=50`` against a rewritten ``n_layers``."""
+        blocked = sorted(k for k in sync_data if k in FACTS or k in self._computed)
+        if blocked:
+            log.warning("%s: ignored a front-end update of read-only trait(s) %s", type(self).__name__, blocked)
+            sync_data = {k: v for k, v in sync_data.items() if k not in blocked}
+            if self.comm is not None:
+                self.send_state(blocked)  # put the page back in line with the kernel
+        if sync_data:
+            super().set_state(sync_data)
 
     # -- request / response (every message: attn_widgets.widgets.protocol) ---------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:
