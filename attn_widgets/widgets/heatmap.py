@@ -101,7 +101,20 @@ class AttentionHeatmap(AttnWidget):
         self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
         self._pushed: OrderedDict[tuple[int, Any], None] = OrderedDict()
         self._pushed[(self.layer, self.head)] = None
-        self.observe(self._push_map, ["layer", "head"])
+        #: Backpressure: the ``seq`` of the pushed map no view has acknowledged yet (None:
+        #: nothing in flight), and whether the selection changed meanwhile.
+        self._push_seq = 0
+        self._push_inflight: int | None = None
+        self._push_wanted = False
+        self._handlers["map_ack"] = self._handle_map_ack
+
+    def notify_change(self, change: Any) -> None:
+        # The map push leaves *before* ipywidgets sends the state update (which it does in
+        # super().notify_change), so the view finds the map in its cache when the update
+        # arrives, with or without hold_sync().
+        if change.get("type") == "change" and change.get("name") in ("layer", "head"):
+            self._push_map(change)
+        super().notify_change(change)
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -260,36 +273,67 @@ class AttentionHeatmap(AttnWidget):
         return {"preloaded": maps}, {}, notes
 
     def _push_map(self, _change: dict) -> None:
-        """Send the selected head's map ahead of the selection update.
+        """Send the selected head's map ahead of the selection update, with backpressure.
 
-        Linked panels and ``select()`` change ``layer`` and ``head`` inside
-        ``hold_sync()``, so this message leaves before the state update and the view finds
-        the map in its cache when the update arrives: a head click costs one kernel round
-        trip instead of two. Maps sent recently are not sent again (the view keeps the last
-        48; this remembers fewer).
+        A head change made from Python (or a linked panel) costs the view one message
+        instead of a request round trip. A burst of changes (a loop, an animation) must not
+        flood the wire: at most one pushed map is in flight (the view acknowledges each with
+        ``map_ack``); changes meanwhile only mark the selection as wanted, and the ack sends
+        the map of the selection *at that time*, so no map goes out for a head no longer
+        selected. Maps sent recently (pushed or requested) are not sent again (the view
+        keeps the last 48; this remembers fewer).
         """
-        key = (self.layer, self.head)
-        if not self.push_maps or key in self._pushed or self.map_step() != 1 or self.comm is None:
+        if not self.push_maps or self.map_step() != 1 or self.comm is None:
             return
         if {"layer", "head"} & set(self._property_lock):
             return  # the change came from this panel's own view, which fetches what it needs
+        if self._push_inflight is not None:
+            self._push_wanted = True
+            return
+        self._send_push()
+
+    def _send_push(self) -> None:
+        key = (self.layer, self.head)
+        self._push_wanted = False
+        if key in self._pushed:
+            return
         try:
             reply, buffers = protocol.map_message(
                 self._trace.head_map(self.layer, self.head), self.layer, self.head, push=True
             )
         except ValueError:  # over the message cap: the view will ask for it as usual
             return
+        self._remember(key)
+        self._push_seq += 1
+        self._push_inflight = self._push_seq
+        self.send({**reply, "id": None, "seq": self._push_seq}, buffers=buffers)
+
+    def _remember(self, key: tuple[int, Any]) -> None:
         self._pushed[key] = None
+        self._pushed.move_to_end(key)
         while len(self._pushed) > 32:
             self._pushed.popitem(last=False)
-        self.send({**reply, "id": None}, buffers=buffers)
+
+    def _handle_map_ack(self, content: dict) -> None:
+        """A view drew (or stored) a pushed map: send the newest wanted one, if any. ``seq``
+        None is a view that just started: nothing it knows of is in flight."""
+        seq = content.get("seq")
+        if seq is not None and seq != self._push_inflight:
+            return  # an ack of an older push (another view): the current one is still out
+        self._push_inflight = None
+        if self._push_wanted and self.push_maps and self.map_step() == 1 and self.comm is not None:
+            self._send_push()
+        return None
 
     def _handle_get_map(self, content: dict) -> tuple[dict, list]:
         layer = self._trace.check_layer(int(content["layer"]))
         head = content["head"]
         head = head if head in HEAD_AGGREGATES else self._trace.check_head(int(head))
         arr, step = self._map_for_wire(layer, head)
-        return protocol.map_message(arr, layer, head, step)
+        reply = protocol.map_message(arr, layer, head, step)
+        if step == 1:
+            self._remember((layer, head))  # the view has it now: no push of the same map
+        return reply
 
     def _handle_get_tile(self, content: dict) -> tuple[dict, list]:
         missing = [k for k in ("layer", "head", "r0", "r1", "c0", "c1") if k not in content]

@@ -73,6 +73,8 @@ function createState(model, el, dom) {
     client: createClient(model),
     maps: createMapCache(),
     inflight: new Map(), // key -> pending request
+    mapBusy: null, // the key of the one whole-map request in flight (backpressure), else null
+    mapAgain: false, // the selection changed while it was in flight
     images: new Lru(8), // painted offscreen canvases per map key + theme
     strips: new Lru(64), // exact strip values fetched for pooled maps: "layer:head|dir|token"
     stripFailed: new Set(),
