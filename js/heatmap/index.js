@@ -155,7 +155,18 @@ function render({ model, el }) {
   ];
   for (const [btn, fn] of buttons) stop.add(listen(btn, { click: fn }));
 
-  const onSelection = () => ensureMap(v);
+  // A burst of selection updates (a loop in Python) is drawn once per animation frame, not
+  // once per update: the page keeps up however fast the kernel changes the selection.
+  let frame = 0;
+  const onSelection = () => {
+    if (frame) return;
+    const run = () => {
+      frame = 0;
+      ensureMap(v);
+    };
+    frame = typeof requestAnimationFrame === "function" ? requestAnimationFrame(run) : setTimeout(run, 0);
+  };
+  stop.add(() => frame && (typeof cancelAnimationFrame === "function" ? cancelAnimationFrame(frame) : clearTimeout(frame)));
   const onTokens = () => {
     v.maps.clear();
     v.images.clear();

@@ -63,3 +63,53 @@ def test_page_cannot_rewrite_facts_of_the_explorer_panels(minilm_trace):
         ex.matrix.set_state({"n_layers": 60, "layer": 50})
     assert ex.matrix.n_layers == 6 and ex.layer == 5
     assert ex.heatmap.strip_values() is None or len(ex.heatmap.strip_values()) == minilm_trace.n_tokens
+
+
+# -- issue 13 item 2: bounded background work ---------------------------------------------------
+def _pool_threads() -> int:
+    import threading
+
+    return sum(1 for th in threading.enumerate() if th.name.startswith("attn_widgets"))
+
+
+def test_a_burst_of_jobs_runs_on_the_bounded_pool_and_drops_superseded_ones():
+    import threading
+
+    from attn_widgets._jobs import POOL_SIZE, Worker
+
+    w = Worker()
+    ran, results, peak = [], [], 0
+    gate = threading.Event()
+
+    def job_fn(i):
+        def fn(job):
+            ran.append(i)
+            gate.wait(5)  # the first jobs block: later ones pile up behind them
+            return i
+        return fn
+
+    last = None
+    for i in range(1000):
+        last = w.submit(i, job_fn(i), results.append, results.append)
+        peak = max(peak, _pool_threads())
+    gate.set()
+    assert last.done.wait(10)
+    assert peak <= POOL_SIZE and _pool_threads() <= POOL_SIZE
+    assert results == [999]  # only the newest job's result reaches the panel
+    assert len(ran) <= POOL_SIZE + 1  # what had started, and the newest: 998 never ran
+
+
+def test_a_burst_of_token_changes_on_a_flow_panel_stays_bounded():
+    from attn_widgets._jobs import POOL_SIZE
+
+    tr = make_trace(n_layers=4, n_heads=2, n_tokens=10, seed=3)
+    f = AttentionFlow(tr, method="flow")
+    peak = 0
+    for i in range(1000):
+        f.token = i % 10
+        peak = max(peak, _pool_threads())
+    f.token = 7
+    f.wait(120)
+    assert peak <= POOL_SIZE, f"{peak} background threads for a burst (bound {POOL_SIZE})"
+    assert f.status == "ready" and f.scores["token"] == 7
+    np.testing.assert_allclose(f.token_scores()[0], tr.attention_flow(rows=[7])[0], atol=1e-6)
