@@ -69,7 +69,9 @@ def test_page_cannot_rewrite_facts_of_the_explorer_panels(minilm_trace):
 def _pool_threads() -> int:
     import threading
 
-    return sum(1 for th in threading.enumerate() if th.name.startswith("attn_widgets"))
+    # Job threads (the old one-thread-per-job worker named them attn_widgets:<key>); the
+    # one-off numba warm-up thread is not a job.
+    return sum(1 for th in threading.enumerate() if th.name.startswith("attn_widgets") and "warm-up" not in th.name)
 
 
 def test_a_burst_of_jobs_runs_on_the_bounded_pool_and_drops_superseded_ones():
@@ -113,3 +115,45 @@ def test_a_burst_of_token_changes_on_a_flow_panel_stays_bounded():
     assert peak <= POOL_SIZE, f"{peak} background threads for a burst (bound {POOL_SIZE})"
     assert f.status == "ready" and f.scores["token"] == 7
     np.testing.assert_allclose(f.token_scores()[0], tr.attention_flow(rows=[7])[0], atol=1e-6)
+
+
+# -- issue 13 item 1: no trait update over the message bound ----------------------------------
+def _capture(widget, monkeypatch):
+    sent = []
+    monkeypatch.setattr(widget, "_send", lambda msg, buffers=None: sent.append((msg, list(buffers or []))))
+    return sent
+
+
+def _packed(nbytes: int) -> dict:
+    return {"dtype": "uint8", "shape": [nbytes], "data": bytes(nbytes)}
+
+
+def test_a_trait_update_over_the_bound_is_refused_with_a_message(monkeypatch):
+    from attn_widgets._wire import MAX_MESSAGE_BYTES
+
+    w = AttentionHeatmap(make_trace())
+    sent = _capture(w, monkeypatch)
+    big = {f"0:{i}": _packed(3_000_000) for i in range(4)}  # 12 MB in one trait
+    w.preloaded = big
+    updates = [m for m, _ in sent if m.get("method") == "update"]
+    assert all("preloaded" not in m["state"] for m in updates), "an over-bound update was sent"
+    assert "preloaded" in w.error and "not sent" in w.error and "MB" in w.error
+    assert all(sum(len(b) for b in bufs) <= MAX_MESSAGE_BYTES for _, bufs in sent)
+    # Under the bound it goes out as usual.
+    w.preloaded = {"0:0": _packed(1000)}
+    assert any("preloaded" in m["state"] for m, _ in sent if m.get("method") == "update")
+
+
+def test_a_joint_update_over_the_bound_is_split_per_trait(monkeypatch):
+    from attn_widgets._wire import MAX_MESSAGE_BYTES
+
+    w = AttentionHeatmap(make_trace())
+    sent = _capture(w, monkeypatch)
+    with w.hold_sync():
+        w.preloaded = {"0:0": _packed(5_000_000)}
+        w.image = _packed(5_000_000)
+        w.head = 1
+    updates = [(m, b) for m, b in sent if m.get("method") == "update"]
+    assert {k for m, _ in updates for k in m["state"]} >= {"preloaded", "image", "head"}
+    assert len(updates) >= 2 and all(sum(len(x) for x in b) <= MAX_MESSAGE_BYTES for _, b in updates)
+    assert w.error == ""
