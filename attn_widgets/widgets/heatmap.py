@@ -255,20 +255,22 @@ class AttentionHeatmap(AttnWidget):
 
     def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
         """Head maps to preload (their wire form: whole, or the overview of a long text),
-        float16, in order of interest (the selected layer first) until ``budget`` is spent."""
+        float16, in order of interest (the selected layer first) until ``budget`` is spent.
+
+        Every map of a trace has the same wire shape, hence the same JSON size: that size is
+        measured on the first map, and only the maps that fit are computed (a long text
+        fits a few of its 84 maps; computing all of them cost most of a long export)."""
         tr = self._trace
         order: list[tuple[int, Any]] = []
         for layer in [self.layer] + [x for x in range(tr.n_layers) if x != self.layer]:
             order += [(layer, h) for h in range(tr.n_heads)] + [(layer, a) for a in HEAD_AGGREGATES]
-        maps, used, left_out = {}, 0, 0
-        for layer, head in order:
-            p = to_jsonable(self._packed_map(layer, head))
-            size = json_nbytes(p)
-            if used + size > budget:
-                left_out += 1
-                continue
-            maps[f"{layer}:{head}"] = p
-            used += size
+        maps: dict[str, dict] = {}
+        first = to_jsonable(self._packed_map(*order[0]))
+        size = json_nbytes(first) + 16  # + the "layer:head" key and separators
+        n_fit = min(len(order), budget // size)
+        for i, (layer, head) in enumerate(order[:n_fit]):
+            maps[f"{layer}:{head}"] = first if i == 0 else to_jsonable(self._packed_map(layer, head))
+        left_out = len(order) - n_fit
         notes = [f"heatmap: {left_out} of {len(order)} head maps left out (size cap)"] if left_out else []
         return {"preloaded": maps}, {}, notes
 

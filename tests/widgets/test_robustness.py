@@ -157,3 +157,23 @@ def test_a_joint_update_over_the_bound_is_split_per_trait(monkeypatch):
     assert {k for m, _ in updates for k in m["state"]} >= {"preloaded", "image", "head"}
     assert len(updates) >= 2 and all(sum(len(x) for x in b) <= MAX_MESSAGE_BYTES for _, b in updates)
     assert w.error == ""
+
+
+# -- issue 13 item 3: exports compute only what they embed ------------------------------------
+def test_heatmap_export_computes_only_the_maps_that_fit(monkeypatch):
+    import json
+
+    tr = make_trace(n_layers=3, n_heads=4, n_tokens=40)
+    w = AttentionHeatmap(tr, layer=1, head=2)
+    calls = []
+    real = AttentionHeatmap._packed_map
+    monkeypatch.setattr(AttentionHeatmap, "_packed_map", lambda self, l, h: calls.append((l, h)) or real(self, l, h))
+    one = len(json.dumps(w.export_extras(10**9)[0]["preloaded"]["1:0"])) + 16
+    calls.clear()
+    state, _extras, notes = w.export_extras(3 * one + one // 2)  # room for three maps
+    assert list(state["preloaded"]) == ["1:0", "1:1", "1:2"]  # the selected layer first
+    assert len(calls) == 3, f"computed {len(calls)} maps to embed 3"
+    assert notes and "15 of 18" in notes[0]
+    np.testing.assert_allclose(
+        np.frombuffer(__import__("base64").b64decode(state["preloaded"]["1:2"]["data"]["$b64"]), np.float16),
+        tr.head_map(1, 2).astype(np.float16).ravel())
