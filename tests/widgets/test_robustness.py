@@ -177,3 +177,14 @@ def test_heatmap_export_computes_only_the_maps_that_fit(monkeypatch):
     np.testing.assert_allclose(
         np.frombuffer(__import__("base64").b64decode(state["preloaded"]["1:2"]["data"]["$b64"]), np.float16),
         tr.head_map(1, 2).astype(np.float16).ravel())
+
+
+def test_save_html_reports_progress(tmp_path, minilm_trace):
+    seen = []
+    ex = aw.Explorer(minilm_trace)
+    ex.save_html(tmp_path / "ex.html", progress=lambda f, what: seen.append((f, what)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and len(seen) >= 5
+    assert {"matrix: state", "heatmap: embedded data", "flow: embedded data"} <= {w for _, w in seen}
+    with pytest.raises(TypeError, match="progress"):
+        ex.save_html(tmp_path / "x.html", progress="yes")
