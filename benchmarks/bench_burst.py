@@ -36,9 +36,10 @@ from tests.browser.test_backpressure import SOURCE, T, Frames  # noqa: E402
 def loop_code(n: int, offset: int) -> str:
     return f"""import json, time
 t0 = time.perf_counter()
-for i in range({offset}, {offset + n}):
-    heatmap.layer = (i // 12) % 6
-    heatmap.head = i % 12
+for i in range({offset}, {offset + n - 1}):
+    heatmap.layer = (i // 11) % 6
+    heatmap.head = i % 11
+heatmap.head = 11  # never visited by the loop: a lagging page cannot match it by chance
 print(json.dumps([heatmap.layer, heatmap.head, time.perf_counter() - t0]))"""
 
 

@@ -38,9 +38,10 @@ MAP_BYTES = T * T * 2  # one float16 map
 BYTES_BOUND = 8 * MAP_BYTES + N_CHANGES * 2_000
 LOOP = f"""import time
 t0 = time.perf_counter()
-for i in range({N_CHANGES}):
-    heatmap.layer = (i // 12) % 6   # a user sweeping heads inside a loop over layers
-    heatmap.head = i % 12
+for i in range({N_CHANGES} - 1):
+    heatmap.layer = (i // 11) % 6   # a user sweeping heads inside a loop over layers
+    heatmap.head = i % 11
+heatmap.head = 11   # a head the loop never visited: a page lagging behind cannot match it by chance
 print(json.dumps([heatmap.layer, heatmap.head, time.perf_counter() - t0]))"""
 
 
