@@ -15,9 +15,10 @@ import logging
 import os
 import threading
 from collections import OrderedDict, deque
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["Worker", "Job", "POOL_SIZE", "pool_threads"]
+__all__ = ["POOL_SIZE", "Job", "Worker", "pool_threads"]
 
 log = logging.getLogger("attn_widgets")
 
@@ -27,7 +28,7 @@ POOL_SIZE = max(1, int(os.environ.get("ATTN_WIDGETS_WORKERS", "0")) or min(4, os
 
 
 class Job:
-    def __init__(self, key: Hashable, worker: "Worker", fn: Callable[["Job"], Any],
+    def __init__(self, key: Hashable, worker: Worker, fn: Callable[[Job], Any],
                  on_done: Callable[[Any], None], on_error: Callable[[BaseException], None]) -> None:
         self.key = key
         self._worker = worker
@@ -81,7 +82,7 @@ class _Pool:
         self._ready: deque[Worker] = deque()
         self._threads: list[threading.Thread] = []
 
-    def schedule(self, worker: "Worker") -> None:
+    def schedule(self, worker: Worker) -> None:
         with self._cv:
             if worker not in self._ready:
                 self._ready.append(worker)

@@ -28,9 +28,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks._common import lab_notebook, med, write_notebook  # noqa: E402
-from tests.browser import harness as H  # noqa: E402
-from tests.browser.test_backpressure import SOURCE, T, Frames  # noqa: E402
+from benchmarks._common import lab_notebook, med, write_notebook
+from tests.browser import harness as H
+from tests.browser.test_backpressure import SOURCE, Frames, T
 
 
 def loop_code(n: int, offset: int) -> str:

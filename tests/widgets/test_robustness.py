@@ -9,7 +9,12 @@ import pytest
 import traitlets
 
 import attn_widgets as aw
-from attn_widgets import AttentionFlow, AttentionHeatmap, AttentionMatrix, AttentionTrace
+from attn_widgets import (
+    AttentionFlow,
+    AttentionHeatmap,
+    AttentionMatrix,
+    AttentionTrace,
+)
 
 
 def make_trace(n_layers=3, n_heads=2, n_tokens=6, seed=0) -> AttentionTrace:
