@@ -13,6 +13,7 @@ function missing(what, doc) {
 
 /** The kernel's part for a request the view sends (protocol.js): an "error" reply. */
 function answer(doc, msg, model) {
+  if (msg && msg.type === MSG.MAP_ACK) return; // a notice: no kernel to tell
   const message =
     msg && msg.type === MSG.GET_MAP
       ? missing(`layer ${msg.layer}, head ${msg.head}`, doc)

@@ -7,6 +7,7 @@ packed arrays through :func:`.protocol.dispatch` (every message: :mod:`.protocol
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from typing import Any, ClassVar
 
@@ -14,7 +15,7 @@ import anywidget
 import traitlets as t
 
 from .._checks import HEAD_AGGREGATES  # noqa: F401  (re-exported)
-from .._wire import to_jsonable
+from .._wire import MAX_MESSAGE_BYTES, to_jsonable
 from ..interface import Trace
 from . import protocol
 from ._assets import STATIC, _esm  # noqa: F401  (re-exported)
@@ -24,6 +25,21 @@ __all__ = ["AttnWidget", "Figures", "STATIC"]
 
 #: Synced traits of ipywidgets itself, not part of a panel's exported state.
 _EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
+
+#: Synced traits that describe the trace: the kernel's facts, never taken from the page.
+FACTS = frozenset({"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"})
+
+log = logging.getLogger("attn_widgets")
+
+
+def _state_nbytes(state: dict) -> int:
+    """Bytes of an ipywidgets update of ``state``: its JSON plus its binary buffers."""
+    import json
+
+    from ipywidgets.widgets.widget import _remove_buffers
+
+    plain, _paths, buffers = _remove_buffers(state)
+    return len(json.dumps(plain, default=str)) + sum(memoryview(b).nbytes for b in buffers)
 
 
 class TraceRanges:
@@ -206,6 +222,48 @@ class AttnWidget(Figures, SyncedSelection, anywidget.AnyWidget):
     def _handle_get_svg(self, content: dict) -> protocol.Reply:
         """The panel's SVG button: :meth:`to_svg` as UTF-8 bytes in one buffer."""
         return protocol.svg_message(self.to_svg())
+
+    # -- state to the page: every update within the message bound -------------------------
+    def send_state(self, key: Any = None) -> None:
+        """Send trait updates to the views, none over :data:`~attn_widgets._wire.MAX_MESSAGE_BYTES`.
+
+        An update of several traits (``hold_sync``) that is over the bound is split into one
+        message per trait; one trait alone over the bound is refused: not sent (the views
+        keep what they had), logged, and said in the panel's ``error`` line, so no setting
+        can send the page a message it chokes on.
+        """
+        state = self.get_state(key=key)
+        if not state:
+            return
+        size = _state_nbytes(state)
+        if size <= MAX_MESSAGE_BYTES:
+            super().send_state(key=list(state))
+            return
+        if len(state) > 1:
+            for name in state:
+                self.send_state(key=name)
+            return
+        (name,) = state
+        text = (f"{name}: a {size / 1e6:.1f} MB update exceeds the {MAX_MESSAGE_BYTES / 1e6:.1f} MB per-message "
+                f"bound and was not sent to the page; show less (e.g. a higher threshold, fewer edges or tokens)")
+        log.error("%s: %s", type(self).__name__, text)
+        if name != "error":
+            self.error = text
+
+    # -- state from the page ----------------------------------------------------------------
+    def set_state(self, sync_data: dict) -> None:
+        """An update from the view. The facts of the trace (:data:`FACTS`) and what the kernel
+        computes (``_computed``) are read-only from the page: such fields are dropped, logged,
+        and the kernel's values sent back, so a page (or a hostile front end) cannot make
+        the panel validate ``layer=50`` against a rewritten ``n_layers``."""
+        blocked = sorted(k for k in sync_data if k in FACTS or k in self._computed)
+        if blocked:
+            log.warning("%s: ignored a front-end update of read-only trait(s) %s", type(self).__name__, blocked)
+            sync_data = {k: v for k, v in sync_data.items() if k not in blocked}
+            if self.comm is not None:
+                self.send_state(blocked)  # put the page back in line with the kernel
+        if sync_data:
+            super().set_state(sync_data)
 
     # -- request / response (every message: attn_widgets.widgets.protocol) ---------------
     def _on_custom_msg(self, _widget: Any, content: Any, buffers: list) -> None:

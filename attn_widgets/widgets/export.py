@@ -5,7 +5,9 @@ from __future__ import annotations
 import html
 import json
 import pathlib
-from typing import Any, Iterable
+import sys
+import time
+from typing import Any, Callable, Iterable, Union
 
 from .._wire import json_nbytes
 from ._assets import STATIC
@@ -37,6 +39,7 @@ def save_html(
     title: str = "attn_widgets",
     link: bool = True,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    progress: Union[bool, Callable[[float, str], None], None] = None,
 ) -> pathlib.Path:
     """Write the panels to one self-contained HTML file that works offline.
 
@@ -45,10 +48,12 @@ def save_html(
     without a kernel. Head maps and per-token flow traces are embedded up to ``max_bytes``;
     beyond that the least relevant ones are left out and the page says so.
 
-    Returns the path written.
+    ``progress``: ``True`` prints one line per step to stderr; a callable gets
+    ``(fraction done, what)`` after each step. Returns the path written.
     """
     if max_bytes < 1024 * 1024:
         raise ValueError(f"max_bytes: expected at least 1 MiB, received {max_bytes}")
+    report = _reporter(progress)
     widgets, notes = _panels_of(panels), []
     esm = {}
     for w in widgets:
@@ -62,21 +67,26 @@ def save_html(
         raise FileNotFoundError(f"{host} is missing: build the views first (npm run build)")
 
     entries = []
+    growing = [k for k, w in enumerate(widgets) if w.export_grows]
+    steps, done = len(widgets) + len(growing) + 1, 0
     for k, w in enumerate(widgets):
         entries.append({"id": f"aw-panel-{k}", "kind": w.export_kind, "state": w.export_state(), "extras": {}})
+        done += 1
+        report(done / steps, f"{w.export_kind}: state")
     fixed = json_nbytes(entries) + sum(len(s) for s in esm.values()) + host.stat().st_size
     if fixed > max_bytes:
         raise ValueError(
             f"save_html: the panels alone need {fixed / 1e6:.1f} MB, over max_bytes={max_bytes / 1e6:.1f} MB; "
             "export fewer panels, shorten the text, or raise max_bytes"
         )
-    growing = [k for k, w in enumerate(widgets) if w.export_grows]
     share = (max_bytes - fixed) // max(1, len(growing))
     for k in growing:
         state, extras, more = widgets[k].export_extras(share)
         entries[k]["state"].update(state)
         entries[k]["extras"] = extras
         notes += more
+        done += 1
+        report(done / steps, f"{widgets[k].export_kind}: embedded data")
 
     doc = {
         "panels": entries,
@@ -112,4 +122,16 @@ def save_html(
     if size > max_bytes * 1.05:
         out.unlink()
         raise ValueError(f"save_html: the file came to {size / 1e6:.1f} MB, over max_bytes; raise max_bytes")
+    report(1.0, f"written {size / 1e6:.1f} MB to {out}")
     return out
+
+
+def _reporter(progress: Any) -> Callable[[float, str], None]:
+    if progress is None or progress is False:
+        return lambda _f, _what: None
+    if progress is True:
+        t0 = time.monotonic()
+        return lambda f, what: print(f"save_html: {f:4.0%} {what} ({time.monotonic() - t0:.1f} s)", file=sys.stderr)
+    if not callable(progress):
+        raise TypeError(f"progress: expected None, a bool or a callable(fraction, what), received {type(progress).__name__}")
+    return progress

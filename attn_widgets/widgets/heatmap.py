@@ -129,11 +129,17 @@ class AttentionHeatmap(AttnWidget):
         self.initial_map = {"layer": self.layer, "head": self.head, **self._packed_map(self.layer, self.head)}
         self._pushed: OrderedDict[tuple[int, Any], None] = OrderedDict()
         self._pushed[(self.layer, self.head)] = None
-        self.observe(self._push_map, ["layer", "head"])
         self.observe(self._ensure_head_max, ["scale"])
         self.observe(self._on_weighting, ["weighting"])
         if not trace.on_demand or self.scale != "head":
             self._ensure_head_max()
+
+        #: Backpressure: the ``seq`` of the pushed map no view has acknowledged yet (None:
+        #: nothing in flight), and whether the selection changed meanwhile.
+        self._push_seq = 0
+        self._push_inflight: int | None = None
+        self._push_wanted = False
+        self._handlers["map_ack"] = self._handle_map_ack
 
     def _ensure_head_max(self, _change: dict | None = None) -> None:
         if self.head_max or (_change is not None and self.scale == "head"):
@@ -205,6 +211,14 @@ class AttentionHeatmap(AttnWidget):
             r0, r1, c0, c1 = self._check_range(r0, r1, c0, c1)
             return pool_blocks(self._vw_map(self._trace.check_layer(layer), head)[r0:r1, c0:c1], step)
         return self._trace.tile(layer, head, r0, r1, c0, c1, step=step)
+
+    def notify_change(self, change: Any) -> None:
+        # The map push leaves *before* ipywidgets sends the state update (which it does in
+        # super().notify_change), so the view finds the map in its cache when the update
+        # arrives, with or without hold_sync().
+        if change.get("type") == "change" and change.get("name") in ("layer", "head"):
+            self._push_map(change)
+        super().notify_change(change)
 
     @t.validate("zoom")
     def _validate_zoom(self, proposal):
@@ -360,47 +374,77 @@ class AttentionHeatmap(AttnWidget):
 
     def export_extras(self, budget: int) -> tuple[dict, dict, list[str]]:
         """Head maps to preload (their wire form: whole, or the overview of a long text),
-        float16, in order of interest (the selected layer first) until ``budget`` is spent."""
+        float16, in order of interest (the selected layer first) until ``budget`` is spent.
+
+        Every map of a trace has the same wire shape, hence the same JSON size: that size is
+        measured on the first map, and only the maps that fit are computed (a long text
+        fits a few of its 84 maps; computing all of them cost most of a long export)."""
         tr = self._trace
         order: list[tuple[int, Any]] = []
         for layer in [self.layer] + [x for x in range(tr.n_layers) if x != self.layer]:
             order += [(layer, h) for h in range(tr.n_heads)] + [(layer, a) for a in HEAD_AGGREGATES]
-        maps, used, left_out = {}, 0, 0
-        for layer, head in order:
-            p = to_jsonable(self._packed_map(layer, head))
-            size = json_nbytes(p)
-            if used + size > budget:
-                left_out += 1
-                continue
-            maps[f"{layer}:{head}"] = p
-            used += size
+        maps: dict[str, dict] = {}
+        first = to_jsonable(self._packed_map(*order[0]))
+        size = json_nbytes(first) + 16  # + the "layer:head" key and separators
+        n_fit = min(len(order), budget // size)
+        for i, (layer, head) in enumerate(order[:n_fit]):
+            maps[f"{layer}:{head}"] = first if i == 0 else to_jsonable(self._packed_map(layer, head))
+        left_out = len(order) - n_fit
         notes = [f"heatmap: {left_out} of {len(order)} head maps left out (size cap)"] if left_out else []
         return {"preloaded": maps}, {}, notes
 
     def _push_map(self, _change: dict) -> None:
-        """Send the selected head's map ahead of the selection update.
+        """Send the selected head's map ahead of the selection update, with backpressure.
 
-        Linked panels and ``select()`` change ``layer`` and ``head`` inside
-        ``hold_sync()``, so this message leaves before the state update and the view finds
-        the map in its cache when the update arrives: a head click costs one kernel round
-        trip instead of two. Maps sent recently are not sent again (the view keeps the last
-        48; this remembers fewer).
+        A head change made from Python (or a linked panel) costs the view one message
+        instead of a request round trip. A burst of changes (a loop, an animation) must not
+        flood the wire: at most one pushed map is in flight (the view acknowledges each with
+        ``map_ack``); changes meanwhile only mark the selection as wanted, and the ack sends
+        the map of the selection *at that time*, so no map goes out for a head no longer
+        selected. Maps sent recently (pushed or requested) are not sent again (the view
+        keeps the last 48; this remembers fewer).
         """
-        key = (self.layer, self.head)
-        if not self.push_maps or key in self._pushed or self.map_step() != 1 or self.comm is None:
+        if not self.push_maps or self.map_step() != 1 or self.comm is None:
             return
         if {"layer", "head"} & set(self._property_lock):
             return  # the change came from this panel's own view, which fetches what it needs
+        if self._push_inflight is not None:
+            self._push_wanted = True
+            return
+        self._send_push()
+
+    def _send_push(self) -> None:
+        key = (self.layer, self.head)
+        self._push_wanted = False
+        if key in self._pushed:
+            return
         try:
             reply, buffers = protocol.map_message(
                 self._src_map(self.layer, self.head), self.layer, self.head, push=True
             )
         except ValueError:  # over the message cap: the view will ask for it as usual
             return
+        self._remember(key)
+        self._push_seq += 1
+        self._push_inflight = self._push_seq
+        self.send({**reply, "id": None, "seq": self._push_seq}, buffers=buffers)
+
+    def _remember(self, key: tuple[int, Any]) -> None:
         self._pushed[key] = None
+        self._pushed.move_to_end(key)
         while len(self._pushed) > 32:
             self._pushed.popitem(last=False)
-        self.send({**reply, "id": None}, buffers=buffers)
+
+    def _handle_map_ack(self, content: dict) -> None:
+        """A view drew (or stored) a pushed map: send the newest wanted one, if any. ``seq``
+        None is a view that just started: nothing it knows of is in flight."""
+        seq = content.get("seq")
+        if seq is not None and seq != self._push_inflight:
+            return  # an ack of an older push (another view): the current one is still out
+        self._push_inflight = None
+        if self._push_wanted and self.push_maps and self.map_step() == 1 and self.comm is not None:
+            self._send_push()
+        return None
 
     def _request_layer_head(self, content: dict) -> tuple[int, Any]:
         """``layer`` and ``head`` of a get_map / get_tile request, one validator for both:
@@ -416,7 +460,10 @@ class AttentionHeatmap(AttnWidget):
     def _handle_get_map(self, content: dict) -> tuple[dict, list]:
         layer, head = self._request_layer_head(content)
         arr, step = self._map_for_wire(layer, head)
-        return protocol.map_message(arr, layer, head, step)
+        reply = protocol.map_message(arr, layer, head, step)
+        if step == 1:
+            self._remember((layer, head))  # the view has it now: no push of the same map
+        return reply
 
     def _handle_get_tile(self, content: dict) -> tuple[dict, list]:
         missing = [k for k in ("layer", "head", "r0", "r1", "c0", "c1") if k not in content]

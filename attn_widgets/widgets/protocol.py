@@ -24,7 +24,10 @@ message                   direction  fields                               reply 
                                                                           scales, uint8 ``[L, H]`` pending mask
 ``get_svg``               view->k    (none; every panel)                  ``svg``: bytes; 1 buffer, UTF-8 SVG
 ``map`` (push)            k->view    layer, head, dtype, shape,           (no reply) sent before a selection change
-                                     push=True, id=None                   made from Python; 1 buffer float16
+                                     push=True, id=None, seq              made from Python; 1 buffer float16; at
+                                                                          most one unacknowledged per panel
+``map_ack`` (notice)      view->k    seq (of the push; null: view start)  no reply; lets the kernel push the newest
+                                                                          selection's map (backpressure)
 ``thumbs_chunk``          k->view    layer0, layer1, shape                (no reply) exact thumbnails of layers
                                      ``[layer1 - layer0, H, s, s]``       ``layer0:layer1``; 2 buffers: uint8 maps,
                                                                           float32 scales
@@ -53,6 +56,7 @@ __all__ = [
     "GetThumbs",
     "GetTile",
     "Handler",
+    "MapAck",
     "MapReply",
     "Reply",
     "SvgReply",
@@ -106,8 +110,16 @@ class GetSvg(Request):
     pass
 
 
-#: Request name -> its fields' TypedDict.
-REQUESTS: dict[str, type] = {"get_map": GetMap, "get_tile": GetTile, "get_thumbs": GetThumbs, "get_svg": GetSvg}
+class MapAck(TypedDict):
+    """A notice (no reply): the view got pushed map ``seq`` (``None``: the view started)."""
+
+    type: Literal["map_ack"]
+    seq: Union[int, None]
+
+
+#: Request name -> its fields' TypedDict (``map_ack`` is a notice: its handler returns None).
+REQUESTS: dict[str, type] = {"get_map": GetMap, "get_tile": GetTile, "get_thumbs": GetThumbs, "get_svg": GetSvg,
+                             "map_ack": MapAck}
 
 
 # -- kernel -> view ---------------------------------------------------------------------
@@ -167,7 +179,7 @@ class ErrorReply(TypedDict):
 
 #: What a handler returns: the reply's JSON fields (without ``id``) and its buffers.
 Reply = tuple[dict, list]
-Handler = Callable[[dict], Reply]
+Handler = Callable[[dict], "Reply | None"]
 
 
 def reply(kind: str, buffers: list | None = None, **fields: Any) -> Reply:
@@ -245,11 +257,14 @@ def dispatch(handlers: dict[str, Handler], content: Any, send: Callable[..., Any
         send(error_reply(req_id, f"unknown request {repr(kind)[:80]}"))
         return
     try:
-        fields, buffers = handler(content)
+        result = handler(content)
     except Exception as exc:  # report on the panel
         log.exception("attn_widgets: request %r failed", kind)
         send(error_reply(req_id, f"{type(exc).__name__}: {exc}"))
         return
+    if result is None:  # a notice (e.g. map_ack): no reply
+        return
+    fields, buffers = result
     size = sum(len(b) for b in buffers)
     if size > MAX_MESSAGE_BYTES:  # each array is checked when packed; this is their sum
         send(error_reply(req_id, f"reply of {size} bytes is over the cap"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import logging
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
 import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
+from traittypes import Array
 
 from ..trace import AttentionTrace
 from .._wire import pack, to_jsonable
@@ -27,6 +29,8 @@ DIVERGING_COLORS = [css(c) for c in (_CMAP["diverging"]["light_negative"][1], _C
 
 __all__ = ["HeadSummary", "METRICS"]
 
+log = logging.getLogger("attn_widgets")
+
 METRICS = {
     "entropy": "entropy of the attention rows (nats); low = focused head",
     "distance": "mean |query - key| distance weighted by attention; high = long-range head",
@@ -34,6 +38,37 @@ METRICS = {
     "grad_importance": "mean |attention x gradient|: how much the target depends on the head",
     "value_importance": "value-weighted importance: attention x ||moved vector||, the head's share of its layer",
 }
+
+
+def _cells_from_json(value: Any, obj: Any = None) -> Any:
+    """bqplot's ``selected`` from the page: a JSON list ``[[row, column], ...]`` as an int
+    array. bqplot's own deserialiser makes nested lists an *object* array, which its
+    serialiser then refuses (``ValueError('Unsupported dtype object')``, swallowed by
+    ipywidgets), so the change never reached the observers and a click selected nothing."""
+    if isinstance(value, list) and not (value and isinstance(value[0], dict)):
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            log.warning("HeadSummary: ignored a selection from the page that is not a list of cells: %r", value)
+            return None
+        if arr.size == 0:
+            return np.zeros((0, 2), np.int64)
+        if arr.ndim != 2 or arr.shape[1] != 2 or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+            log.warning("HeadSummary: ignored a selection from the page that is not [[layer, head], ...]: %r", value)
+            return None
+        return arr.astype(np.int64)
+    return _bq_array_from_json(value, obj)
+
+
+_bq_array_from_json = GridHeatMap.class_traits()["selected"].metadata["from_json"]
+_bq_array_to_json = GridHeatMap.class_traits()["selected"].metadata["to_json"]
+
+
+class _CellGrid(GridHeatMap):
+    """bqplot's GridHeatMap (same front-end model) whose ``selected`` arrives from the page
+    as an int array of ``[row, column]`` cells."""
+
+    selected = Array(None, allow_none=True).tag(sync=True, to_json=_bq_array_to_json, from_json=_cells_from_json)
 
 
 class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
@@ -90,7 +125,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self._rows = OrdinalScale(reverse=False)
         self._cols = OrdinalScale()
         self._colors = self._color_scale(metric)
-        self.mark = GridHeatMap(
+        self.mark = _CellGrid(
             row=np.arange(L),
             column=np.arange(H),
             color=self.stats[metric],
@@ -218,6 +253,13 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if len(cells) != 1:
             return  # our own "whole row" highlight for an aggregate head
         layer, head = int(cells[0][0]), int(cells[0][1])
+        # Checked against the trace (a page can send anything), never raised into the comm.
+        tr = self._trace
+        if not (0 <= layer < tr.n_layers and 0 <= head < tr.n_heads):
+            log.warning("HeadSummary: ignored a click on cell %r outside the %d x %d heads", [layer, head],
+                        tr.n_layers, tr.n_heads)
+            self._sync_selected()
+            return
         if (layer, head) != (self.layer, self.head):
             with self.hold_trait_notifications():
                 self.layer, self.head = layer, head

@@ -121,16 +121,28 @@ export function storeMap(v, layer, head, packed, data, pin = false) {
   return rec;
 }
 
-/** Maps the kernel pushes with a selection change (ahead of the state update). */
+/**
+ * Maps the kernel pushes with a selection change (ahead of the state update). Each is
+ * acknowledged (`map_ack`): the kernel keeps at most one push in flight per panel and, on
+ * the ack, sends the map of the newest selection (backpressure for bursts from Python).
+ * The first ack (seq null) tells the kernel this view has started.
+ */
 export function listenForPushes(v) {
-  return onPush(v.model, MSG.MAP, (msg, buffers) => {
+  const ack = (seq) => v.model.send({ type: MSG.MAP_ACK, seq: seq === undefined ? null : seq });
+  const stop = onPush(v.model, MSG.MAP, (msg, buffers) => {
     if (!msg.push) return;
     try {
-      storeMap(v, msg.layer, msg.head, msg, buffers[0]);
+      const rec = storeMap(v, msg.layer, msg.head, msg, buffers[0]);
+      // The state update may have come first (and found no map): draw it now.
+      if (rec.key === v.wanted && (!v.current || v.current.key !== rec.key)) ensureMap(v);
     } catch (err) {
       v.errors.set("fetch", `could not read a map sent by the kernel: ${err.message}`);
+    } finally {
+      ack(msg.seq);
     }
   });
+  ack(null);
+  return stop;
 }
 
 /** The maps in the state: the initial one and, in exported pages, the preloaded ones. */
@@ -168,6 +180,14 @@ export async function ensureMap(v) {
   }
   v.status.textContent = "loading\u2026";
   const gen = v.gen || 0; // bumped when the weighting changes: older replies are dropped
+  // Backpressure: at most one whole-map request in flight per view. A burst of selection
+  // changes only updates `v.wanted`; when the request in flight ends, the newest wanted
+  // map is fetched (or found: a push may have brought it meanwhile).
+  if (plan.full && v.mapBusy && v.mapBusy !== plan.want) {
+    v.mapAgain = true;
+    return;
+  }
+  if (plan.full) v.mapBusy = plan.want;
   try {
     const { msg, buffers } = await fetchOnce(v, plan.want, plan.type, plan.payload);
     if (gen !== (v.gen || 0)) return;
@@ -187,6 +207,14 @@ export async function ensureMap(v) {
       v.status.textContent = "";
       const where = plan.full ? "" : ` (tokens ${formatView(view)})`;
       v.errors.set("fetch", `could not load layer ${layer}, head ${head}${where}: ${err.message}`);
+    }
+  } finally {
+    if (plan.full && v.mapBusy === plan.want) {
+      v.mapBusy = null;
+      if (v.mapAgain) {
+        v.mapAgain = false;
+        if (v.wanted !== plan.want) ensureMap(v);
+      }
     }
   }
 }

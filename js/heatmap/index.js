@@ -83,6 +83,8 @@ function createState(model, el, dom) {
     client: createClient(model),
     maps: createMapCache(),
     inflight: new Map(), // key -> pending request
+    mapBusy: null, // the key of the one whole-map request in flight (backpressure), else null
+    mapAgain: false, // the selection changed while it was in flight
     images: new Lru(8), // painted offscreen canvases per map key + theme
     strips: new Lru(64), // exact strip values fetched for pooled maps: "layer:head|dir|token"
     stripFailed: new Set(),
@@ -164,7 +166,18 @@ function render({ model, el }) {
   ];
   for (const [btn, fn] of buttons) stop.add(listen(btn, { click: fn }));
 
-  const onSelection = () => ensureMap(v);
+  // A burst of selection updates (a loop in Python) is drawn once per animation frame, not
+  // once per update: the page keeps up however fast the kernel changes the selection.
+  let frame = 0;
+  const onSelection = () => {
+    if (frame) return;
+    const run = () => {
+      frame = 0;
+      ensureMap(v);
+    };
+    frame = typeof requestAnimationFrame === "function" ? requestAnimationFrame(run) : setTimeout(run, 0);
+  };
+  stop.add(() => frame && (typeof cancelAnimationFrame === "function" ? cancelAnimationFrame(frame) : clearTimeout(frame)));
   const onTokens = () => {
     v.maps.clear();
     v.images.clear();

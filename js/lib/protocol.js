@@ -21,8 +21,12 @@
 //
 // | push (kernel -> view, unasked)        | buffers                                              |
 // |---------------------------------------|------------------------------------------------------|
-// | map  {push: true, id: null, layer, head, dtype, shape} | [float16 map]                       |
+// | map  {push: true, id: null, seq, layer, head, dtype, shape} | [float16 map]                  |
 // | thumbs_chunk {layer0, layer1, shape: [n, H, s, s?]}    | [uint8 maps, float32 scales [n, H]] |
+//
+// | notice (view -> kernel, no reply)     |                                                      |
+// |---------------------------------------|------------------------------------------------------|
+// | map_ack {seq}                         | a pushed map arrived (seq null: the view started); the kernel keeps at most one push in flight and sends the newest selection's map on the ack (backpressure) |
 //
 // Errors reach a panel four ways, all shown by one ErrorLine (see errorLine below): the
 // `error` trait (kernel-side failures outside a request), "error" replies (a request
@@ -36,6 +40,7 @@ export const MSG = Object.freeze({
   GET_THUMBS: "get_thumbs",
   GET_SVG: "get_svg",
   MAP: "map",
+  MAP_ACK: "map_ack",
   TILE: "tile",
   THUMBS: "thumbs",
   THUMBS_CHUNK: "thumbs_chunk",

@@ -36,10 +36,10 @@ const css = (bg) => {
 
 describe("contract: messages", () => {
   it("the fixtures hold every message of the protocol table", () => {
-    const types = new Set(messages.messages.map((m) => m.content.type));
+    const types = new Set(messages.messages.map((m) => m.content.type).filter(Boolean)); // notices have no reply
     for (const t of [MSG.MAP, MSG.TILE, MSG.THUMBS, MSG.THUMBS_CHUNK, MSG.SVG, MSG.ERROR]) expect(types.has(t)).toBe(true);
     const requests = new Set(messages.messages.map((m) => m.request && m.request.type).filter(Boolean));
-    for (const t of [MSG.GET_MAP, MSG.GET_TILE, MSG.GET_THUMBS, MSG.GET_SVG]) expect(requests.has(t)).toBe(true);
+    for (const t of [MSG.GET_MAP, MSG.GET_TILE, MSG.GET_THUMBS, MSG.GET_SVG, MSG.MAP_ACK]) expect(requests.has(t)).toBe(true);
     for (const t of types) expect(Object.values(MSG)).toContain(t);
   });
 

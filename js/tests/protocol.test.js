@@ -152,6 +152,7 @@ describe("MSG", () => {
       GET_THUMBS: "get_thumbs",
       GET_SVG: "get_svg",
       MAP: "map",
+      MAP_ACK: "map_ack",
       TILE: "tile",
       THUMBS: "thumbs",
       THUMBS_CHUNK: "thumbs_chunk",

@@ -92,22 +92,38 @@ def test_keep_reduces_drawn_edges(explorer_page):
     assert keep == 0.5 and drawn == after
 
 
+#: The bqplot rect of a (layer, head) cell: each rect's d3 datum has rowNum / columnNum.
+_CELL_JS = """([r, c]) => Array.from(document.querySelectorAll('.aw-head-summary rect.heatmapcell'))
+    .findIndex(e => e.__data__ && e.__data__.rowNum === r && e.__data__.columnNum === c)"""
+_CELL_STROKE_JS = """([r, c]) => { const e = Array.from(document.querySelectorAll('.aw-head-summary rect.heatmapcell'))
+    .find(e => e.__data__ && e.__data__.rowNum === r && e.__data__.columnNum === c);
+    return e ? getComputedStyle(e).stroke : null; }"""
+
+
 def test_head_summary_click_moves_every_panel(explorer_page):
     p, page = explorer_page, explorer_page.page
     cells = page.locator(".aw-head-summary rect.heatmapcell")
     assert cells.count() == 6 * 12
-    # Which rect is (layer 1, head 4) is bqplot's business: ask the kernel-side mark's order
-    # instead of guessing, by clicking and reading back what the kernel saw.
-    cells.nth(1 * 12 + 4).click()
-    got = p.wait_kernel("print(explorer.summary.layer, explorer.summary.head)", "1 4")
-    layer, head = map(int, got.split())
-    H.wait_dataset(page, MATRIX, {"layer": str(layer), "head": str(head)})
-    H.wait_dataset(page, HEATMAP, {"shown": f"{layer}:{head}"})
-    assert _state(p)[0]["layer"] == layer and _state(p)[0]["head"] == head
-    # And the other way: a matrix click highlights the summary's cell (bqplot `selected`).
-    x, y = H.matrix_cell_point(page, layer=3, head=9)
+    # A different state first: (2, 7) everywhere, then click the cell of (4, 9).
+    p.kernel_exec("explorer.select(layer=2, head=7)")
+    H.wait_dataset(page, MATRIX, {"layer": "2", "head": "7"})
+    assert p.wait_kernel("print(explorer.summary.mark.selected.tolist())", "[[2, 7]]") == "[[2, 7]]"
+    index = page.evaluate(_CELL_JS, [4, 9])
+    assert index >= 0, "no bqplot cell for layer 4, head 9"
+    cells.nth(index).click()
+    assert p.wait_kernel("print(explorer.summary.layer, explorer.summary.head)", "4 9") == "4 9"
+    H.wait_dataset(page, MATRIX, {"layer": "4", "head": "9"})
+    H.wait_dataset(page, HEATMAP, {"shown": "4:9"})
+    sel = _state(p)[0]
+    assert (sel["layer"], sel["head"]) == (4, 9)
+    assert p.kernel_exec("print(explorer.heatmap.layer, explorer.heatmap.head, explorer.flow.layer)").strip() == "4 9 4"
+    # And the other way: a matrix click highlights the summary's cell (bqplot `selected`),
+    # in the kernel and on the page (the orange outline moves to the new cell).
+    x, y = H.matrix_cell_point(page, layer=3, head=1)
     page.mouse.click(x, y)
-    assert p.wait_kernel("print(explorer.summary.mark.selected.tolist())", "[[3, 9]]") == "[[3, 9]]"
+    assert p.wait_kernel("print(explorer.summary.mark.selected.tolist())", "[[3, 1]]") == "[[3, 1]]"
+    page.wait_for_function(f"(a) => ({_CELL_STROKE_JS})(a) === 'rgb(245, 124, 0)'", arg=[3, 1], timeout=15000)
+    assert page.evaluate(_CELL_STROKE_JS, [4, 9]) != "rgb(245, 124, 0)"
 
 
 def test_dark_theme_changes_panel_background(explorer_page):

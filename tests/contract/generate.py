@@ -116,6 +116,13 @@ def build_messages() -> dict:
     msgs.append(_message("map push", None, content, bufs,
                          {"buffers": [_values(tr.head_map(1, 1).astype(np.float16))]},
                          note="sent when layer/head change from Python; id is null, push is true"))
+    # The view's acknowledgement of that push: a notice, no reply.
+    ack = {"type": "map_ack", "seq": content["seq"]}
+    rec.sent.clear()
+    hm._on_custom_msg(hm, ack, [])
+    assert rec.sent == [], rec.sent
+    msgs.append(_message("map_ack", ack, {}, [],
+                         note="view -> kernel when a pushed map arrived (seq null when the view starts); no reply"))
 
     mx = AttentionMatrix(tr, thumb_size=4)
     rec = _Recorder(mx)

@@ -38,6 +38,24 @@ def test_summary_click_round_trip(minilm_trace):
     assert s.head == "mean"
 
 
+def test_summary_click_as_the_browser_sends_it_moves_every_panel(minilm_trace):
+    """The page sends ``selected`` as a JSON list of cells (not a binary array): it must reach
+    the observers. Starts from another cell than the one clicked."""
+    ex = aw.Explorer(minilm_trace)
+    ex.select(layer=2, head=7)
+    ex.summary.mark.set_state({"selected": [[4, 9]]})
+    assert ex.selection["layer"] == 4 and ex.selection["head"] == 9
+    assert (ex.matrix.layer, ex.matrix.head, ex.heatmap.layer, ex.heatmap.head, ex.flow.layer) == (4, 9, 4, 9, 4)
+    assert ex.summary.mark.selected.tolist() == [[4, 9]]
+    # JSON numbers may arrive as floats; a cell outside the trace is ignored, not applied.
+    ex.summary.mark.set_state({"selected": [[1.0, 3.0]]})
+    assert (ex.layer, ex.head) == (1, 3)
+    ex.summary.mark.set_state({"selected": [[60, 3]]})
+    assert (ex.layer, ex.head) == (1, 3) and ex.summary.mark.selected.tolist() == [[1, 3]]
+    ex.summary.mark.set_state({"selected": [[1, "x"]]})
+    assert (ex.layer, ex.head) == (1, 3)
+
+
 def test_summary_without_gradients_offers_no_grad_metric(bare):
     s = aw.HeadSummary(bare)
     assert "grad_importance" not in s.available

@@ -242,9 +242,43 @@ def test_linked_head_click_pushes_the_map_before_the_update(minilm_trace, monkey
     got = unpack({"dtype": content["dtype"], "shape": content["shape"], "data": bytes(buffers[0])})
     np.testing.assert_allclose(got, minilm_trace.attentions[3, 2], atol=1e-3)
     sent.clear()
+    h._on_custom_msg(h, {"type": "map_ack", "seq": content["seq"]}, [])  # the view got it
     m.set_state({"layer": 1, "head": 1})  # new: pushed
+    h._on_custom_msg(h, {"type": "map_ack", "seq": sent[-2][0]["content"]["seq"]}, [])
     m.set_state({"layer": 3, "head": 2})  # pushed recently: not sent again
     assert sum(1 for msg, _ in sent if msg.get("method") == "custom") == 1
     sent.clear()
     h.set_state({"head": 5})  # a click in the heatmap's own view: it fetches what it needs
     assert [msg.get("method") for msg, _ in sent if msg.get("method") != "echo_update"] == []
+
+
+def test_a_burst_of_changes_keeps_one_push_in_flight_and_sends_only_the_newest(minilm_trace, monkeypatch):
+    """Backpressure: 1000 changes from Python without the view acknowledging send one map;
+    the ack sends the newest selection's map (none for heads selected meanwhile)."""
+    from attn_widgets import AttentionHeatmap
+
+    h = AttentionHeatmap(minilm_trace)
+    sent = []
+    monkeypatch.setattr(h, "_send", lambda msg, buffers=None: sent.append((msg, buffers)))
+    pushes = lambda: [m["content"] for m, _ in sent if m.get("method") == "custom"]  # noqa: E731
+    h._on_custom_msg(h, {"type": "map_ack", "seq": None}, [])  # the view started
+    assert (h.layer, h.head) == (0, 0)
+    for i in range(1, 1001):
+        h.layer, h.head = (i // 12) % 6, i % 12
+    assert [(p["layer"], p["head"]) for p in pushes()] == [(0, 1)]  # the first change only
+    first = pushes()[0]
+    h._on_custom_msg(h, {"type": "map_ack", "seq": first["seq"] + 5}, [])  # not the one in flight
+    assert len(pushes()) == 1
+    h._on_custom_msg(h, {"type": "map_ack", "seq": first["seq"]}, [])
+    assert [(p["layer"], p["head"]) for p in pushes()] == [(0, 1), (h.layer, h.head)]
+    assert (h.layer, h.head) == (1000 // 12 % 6, 1000 % 12)
+    h._on_custom_msg(h, {"type": "map_ack", "seq": pushes()[-1]["seq"]}, [])
+    assert len(pushes()) == 2  # nothing wanted: nothing more sent
+    h.head = 11 if h.head != 11 else 10  # idle again: the next change is pushed at once
+    assert len(pushes()) == 3 and pushes()[-1]["head"] == h.head
+    # A map the view requested is not pushed again.
+    sent.clear()
+    h._on_custom_msg(h, {"type": "map_ack", "seq": None}, [])
+    h._on_custom_msg(h, {"type": "get_map", "id": "r1", "layer": 5, "head": 6}, [])
+    h.select(layer=5, head=6)
+    assert [p["type"] for p in pushes()] == ["map"] and pushes()[0]["id"] == "r1"
