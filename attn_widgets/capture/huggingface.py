@@ -250,15 +250,20 @@ def _position_limit(model: Any) -> int | None:
     return limit
 
 
-def _check_positions(model: Any, n_tokens: int) -> None:
+_LONG_ADVICE = (
+    "split the text, or capture a long-context model with attn_widgets.trace_lazy(...), which also "
+    "keeps memory small at thousands of tokens."
+)
+
+
+def _check_positions(model: Any, n_tokens: int, advice: str = _LONG_ADVICE) -> None:
+    """Refuse more tokens than the model's learned position table holds (rotary models have none)."""
     limit = _position_limit(model)
     if limit is not None and n_tokens > limit:
         name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
         raise ValueError(
             f"text: {n_tokens} tokens, but {name} has {limit} positions (config.max_position_embeddings / "
-            f"n_positions). Pass max_length={limit} (or less) to truncate, split the text, or capture a "
-            "long-context model with attn_widgets.trace_lazy(...), which also keeps memory small at "
-            "thousands of tokens."
+            f"n_positions). Pass max_length={limit} (or less) to truncate, {advice}"
         )
 
 

@@ -37,7 +37,7 @@ from .huggingface import (
     _get_attn_impl,
     _model_device,
     _model_inputs,
-    _position_limit,
+    _check_positions,
     model_kind,
 )
 
@@ -257,14 +257,10 @@ def trace_lazy(
     _check_input_ids(enc["input_ids"], model)
     sel, ids, special = _select_sequence(enc, batch_index, tokenizer)
     n_tokens = len(ids)
-    limit = _position_limit(model)
-    if limit is not None and n_tokens > limit:
-        name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-        raise ValueError(
-            f"text: {n_tokens} tokens, but {name} has {limit} positions (a learned position table); "
-            f"pass max_length={limit} (or less), or use a model with rotary positions (Llama, Qwen, "
-            "Mistral, ...; see long_context_model())"
-        )
+    _check_positions(
+        model, n_tokens,
+        "or use a model with rotary positions (Llama, Qwen, Mistral, ...; see long_context_model())",
+    )
     if tokens is not None:
         tokens = list(tokens)
         if len(tokens) != n_tokens:
