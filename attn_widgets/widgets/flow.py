@@ -135,7 +135,9 @@ class AttentionFlow(AttnWidget):
     compare_mode = t.Enum(["side", "diff"], default_value="side").tag(sync=True)
     labels = t.List(t.Unicode()).tag(sync=True)
     has_gradients = t.Bool(False).tag(sync=True)
-    max_edges_per_layer = t.Int(_route.MAX_EDGES_PER_LAYER).tag(sync=True)
+    #: At most this many edges per layer (style.json ``route.max_edges_per_layer``): the panel
+    #: draws a small graph at any length and says in which layers the cap bites.
+    max_edges_per_layer = t.Int(_STYLE["route"]["max_edges_per_layer"]).tag(sync=True)
     #: The methods offered: [{name, label, needs, available}] (kernel -> view).
     methods = t.List().tag(sync=True)
     #: The token whose route is drawn (the selected one, else the default position).

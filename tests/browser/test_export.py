@@ -100,10 +100,11 @@ def test_export_applies_keep_and_method_in_the_page(browser, exported):
         assert 0 < fewer < before < more
         # The page's pruning is route_graph's: same edge count for the default token.
         from attn_widgets.flows.route import route_graph
-        from attn_widgets.widgets.flow import default_token
+        from attn_widgets.widgets.flow import AttentionFlow, default_token
 
-        assert fewer == route_graph(tr, "rollout", default_token(tr), keep=0.5).n_edges
-        assert more == route_graph(tr, "rollout", default_token(tr), keep=1.0).n_edges
+        cap = AttentionFlow.class_traits()["max_edges_per_layer"].default_value  # the panel's default
+        assert fewer == route_graph(tr, "rollout", default_token(tr), keep=0.5, max_edges_per_layer=cap).n_edges
+        assert more == route_graph(tr, "rollout", default_token(tr), keep=1.0, max_edges_per_layer=cap).n_edges
         page.select_option(f"{flow} select.aw-method", "attention")
         H.wait_dataset(page, flow, {"method": "attention"})
         assert page.get_attribute(flow, "data-edge-sig") != sig

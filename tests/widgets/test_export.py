@@ -54,7 +54,7 @@ def test_flow_export_embeds_routes_at_keep_1_shown_token_first(minilm_trace):
     f = aw.AttentionFlow(minilm_trace, method="attention", keep=0.6, token=5)
     _state, extras, notes = f.export_extras(10_000_000)
     g = extras["routes"]["attention"]["5"]["graphs"][0]
-    rg = route_graph(minilm_trace, "attention", 5, keep=1.0)
+    rg = route_graph(minilm_trace, "attention", 5, keep=1.0, max_edges_per_layer=f.max_edges_per_layer)
     assert g["count"] == rg.n_edges and g["keep"] == 1.0  # the page prunes to its slider's keep
     one = json_nbytes(extras["routes"]["attention"]["5"])
     _state, small, notes = f.export_extras(3 * one)
