@@ -19,7 +19,7 @@ from tests.browser import harness as H  # noqa: E402
 SOURCE = """import attn_widgets as aw
 model, tokenizer = aw.demo_model()
 trace = aw.trace(model, tokenizer, "The cat sat on the mat because it was warm.")
-explorer = aw.Explorer(trace, method="rollout", threshold=0.15)
+explorer = aw.Explorer(trace, method="rollout", keep=0.8)
 explorer.select(layer=2, head=7, token=8)
 explorer"""
 
@@ -36,7 +36,7 @@ def main() -> None:
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, server.root / "explorer.ipynb")
         browser = H.launch_browser(pw)
-        page = H.NotebookPage(browser, server, "explorer.ipynb", viewport=(1500, 1500)).open()
+        page = H.NotebookPage(browser, server, "explorer.ipynb", viewport=(1500, 2600)).open()
         if args.theme == "dark":
             page.page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
         page.page.wait_for_timeout(1500)
