@@ -524,7 +524,7 @@ class AttentionFlow(AttnWidget):
         return {"graphs": graphs, "layer_total": pack(layer_total, "float32"),
                 "scores": pack(scores, "float32")}
 
-    def export_extras(self, budget: int, seconds: float = 20.0) -> tuple[dict, dict, list[str]]:
+    def export_extras(self, budget: int, seconds: float = 10.0) -> tuple[dict, dict, list[str]]:
         """Route graphs of every available method for the shown token first, then of the
         other tokens (current method first) until ``budget`` characters or ``seconds`` are
         spent, so keep, method and token changes work in the page without a kernel."""
@@ -538,14 +538,17 @@ class AttentionFlow(AttnWidget):
                 continue  # one exact max-flow per token: too slow to precompute for long inputs
             order += [(m, i) for i in others]
         table: dict[str, dict] = {}
-        used, left = 0, 0
+        used, left, smallest = 0, 0, None
         deadline = time.monotonic() + seconds
-        for m, i in order:
-            if time.monotonic() > deadline:
-                left += 1
-                continue
+        for k, (m, i) in enumerate(order):
+            # Stop, rather than compute entries that cannot be kept: out of time, or not even
+            # the smallest route seen so far would still fit in the budget.
+            if time.monotonic() > deadline or (smallest is not None and used + smallest > budget):
+                left += len(order) - k
+                break
             entry = to_jsonable(self._static_entry(m, i))
             size = json_nbytes(entry)
+            smallest = size if smallest is None else min(smallest, size)
             if used + size > budget:
                 left += 1
                 if m == self.method and i == first:
