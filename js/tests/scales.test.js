@@ -83,3 +83,23 @@ describe("percentile cap", () => {
     expect(recordTop(rec, 75)).toBe(3);
   });
 });
+
+describe("percentile by selection", () => {
+  it("equals the sorted order statistics on random data, ties and tiny inputs", async () => {
+    const { percentile } = await import("../heatmap/draw.js");
+    const sorted = (xs, q) => {
+      const v = Float64Array.from(xs.filter(Number.isFinite)).sort();
+      const pos = ((v.length - 1) * q) / 100;
+      const lo = Math.floor(pos);
+      const hi = Math.min(lo + 1, v.length - 1);
+      return v[lo] + (v[hi] - v[lo]) * (pos - lo);
+    };
+    let seed = 7;
+    const rand = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+    for (const n of [1, 2, 3, 10, 257, 5000]) {
+      const xs = Array.from({ length: n }, () => (rand() < 0.2 ? 0.5 : rand()));
+      for (const q of [0, 1, 50, 99.5, 100]) expect(percentile(Float32Array.from(xs), q)).toBeCloseTo(sorted(Array.from(Float32Array.from(xs)), q), 12);
+    }
+    expect(percentile([NaN, Infinity, 2], 50)).toBe(2);
+  });
+});
