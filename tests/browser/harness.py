@@ -53,7 +53,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class JupyterServer:
+class _ServerProcess:
+    """A server started with ``start_new_session=True`` in a temp folder (``proc``, ``tmp``,
+    ``log_path``, ``_log``): stopped by killing its own process group only."""
+
+    proc: subprocess.Popen | None
+    tmp: pathlib.Path
+    log_path: pathlib.Path
+
+    def _terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            pgid = os.getpgid(self.proc.pid)  # start_new_session: the group is ours alone
+            os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(pgid, signal.SIGKILL)
+                self.proc.wait(5)
+        if getattr(self, "_log", None):
+            self._log.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class JupyterServer(_ServerProcess):
     """A JupyterLab or Notebook 7 server on a temp copy of some notebooks.
 
     ``root`` is a throwaway directory (the repo's notebooks are never modified); settings,
@@ -150,28 +184,7 @@ class JupyterServer:
                     self.api(f"kernels/{k['id']}", method="DELETE")
             except Exception:
                 pass
-            pgid = os.getpgid(self.proc.pid)  # start_new_session: the group is ours alone
-            os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
-                self.proc.wait(5)
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> "JupyterServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._terminate()
 
     # -- REST ----------------------------------------------------------------------------
     def api(self, path: str, method: str = "GET", body: Any = None) -> Any:
@@ -527,7 +540,7 @@ class NotebookPage:
 
 
 # -- marimo ----------------------------------------------------------------------------------
-class MarimoServer:
+class MarimoServer(_ServerProcess):
     """``marimo run`` (an app: the notebook's cells run on page load) on a temp copy of a
     notebook, headless, no token, on a free port, in its own process group.
 
@@ -578,26 +591,4 @@ class MarimoServer:
         raise TimeoutError(f"marimo did not answer within {timeout}s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            pgid = os.getpgid(self.proc.pid)  # start_new_session: the group is ours alone
-            os.killpg(pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(pgid, signal.SIGKILL)
-                self.proc.wait(5)
-        if getattr(self, "_log", None):
-            self._log.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def __enter__(self) -> "MarimoServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        self._terminate()
