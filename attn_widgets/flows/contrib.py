@@ -20,6 +20,7 @@ import numpy as np
 
 from .._checks import is_trace_like
 from ._inputs import check_attentions, check_int, to_array
+from .rollout import cumulative_product
 
 __all__ = ["alti", "contribution_layers", "value_norm"]
 
@@ -174,13 +175,6 @@ def alti(contributions: Any, start_layer: int = 0) -> np.ndarray:
     how much output token ``i`` draws on each input token. Rows sum to 1.
     """
     c = contribution_layers(contributions)
-    n_layers, t = c.shape[0], c.shape[-1]
+    n_layers = c.shape[0]
     s = check_int(start_layer, "start_layer", 0, n_layers)
-    out = np.empty_like(c)
-    out[:s] = np.eye(t)
-    r = c[s]
-    out[s] = r
-    for layer in range(s + 1, n_layers):
-        r = c[layer] @ r
-        out[layer] = r
-    return out
+    return cumulative_product(c, s)

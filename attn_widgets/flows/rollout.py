@@ -36,15 +36,22 @@ def rollout(attentions: Any, residual: float = 0.5, start_layer: int = 0) -> np.
     """
     a = check_attentions(attentions)
     r = check_residual(residual)
-    n_layers, t = a.shape[0], a.shape[-1]
+    n_layers = a.shape[0]
     s = check_int(start_layer, "start_layer", 0, n_layers)
     ah = mixed_maps(a, r)
+    return cumulative_product(ah, s)
+
+
+def cumulative_product(mats: np.ndarray, start: int = 0) -> np.ndarray:
+    """``out[l] = mats[l] @ mats[l - 1] @ ... @ mats[start]`` (float64 ``[L, T, T]``), the
+    identity before ``start``: the rollout of per-layer matrices (rollout, ALTI)."""
+    n_layers, t = mats.shape[0], mats.shape[-1]
     out = np.empty((n_layers, t, t), dtype=np.float64)
-    out[:s] = np.eye(t)
-    j = ah[s]
-    out[s] = j
-    for layer in range(s + 1, n_layers):
-        j = ah[layer] @ j
+    out[:start] = np.eye(t)
+    j = mats[start]
+    out[start] = j
+    for layer in range(start + 1, n_layers):
+        j = mats[layer] @ j
         out[layer] = j
     return out
 
