@@ -156,6 +156,15 @@ class RouteGraph:
 # -- argument checks ---------------------------------------------------------------------------
 
 
+def _graph(method: str, token: int, keep: float, edges: list, *, value: float | None = None,
+           source: int | None = None, **arrays: np.ndarray) -> RouteGraph:
+    """A RouteGraph of the kept edges ``edges = [layer, query, key, weight]`` and the per-layer
+    arrays (carry, node, layer_total, dropped, needed, capped, total), all made read-only."""
+    layer, query, key, weight = (_frozen(x) for x in edges)
+    return RouteGraph(method=method, token=token, keep=keep, layer=layer, query=query, key=key, weight=weight,
+                      value=value, source=source, **{k: _frozen(v) for k, v in arrays.items()})
+
+
 def _check_keep(keep: Any) -> float:
     if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
         raise ValueError(f"keep: expected a number in (0, 1], received {keep!r}")
@@ -338,22 +347,8 @@ def route_from_layers(
         cat = [np.concatenate(x) for x in (out_l, out_q, out_k, out_w)]
     else:  # pragma: no cover - a route always has a top layer
         cat = [np.zeros(0, np.int32)] * 3 + [np.zeros(0)]
-    return RouteGraph(
-        method=method,
-        token=tok,
-        keep=k,
-        layer=_frozen(cat[0]),
-        query=_frozen(cat[1]),
-        key=_frozen(cat[2]),
-        weight=_frozen(cat[3]),
-        carry=_frozen(carry_out),
-        node=_frozen(node),
-        layer_total=_frozen(layer_total),
-        dropped=_frozen(dropped),
-        needed=_frozen(needed),
-        capped=_frozen(capped),
-        total=_frozen(tot),
-    )
+    return _graph(method, tok, k, cat, carry=carry_out, node=node, layer_total=layer_total, dropped=dropped,
+                  needed=needed, capped=capped, total=tot)
 
 
 # -- the methods' matrices -------------------------------------------------------------------------
@@ -577,24 +572,8 @@ def _flow_route(ah, token, keep, cap, source) -> RouteGraph:
         out[2].append(kk.astype(np.int32))
         out[3].append(flat[kept])
     cat = [np.concatenate(x) for x in out]
-    return RouteGraph(
-        method="flow",
-        token=tok,
-        keep=keep,
-        layer=_frozen(cat[0]),
-        query=_frozen(cat[1]),
-        key=_frozen(cat[2]),
-        weight=_frozen(cat[3]),
-        carry=_frozen(carry),
-        node=_frozen(node),
-        layer_total=_frozen(layer_total),
-        dropped=_frozen(dropped),
-        needed=_frozen(needed),
-        capped=_frozen(capped),
-        total=_frozen(tot),
-        value=value,
-        source=src,
-    )
+    return _graph("flow", tok, keep, cat, carry=carry, node=node, layer_total=layer_total, dropped=dropped,
+                  needed=needed, capped=capped, total=tot, value=value, source=src)
 
 
 def max_flow_edges(ah: np.ndarray, token: int, source: int | None = None) -> tuple[np.ndarray, int]:
