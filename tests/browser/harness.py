@@ -61,6 +61,26 @@ class _ServerProcess:
     tmp: pathlib.Path
     log_path: pathlib.Path
 
+    def _launch(self, cmd: list[str], cwd: pathlib.Path, health_url: str, what: str, timeout: float) -> None:
+        """Start ``cmd`` in its own session, logging to ``log_path``, and wait until
+        ``health_url`` answers 200 (stopping it and raising with the log tail otherwise)."""
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(health_url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.25)
+        self.stop()
+        raise TimeoutError(f"{what} did not answer within {timeout}s:\n{self.log_tail()}")
+
     def _terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             pgid = os.getpgid(self.proc.pid)  # start_new_session: the group is ours alone
@@ -153,22 +173,8 @@ class JupyterServer(_ServerProcess):
             # JupyterNotebookApp has no news_url: passing it there makes the notebook
             # extension fail to link (the page then loads without window.jupyterapp).
             cmd.append(f"--{cls}.news_url=None")
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.root, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter {self.app} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"jupyter {self.app} did not answer within {timeout}s:\n{self.log_tail()}")
+        self._launch(cmd, self.root, f"{self.url}/api/status", f"jupyter {self.app}", timeout)
+        return self
 
     def stop(self) -> None:
         for kc in self._clients.values():
@@ -573,22 +579,8 @@ class MarimoServer(_ServerProcess):
             sys.executable, "-m", "marimo", "run", str(self.path), "--headless", "--no-token",
             "--host", "127.0.0.1", "--port", str(self.port), "--no-sandbox", "--no-check",
         ]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=self.tmp, env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"marimo exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.25)
-        self.stop()
-        raise TimeoutError(f"marimo did not answer within {timeout}s:\n{self.log_tail()}")
+        self._launch(cmd, self.tmp, f"{self.url}/health", "marimo", timeout)
+        return self
 
     def stop(self) -> None:
         self._terminate()
