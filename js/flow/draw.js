@@ -31,8 +31,8 @@ function drawRowBoundary(ctx, lay, th, colour) {
     ctx.lineWidth = width;
     ctx.globalAlpha = alpha;
     ctx.beginPath();
-    ctx.moveTo(lay.left - 2, b.y);
-    ctx.lineTo(x1, b.y);
+    ctx.moveTo(lay.left - 2, Math.round(b.y));
+    ctx.lineTo(x1, Math.round(b.y));
     ctx.stroke();
   }
   ctx.globalAlpha = 1;

@@ -212,8 +212,11 @@ export function drawBoundary(ctx, lay, view, p, th, colour) {
   const col = boundaryOffset(p, view.c0, view.c1);
   if (row === null && col === null) return { row, col };
   const segs = [];
-  if (row !== null) segs.push([lay.left, lay.top + row * lay.cellH, lay.left + lay.sizeW, lay.top + row * lay.cellH]);
-  if (col !== null) segs.push([lay.left + col * lay.cellW, lay.top, lay.left + col * lay.cellW, lay.top + lay.sizeH]);
+  // On whole CSS px: an even-width line then covers exact pixel rows, crisp on the map.
+  const y = Math.round(lay.top + (row ?? 0) * lay.cellH);
+  const x = Math.round(lay.left + (col ?? 0) * lay.cellW);
+  if (row !== null) segs.push([lay.left, y, lay.left + lay.sizeW, y]);
+  if (col !== null) segs.push([x, lay.top, x, lay.top + lay.sizeH]);
   const stroke = (style, width, alpha) => {
     ctx.strokeStyle = style;
     ctx.lineWidth = width;
