@@ -19,6 +19,7 @@ from .style import parse_rgb as _parse_rgb
 from .style import resolve_theme as _theme
 from .style import visible_labels as _visible_labels
 from .._checks import check_index
+from .generation import GENERATION, generation_colour
 from .svg import _el, _num, _strip, _svg, _text_width, xml_escape
 
 # -- flow -------------------------------------------------------------------------------
@@ -432,6 +433,37 @@ def _route_rows(n: int, labelled: Any, mode: str, top: float) -> tuple[list[tupl
     return slots, y
 
 
+def _split_rows(slots: list[tuple], y: np.ndarray, p: int) -> tuple[list[tuple], np.ndarray, tuple | None]:
+    """The rows with the prompt | answer boundary at token ``p``, as the view
+    (js/lib/generation.js splitRowsAt): a gap holding tokens on both sides becomes two
+    gaps, a band ``band_px`` tall goes between the last prompt and the first answer slot,
+    rows below move down. Returns ``(slots, y, (y0, y1) of the band or None)``."""
+    n = len(y)
+    if not (0 < p < n) or not slots:
+        return slots, y, None
+    gp, band = _ROUTE["gap_px"], float(GENERATION["band_px"])
+    out, y2, at, bound = [], np.zeros(n), float(slots[0][3]), None
+
+    def place(kind: str, a: int, b: int, h: float) -> None:
+        nonlocal at
+        out.append((kind, a, b, at, at + h))
+        y2[a:b + 1] = at + h / 2
+        at += h
+
+    for kind, a, b, y0, y1 in slots:
+        if bound is None and b >= p:
+            straddles = kind == "gap" and a < p
+            if straddles:
+                place("gap", a, p - 1, gp)
+            bound = (at, at + band)
+            at += band
+            if straddles:
+                place("gap", p, b, gp)
+                continue
+        place(kind, a, b, y1 - y0)
+    return out, y2, bound
+
+
 def _edge_style(w: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
     x = np.sqrt(np.minimum(1.0, np.abs(w) / peak)) if peak > 0 else np.zeros_like(w)
     return _ROUTE["width"][0] + _ROUTE["width"][1] * x, _ROUTE["alpha"][0] + _ROUTE["alpha"][1] * x
@@ -468,6 +500,7 @@ def route_svg(
     title: str | None = None,
     width: float | None = None,
     theme: str | dict = "light",
+    prompt_length: int = 0,
 ) -> str:
     """The Flow panel's route graph(s) as SVG, legend included (``<g class="aw-legend">``).
 
@@ -476,6 +509,10 @@ def route_svg(
     for a difference, by which model is stronger; dashed: appears, dotted: vanishes),
     carry as thin lines along the rows, node dots, one label per labelled row and
     "... N tokens" for collapsed gaps (``rows="route"``).
+
+    ``prompt_length`` P > 0 (a generation, the panel's ``prompt_length``): tokens P.. are
+    the answer: their labels in the generation colour, and a boundary line
+    (``class="aw-gen-boundary"``) between the prompt and answer rows (gaps never mix them).
     """
     gs = [_unpacked(g) for g in graphs]
     if not gs:
@@ -490,6 +527,13 @@ def route_svg(
     title_h = 20 if title else 0
     legend_y = title_h + 4
     items = _legend_items(gs[0], th)
+    if isinstance(prompt_length, bool) or not isinstance(prompt_length, (int, np.integer)) or prompt_length < 0:
+        raise ValueError(f"prompt_length: expected an int >= 0 (0: not a generation), received {prompt_length!r}")
+    gen = int(prompt_length) if 0 < int(prompt_length) < n else 0
+    gen_colour = generation_colour(theme)
+    if gen:
+        items.append((gen_colour, 2, 1, "", f"prompt | answer: tokens {gen}\u2013{n - 1} generated"))
+        side = max(side, math.ceil(_text_width(GENERATION["labels"][1], 10) + 10))
     body: list[str] = []
     if title:
         body.append(_el("text", title, x=2, y=14, class_="aw-title", font_family=th["font"], font_size=12,
@@ -513,6 +557,7 @@ def route_svg(
     ox, total_h = 0.0, 0.0
     for g in gs:
         slots, y = _route_rows(n, g.get("rows"), rows, top)
+        slots, y, bound = _split_rows(slots, y, gen)
         left = side
         inner = max((n_layers + 1) * 8, gw - left - 10)
         col_w = inner / max(1, n_layers)
@@ -577,13 +622,27 @@ def route_svg(
         for kind, a, b, y0, y1 in slots:
             if kind == "gap":
                 body.append(_el("text", f"… {b - a + 1} token{'s' if b > a else ''}", x=left - 6,
-                                y=(y0 + y1) / 2, dy="0.35em", text_anchor="end", fill=th["muted"],
+                                y=(y0 + y1) / 2, dy="0.35em", text_anchor="end",
+                                fill=gen_colour if gen and a >= gen else th["muted"],
                                 font_size=10, class_="aw-gap"))
             else:
-                fill = th["warn"] if a == g["token"] else th["foreground"]
+                answer = bool(gen) and a >= gen
+                fill = th["warn"] if a == g["token"] else gen_colour if answer else th["foreground"]
                 body.append(_el("text", names[a], x=left - 6, y=(y0 + y1) / 2, dy="0.35em", text_anchor="end",
-                                fill=fill, class_="aw-token-label"))
-        body.append("</g></g>")
+                                fill=fill, class_="aw-token-label aw-generated" if answer else "aw-token-label"))
+        body.append("</g>")
+        if bound is not None:
+            yb = (bound[0] + bound[1]) / 2
+            x_end = float(xs[-1]) + 6
+            body.append('<g class="aw-gen-boundary">'
+                        + _el("line", x1=left - 2, y1=yb, x2=x_end, y2=yb, stroke=_style.css(th["background"]),
+                              stroke_width=float(GENERATION["halo_width"]), stroke_opacity=float(GENERATION["halo_alpha"]))
+                        + _el("line", x1=left - 2, y1=yb, x2=x_end, y2=yb, stroke=gen_colour,
+                              stroke_width=float(GENERATION["line_width"]))
+                        + _el("text", GENERATION["labels"][1], x=left - 6, y=yb, dy="0.35em",
+                              text_anchor="end", fill=gen_colour, font_family=th["font"], font_size=10)
+                        + "</g>")
+        body.append("</g>")
         ox += left + inner + 10 + 12
         total_h = max(total_h, height)
     return _svg(ox - 12, total_h, body, th, title=title)

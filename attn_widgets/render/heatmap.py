@@ -17,6 +17,7 @@ from .style import css as _css
 from .style import range_labels as _range_labels
 from .style import resolve_theme as _theme
 from .style import theme_stops as _stops_for
+from .generation import GENERATION, generation_colour, prompt_length
 from .png import _check_scale, _data_uri, _upscale
 from .svg import _el, _fmt_tick, _nice_ticks, _num, _strip, _svg, _text_width, _uid, xml_escape
 
@@ -118,6 +119,10 @@ def heatmap_svg(
     th = _theme(theme)
     lut = colormap_lut(theme)
     font = 11
+    # A generation (trace_generate): the prompt | answer boundary on the map, the answer's labels
+    # and strip chips in the generation colour, as on the panel.
+    gen = 0 if cross else prompt_length(trace)
+    gen_colour = generation_colour(theme)
     row_tokens = [truncate(printable(trace.tokens[i]), 14) for i in range(r0, r1)]
     key_tokens = trace.key_labels
     col_tokens = [truncate(printable(key_tokens[i]), 14) for i in range(c0, c1)]
@@ -150,6 +155,19 @@ def heatmap_svg(
     ))
     body.append(_el("rect", x=left, y=top, width=size, height=size, fill="none", stroke=th["border"],
                     stroke_width=1, class_="aw-map-border"))
+    if gen:
+        segs = []
+        if r0 < gen < r1:
+            yb = top + (gen - r0) * ch
+            segs.append((left, yb, left + size, yb))
+        if c0 < gen < c1:
+            xb = left + (gen - c0) * cw
+            segs.append((xb, top, xb, top + size))
+        for colour, w, a in ((_css(th["background"]), GENERATION["halo_width"], GENERATION["halo_alpha"]),
+                             (gen_colour, GENERATION["line_width"], 1)):
+            for x1, y1, x2, y2 in segs:
+                body.append(_el("line", x1=x1, y1=y1, x2=x2, y2=y2, stroke=colour, stroke_width=float(w),
+                                stroke_opacity=float(a) if a < 1 else None, class_="aw-gen-boundary"))
     if token is not None:
         if direction == "from" and r0 <= token < r1:
             body.append(_el("rect", x=left, y=top + (token - r0) * ch, width=size, height=max(ch, 1.0),
@@ -162,15 +180,16 @@ def heatmap_svg(
     for i in _range_labels(r0, r1, ch, font, [] if cross and direction == "to" else [token]):
         body.append(_el("text", row_tokens[i - r0], x=left - 4, y=top + (i - r0 + 0.5) * ch, dy="0.35em",
                         text_anchor="end",
-                        fill=th["foreground"] if i == token and not (cross and direction == "to") else th["muted"],
-                        class_="aw-row-label"))
+                        fill=th["foreground"] if i == token and not (cross and direction == "to")
+                        else gen_colour if gen and i >= gen else th["muted"],
+                        class_="aw-row-label aw-generated" if gen and i >= gen else "aw-row-label"))
     col_sel = token if not cross or direction == "to" else None
     for i in _range_labels(c0, c1, cw, font, [col_sel]):
         x, y = left + (i - c0 + 0.5) * cw, top - 4
         body.append(_el("text", col_tokens[i - c0], x=0, y=0, dy="0.35em",
                         transform=f"translate({_num(x)},{_num(y)}) rotate(-90)",
-                        fill=th["foreground"] if i == col_sel else th["muted"],
-                        class_="aw-col-label"))
+                        fill=th["foreground"] if i == col_sel else gen_colour if gen and i >= gen else th["muted"],
+                        class_="aw-col-label aw-generated" if gen and i >= gen else "aw-col-label"))
     body.append("</g>")
     # Axis titles: queries are the rows, keys the columns.
     body.append(_el("text", "query \u2193", x=2, y=top + 10, font_family=th["font"], font_size=10,
@@ -215,6 +234,15 @@ def heatmap_svg(
         body.append("</g>")
         width = bx + bw + 5 + tw + 6
     height = top + size + (28 if step > 1 else 18)
+    if gen:
+        # The prompt | answer key, under the map (as the panel's legend).
+        gy = height + 4
+        words = f"prompt | answer: tokens {gen}\u2013{t_q - 1} generated (the line on the map, coloured labels)"
+        body.append(f'<g class="aw-gen-legend" font-family="{xml_escape(th["font"])}" font-size="10">'
+                    + _el("line", x1=left, y1=gy, x2=left, y2=gy + 10, stroke=gen_colour, stroke_width=2)
+                    + _el("text", words, x=left + 5, y=gy + 5, dy="0.35em", fill=th["muted"]) + "</g>")
+        height = gy + 14
+        width = max(width, left + 5 + _text_width(words, 10) + 4)
     # Sentence strip for the selected token.
     if strip and token is not None:
         if direction == "from":
@@ -225,7 +253,8 @@ def heatmap_svg(
             values = _tile(trace, layer, head if isinstance(head, str) else int(head), 0, t_q, token, token + 1)[:, 0]
             labels, special, sel = trace.tokens, trace_special(trace), None if cross else token
             heading = f"attention to {'key' if cross else 'token'} {token} from the tokens"
-        sbody, bottom = _strip(values, labels, special, sel, th, lut, 4, height + 4, max(width - 8, 300), heading)
+        sbody, bottom = _strip(values, labels, special, sel, th, lut, 4, height + 4, max(width - 8, 300), heading,
+                               prompt_length=gen, gen_colour=gen_colour)
         body.extend(sbody)
         height = bottom
         width = max(width, 308)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .generation import GENERATION
 from .style import printable, truncate
 from .style import css as _css
 from .style import lut_index as _lut_index
@@ -218,8 +219,14 @@ def _strip(
     width: float,
     heading: str,
     signed: bool = False,
+    prompt_length: int = 0,
+    gen_colour: str | None = None,
 ) -> tuple[list[str], float]:
-    """A sentence strip: tokens as vector text on boxes coloured by ``values``."""
+    """A sentence strip: tokens as vector text on boxes coloured by ``values``.
+
+    ``prompt_length`` P > 0 (a generation): a marker ("answer", class ``aw-gen-boundary``)
+    before token P and an underline in ``gen_colour`` under every generated token, as the
+    panels' strips."""
     font, pad, box_h, gx, gy = 11, 3, 16, 2, 3
     body = [_el("text", heading, x=x0, y=y0 + 11, class_="aw-strip-heading", font_family=th["font"],
                 font_size=11, fill=th["muted"])]
@@ -230,7 +237,19 @@ def _strip(
     vmax = float(finite.max()) if finite.size else 0.0
     body.append(f'<g class="aw-strip" font-family="{xml_escape(th["code"])}" font-size="{font}">')
     warn_rgb = _parse_rgb(th["warn"])
+    gen = int(prompt_length) if gen_colour and 0 < int(prompt_length) < len(labels) else 0
     for i, tok in enumerate(labels):
+        if gen and i == gen:
+            word = GENERATION["labels"][1]
+            mw = _text_width(word, 10) + 8
+            if x > x0 and x + mw > x0 + width:
+                x = x0
+                y += box_h + gy
+            body.append(f'<g class="aw-gen-boundary">'
+                        + _el("line", x1=x + 1, y1=y, x2=x + 1, y2=y + box_h, stroke=gen_colour, stroke_width=2)
+                        + _el("text", word, x=x + 4, y=y + box_h / 2, dy="0.35em", fill=gen_colour, font_size=10,
+                              font_family=th["font"]) + "</g>")
+            x += mw + gx
         label = truncate(printable(tok), 40)
         w = _text_width(label, font) + 2 * pad
         if x > x0 and x + w > x0 + width:
@@ -249,6 +268,10 @@ def _strip(
         body.append(_el("text", label, x=x + pad, y=y + box_h / 2, dy="0.35em", fill=color,
                         font_style="italic" if special is not None and i < len(special) and special[i] else None,
                         font_weight="bold" if sel else None, class_="aw-strip-token"))
+        if gen and i >= gen:
+            u = float(GENERATION["underline_px"])
+            body.append(_el("rect", x=x, y=y + box_h - u, width=w, height=u, fill=gen_colour,
+                            class_="aw-gen-underline"))
         x += w + gx
     body.append("</g>")
     return body, y + box_h + 4

@@ -17,6 +17,7 @@ import traitlets as t
 from .._checks import HEAD_AGGREGATES  # noqa: F401  (re-exported)
 from .._wire import MAX_MESSAGE_BYTES, to_jsonable
 from ..interface import Trace
+from ..render.generation import prompt_length
 from . import protocol
 from ._assets import STATIC, _esm  # noqa: F401  (re-exported)
 from .selection import SELECTION, SyncedSelection
@@ -27,7 +28,8 @@ __all__ = ["AttnWidget", "Figures", "STATIC"]
 _EXPORT_SKIP = frozenset({"layout", "tabbable", "tooltip", "keys", "comm", "log"})
 
 #: Synced traits that describe the trace: the kernel's facts, never taken from the page.
-FACTS = frozenset({"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"})
+FACTS = frozenset({"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error",
+                   "prompt_length"})
 
 log = logging.getLogger("attn_widgets")
 
@@ -145,6 +147,10 @@ class AttnWidget(Figures, SyncedSelection, anywidget.AnyWidget):
     n_heads = t.Int(0).tag(sync=True)
     model_name = t.Unicode("").tag(sync=True)
     causal = t.Bool(False).tag(sync=True)
+    #: A generation (``attn_widgets.trace_generate``): tokens ``prompt_length ..`` were
+    #: generated, and every panel marks the boundary; 0 for any other trace (nothing drawn).
+    #: One int on the wire, read once from ``trace.meta`` (see render.generation.prompt_length).
+    prompt_length = t.Int(0).tag(sync=True)
     #: Shown on the panel instead of a silent blank when something went wrong.
     error = t.Unicode("").tag(sync=True)
 
@@ -172,6 +178,7 @@ class AttnWidget(Figures, SyncedSelection, anywidget.AnyWidget):
             n_heads=trace.n_heads,
             model_name=trace.model_name,
             causal=trace.causal,
+            prompt_length=prompt_length(trace),
             **kwargs,
         )
         self._handlers = {"get_svg": self._handle_get_svg}
@@ -182,7 +189,7 @@ class AttnWidget(Figures, SyncedSelection, anywidget.AnyWidget):
 
     @classmethod
     def _settable(cls) -> list[str]:
-        fixed = {"tokens", "key_tokens", "special", "n_layers", "n_heads", "model_name", "causal", "error"}
+        fixed = set(FACTS)
         own = [n for klass in cls.__mro__[:-1] if issubclass(klass, AttnWidget) and klass is not AttnWidget
                for n in klass.class_own_traits(sync=True)]
         return [n for n in own if not n.startswith("_") and n not in cls._computed] + [

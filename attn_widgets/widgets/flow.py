@@ -563,7 +563,7 @@ class AttentionFlow(AttnWidget):
     def _figure_args(self) -> dict:
         self.wait(60.0, raise_=False)
         return {"graphs": list(self.graphs), "layer": self.layer, "rows": self.rows,
-                "tokens": list(self.tokens), "special": list(self.special),
+                "tokens": list(self.tokens), "special": list(self.special), "prompt_length": self.prompt_length,
                 "title": f"{self.model_name or 'attention'} \u2014 {self.method}, keep {self.keep:.2f}"}
 
     def to_svg(self, wait: float = 60.0, **kwargs: Any) -> str:

@@ -5,7 +5,9 @@ import { lutCss, lutIndex, textOn, themeLut } from "../lib/colormap.js";
 import { h, sizeCanvas, theme } from "../lib/dom.js";
 import { printable, truncate } from "../lib/layout.js";
 import { FLOW_STATUS } from "../lib/protocol.js";
-import { LABELS, ROUTE } from "../lib/style.js";
+import { GENERATION, LABELS, ROUTE } from "../lib/style.js";
+import { appendBoundary, generationColour, isGenerated, promptLength, splitRowsAt, stripBoundary, styleGenerated } from "../lib/generation.js";
+import { syncGenerationLegend } from "../lib/legend.js";
 import { edgeStyle, gapText, nodeStyle, rowLayout } from "./graph.js";
 import { drawLegend } from "./legend.js";
 
@@ -13,6 +15,36 @@ const FONT = LABELS.font_px;
 const MAX_CHARS = LABELS.max_chars.flow;
 const MAX_LABEL_PX = LABELS.max_label_px.flow;
 const TOP = 18;
+/** The words on a generation's boundary band, left of the graph (the answer rows are below). */
+export const BOUNDARY_TEXT = GENERATION.labels[1];
+
+/**
+ * The prompt | answer boundary of a graph: a line across the band between the prompt and
+ * answer rows (over a halo of the background) and its words in the label column.
+ */
+function drawRowBoundary(ctx, lay, th, colour) {
+  const b = lay.rows.boundary;
+  if (!b) return;
+  const x1 = lay.width - 4;
+  for (const [style, width, alpha] of [[th.background, GENERATION.halo_width, GENERATION.halo_alpha], [colour, GENERATION.line_width, 1]]) {
+    ctx.strokeStyle = style;
+    ctx.lineWidth = width;
+    ctx.globalAlpha = alpha;
+    ctx.beginPath();
+    ctx.moveTo(lay.left - 2, Math.round(b.y));
+    ctx.lineTo(x1, Math.round(b.y));
+    ctx.stroke();
+  }
+  ctx.globalAlpha = 1;
+  ctx.font = `${LABELS.small_font_px}px ${th.font}`;
+  const tw = ctx.measureText(BOUNDARY_TEXT).width;
+  ctx.fillStyle = th.background;
+  ctx.fillRect(lay.left - 8 - tw, b.y0, tw + 4, b.y1 - b.y0);
+  ctx.fillStyle = colour;
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  ctx.fillText(BOUNDARY_TEXT, lay.left - 6, b.y);
+}
 
 /** The caption over a graph. */
 export function graphCaption(g, several) {
@@ -45,7 +77,8 @@ export function graphLayout(v, k, width, labelW) {
   const model = v.model;
   const n = model.get("tokens").length;
   const L = model.get("n_layers");
-  const rows = rowLayout(n, g.rows, model.get("rows"), TOP);
+  // A generation: prompt and answer rows never share a gap, and a band between them holds the boundary.
+  const rows = splitRowsAt(rowLayout(n, g.rows, model.get("rows"), TOP), promptLength(model, n));
   const left = Math.ceil(Math.min(MAX_LABEL_PX, labelW) + 10);
   const right = 10;
   const inner = Math.max((L + 1) * 8, width - left - right);
@@ -72,6 +105,8 @@ function drawGraph(v, k, th) {
     labelW = Math.max(labelW, ctx0.measureText(truncate(printable(t), MAX_CHARS)).width);
   ctx0.font = `${LABELS.small_font_px}px ${th.font}`;
   labelW = Math.max(labelW, ctx0.measureText(gapText({ from: 0, to: T - 1 })).width); // gap rows fit too
+  const gen = promptLength(model, T);
+  if (gen) labelW = Math.max(labelW, ctx0.measureText(BOUNDARY_TEXT).width); // and the boundary's words
   const lay = graphLayout(v, k, width, labelW);
   v.layouts[k] = lay;
   const ctx = sizeCanvas(canvas, lay.width, lay.height);
@@ -166,19 +201,24 @@ function drawGraph(v, k, th) {
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
   let gaps = 0;
+  let genRows = 0;
+  const genColour = generationColour(th.background);
   for (const s of lay.rows.slots) {
     if (s.kind === "gap") {
       gaps++;
       ctx.font = `${LABELS.small_font_px}px ${th.font}`;
-      ctx.fillStyle = th.muted;
+      ctx.fillStyle = isGenerated(s.from, gen) ? genColour : th.muted;
       ctx.fillText(gapText(s), lay.left - 6, (s.y0 + s.y1) / 2);
       continue;
     }
     ctx.font = `${FONT}px ${th.code}`;
     const i = s.i;
-    ctx.fillStyle = i === selected || (selected === null && i === g.token) ? th.warn : th.foreground;
+    const generated = isGenerated(i, gen);
+    if (generated) genRows++;
+    ctx.fillStyle = i === selected || (selected === null && i === g.token) ? th.warn : generated ? genColour : th.foreground;
     ctx.fillText(truncate(printable(tokens[i]), MAX_CHARS), lay.left - 6, y[i]);
   }
+  drawRowBoundary(ctx, lay, th, genColour);
   cap.textContent = graphCaption(g, v.graphs.length > 1);
   canvas.dataset.edges = String(drawn);
   canvas.dataset.rows = String(lay.rows.labelled);
@@ -187,6 +227,10 @@ function drawGraph(v, k, th) {
   canvas.dataset.top = String(lay.top);
   canvas.dataset.left = String(lay.left);
   canvas.dataset.colW = String(lay.colW);
+  // The prompt | answer band's centre y ("" when the trace is not a generation) and the
+  // number of labelled answer rows drawn in the generation colour.
+  canvas.dataset.boundaryY = lay.rows.boundary ? String(lay.rows.boundary.y) : "";
+  canvas.dataset.generatedRows = String(genRows);
   // Centre y of each labelled row (for tests and tools): {token: y}.
   canvas.dataset.rowY = JSON.stringify(Object.fromEntries(lay.rows.slots.filter((s) => s.kind === "token").map((s) => [s.i, (s.y0 + s.y1) / 2])));
   return { drawn, rows: lay.rows.labelled, gaps };
@@ -202,6 +246,8 @@ function drawStrips(v, th) {
   const scores = v.scores;
   const rows = scores ? scores.shape[0] : 0;
   const T = tokens.length;
+  const gen = promptLength(model, T);
+  const genColour = generationColour(th.background);
   const none = token === null || token === undefined;
   if (none) {
     const rt = model.get("route_token");
@@ -219,7 +265,8 @@ function drawStrips(v, th) {
     let vmax = 0;
     if (vals) for (let i = 0; i < T; i++) vmax = Math.max(vmax, Math.abs(vals[i]));
     for (let i = 0; i < T; i++) {
-      const s = h("span", special[i] ? "aw-tok aw-special" : "aw-tok", tokens[i]);
+      if (i === stripBoundary(gen, T)) appendBoundary(row);
+      const s = h("span", `${special[i] ? "aw-tok aw-special" : "aw-tok"}${isGenerated(i, gen) ? " aw-generated" : ""}`, tokens[i]);
       s.dataset.index = String(i);
       if (i === token) s.classList.add("aw-selected");
       if (vals) {
@@ -232,6 +279,7 @@ function drawStrips(v, th) {
       }
       row.appendChild(s);
     }
+    if (gen) styleGenerated(row.querySelectorAll(".aw-tok"), row.querySelector(".aw-gen-boundary"), gen, genColour, !!vals);
     strips.appendChild(row);
   }
 }
@@ -271,6 +319,8 @@ export function draw(v) {
   }
   const g0 = v.graphs[0];
   drawLegend(v.legend, g0, model.get("tokens"), th, { gaps });
+  const nTok = model.get("tokens").length;
+  if (g0) syncGenerationLegend(v.legend, promptLength(model, nTok), nTok, generationColour(th.background), "the line between the prompt and answer rows");
   const capped = [...new Set(v.graphs.flatMap((g) => g.capped || []))];
   v.capNote.textContent = capped.length
     ? `edge cap (${model.get("max_edges_per_layer")} per layer) reached in layer${capped.length > 1 ? "s" : ""} ${capped.join(", ")}: the weakest of the edges keep asks for are not drawn`
@@ -289,6 +339,7 @@ export function draw(v) {
   ds.rows = String(rows);
   ds.edgeSig = v.canvases.map((c) => c.canvas.dataset.edgeSig).join(",");
   ds.gaps = String(gaps);
+  ds.promptLength = String(promptLength(model, model.get("tokens").length));
   ds.capped = String(capped.length);
   ds.agree = g0 && g0.diff ? String(Boolean(agree)) : "";
   ds.token = token === null || token === undefined ? "" : String(token);

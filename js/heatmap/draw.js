@@ -1,11 +1,12 @@
 // Drawing the heatmap canvas: the map image (cached per record and theme), the selection
 // and hover outlines, thinned token labels, and the geometry published for tests.
 import { paintNorm, themeLut } from "../lib/colormap.js";
-import { createLegend, updateLegend } from "../lib/legend.js";
+import { createLegend, syncGenerationLegend, updateLegend } from "../lib/legend.js";
+import { boundaryOffset, generationColour, isGenerated, promptLength } from "../lib/generation.js";
 import { sizeCanvas, theme } from "../lib/dom.js";
 import { printable, truncate } from "../lib/layout.js";
 import { covers, formatView, isFull, mapBox, rangeLabels, sourceRect, viewLayout } from "../lib/zoom.js";
-import { COLORMAP, LABELS, SIZES } from "../lib/style.js";
+import { COLORMAP, GENERATION, LABELS, SIZES } from "../lib/style.js";
 import { drawStrip } from "./strip.js";
 import { drawVision } from "./vision.js";
 
@@ -201,6 +202,38 @@ function strokeOutline(ctx, lay, th, o) {
   ctx.setLineDash([]);
 }
 
+/**
+ * The prompt | answer boundary on the map (a generation): the line between rows p - 1 and
+ * p and between columns p - 1 and p, where they fall inside the view, over a halo of the
+ * background so it reads on any map colour. Returns {row, col}: offsets in cells, or null.
+ */
+export function drawBoundary(ctx, lay, view, p, th, colour) {
+  const row = boundaryOffset(p, view.r0, view.r1);
+  const col = boundaryOffset(p, view.c0, view.c1);
+  if (row === null && col === null) return { row, col };
+  const segs = [];
+  // On whole CSS px: an even-width line then covers exact pixel rows, crisp on the map.
+  const y = Math.round(lay.top + (row ?? 0) * lay.cellH);
+  const x = Math.round(lay.left + (col ?? 0) * lay.cellW);
+  if (row !== null) segs.push([lay.left, y, lay.left + lay.sizeW, y]);
+  if (col !== null) segs.push([x, lay.top, x, lay.top + lay.sizeH]);
+  const stroke = (style, width, alpha) => {
+    ctx.strokeStyle = style;
+    ctx.lineWidth = width;
+    ctx.globalAlpha = alpha;
+    ctx.beginPath();
+    for (const [x0, y0, x1, y1] of segs) {
+      ctx.moveTo(x0, y0);
+      ctx.lineTo(x1, y1);
+    }
+    ctx.stroke();
+  };
+  stroke(th.background, GENERATION.halo_width, GENERATION.halo_alpha);
+  stroke(colour, GENERATION.line_width, 1);
+  ctx.globalAlpha = 1;
+  return { row, col };
+}
+
 /** Draw the whole panel: title, buttons, map, labels, strip (and vision overlay). */
 export function draw(v) {
   const { model, panel, el, canvas } = v;
@@ -258,6 +291,11 @@ export function draw(v) {
   const exact = covers(current, view);
   v.note.textContent = overviewNote(exact, step);
 
+  // A generation: the prompt | answer boundary (under the selection outlines).
+  const gen = cross ? 0 : promptLength(model, n);
+  const genColour = generationColour(th.background);
+  const bound = drawBoundary(ctx, lay, view, gen, th, genColour);
+
   // Selected token: its row (dir "from") or column (dir "to"); hover: a crosshair.
   // Cross-attention: the subject is the query `token` ("from") or the key `key_token` ("to").
   const ax = v.axis(dir);
@@ -273,12 +311,12 @@ export function draw(v) {
   ctx.font = `${FONT}px ${th.code}`;
   ctx.textBaseline = "middle";
   for (const i of rangeLabels(view.r0, view.r1, ch, FONT, em.rowAlways)) {
-    ctx.fillStyle = em.strongRow(i) ? th.foreground : th.muted;
+    ctx.fillStyle = em.strongRow(i) ? th.foreground : isGenerated(i, gen) ? genColour : th.muted;
     ctx.textAlign = "right";
     ctx.fillText(truncate(printable(tokens[i]), MAX_CHARS), lay.left - 4, lay.top + (i - view.r0 + 0.5) * ch);
   }
   for (const i of rangeLabels(view.c0, view.c1, cw, FONT, em.colAlways)) {
-    ctx.fillStyle = em.strongCol(i) ? th.foreground : th.muted;
+    ctx.fillStyle = em.strongCol(i) ? th.foreground : isGenerated(i, gen) ? genColour : th.muted;
     ctx.save();
     ctx.translate(lay.left + (i - view.c0 + 0.5) * cw, lay.top - 4);
     ctx.rotate(-Math.PI / 2);
@@ -306,6 +344,7 @@ export function draw(v) {
     v.mapLegendEl = createLegend(lut, lopts);
     v.mapLegend.appendChild(v.mapLegendEl);
   } else updateLegend(v.mapLegendEl, lut, lopts);
+  syncGenerationLegend(v.mapLegend, gen, n, genColour, "the line on the map, labels and underlined strip tokens mark them");
 
   const st = drawStrip(v, th, dir, norm);
   drawVision(v, th, st.lut, st.vals, st.subject, dir);
@@ -315,6 +354,8 @@ export function draw(v) {
   canvas.dataset.size = String(size);
   canvas.dataset.width = String(bw); // the map's box: size x size unless cross-attention
   canvas.dataset.height = String(bh);
+  canvas.dataset.boundaryRow = bound.row === null ? "" : String(bound.row); // cells from the view's top
+  canvas.dataset.boundaryCol = bound.col === null ? "" : String(bound.col);
   const ds = panel.dataset;
   ds.cross = cross ? "1" : "0";
   ds.keys = String(nk);
@@ -328,5 +369,6 @@ export function draw(v) {
   ds.direction = dir;
   ds.colourTop = String(cTop);
   ds.norm = norm;
+  ds.promptLength = String(gen);
   ds.draws = String(Number(ds.draws || 0) + 1);
 }

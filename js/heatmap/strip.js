@@ -4,6 +4,7 @@ import { maxOf } from "../lib/codec.js";
 import { lutCss, normIndex, textOn, themeLut } from "../lib/colormap.js";
 import { h } from "../lib/dom.js";
 import { createLegend, updateLegend } from "../lib/legend.js";
+import { appendBoundary, generationColour, isGenerated, promptLength, stripBoundary, styleGenerated } from "../lib/generation.js";
 import { fetchStrip, stripValues } from "./cache.js";
 
 /** Colour a token chip by its value on the 0..vmax scale under `norm` (null: uncoloured, clickable). */
@@ -30,10 +31,18 @@ export function buildStrip(v, tokens = v.axis().labels, name = v.axis().axis) {
   v.strip.style.overflowY = "auto";
   // Special-token marks are known for the queries (`special`), not for cross-attention keys.
   const special = name === "keys" ? [] : v.model.get("special") || [];
+  // Prompt | answer of a generation: only over the trace's own tokens (never cross-attention keys).
+  const p = name === "tokens" ? promptLength(v.model, tokens.length) : 0;
+  const at = stripBoundary(p, tokens.length);
   v.stripLabels = tokens;
   v.strip.dataset.axis = name;
+  v.strip.dataset.promptLength = String(p);
+  v.stripBoundary = null;
   v.spans = tokens.map((tok, i) => {
-    const s = h("span", special[i] ? "aw-tok aw-special" : "aw-tok", tok);
+    if (i === at) v.stripBoundary = appendBoundary(v.strip);
+    let cls = special[i] ? "aw-tok aw-special" : "aw-tok";
+    if (isGenerated(i, p)) cls += " aw-generated";
+    const s = h("span", cls, tok);
     s.dataset.index = String(i);
     s.setAttribute("role", "option");
     v.strip.appendChild(s);
@@ -62,6 +71,7 @@ export function drawStrip(v, th, dir, norm = "linear") {
     s.setAttribute("aria-selected", String(i === sel));
     colourToken(s, vals ? vals[i] : null, vmax, lut, norm);
   });
+  styleGenerated(v.spans, v.stripBoundary, Number(v.strip.dataset.promptLength || 0), generationColour(th.background), !!vals);
   if (v.stripLegend) {
     const opts = {
       max: vmax,

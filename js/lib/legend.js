@@ -179,3 +179,43 @@ export function scaleControls(model, which = ["scale", "norm"], doc = globalThis
   sync();
   return { el: box, sync };
 }
+
+/**
+ * The prompt | answer key of a generation (js/lib/generation.js): "prompt ┃ answer" as
+ * swatches in the boundary colour `colour`, then "tokens p–n-1 generated" and the panel's
+ * `note` (where the boundary is drawn). Kept in `slot` (class `aw-gen-legend`, one per
+ * slot); `p` = 0 (not a generation) removes it, so no empty entry is ever shown.
+ * Returns the element or null.
+ */
+export function syncGenerationLegend(slot, p, n, colour, note = "", doc = globalThis.document) {
+  let root = Array.from(slot.children).find((c) => c.classList.contains("aw-gen-legend")) || null;
+  if (!(p > 0 && p < n)) {
+    if (root) root.remove();
+    return null;
+  }
+  if (!root) {
+    root = el(doc, "span", "aw-gen-legend");
+    Object.assign(root.style, {
+      display: "inline-flex", alignItems: "center", gap: "4px", flexWrap: "wrap", fontSize: "11px",
+      color: "var(--jp-ui-font-color2, #616161)", margin: "2px 0", lineHeight: "1.2",
+    });
+    const prompt = el(doc, "span", "aw-gen-swatch aw-gen-prompt", "prompt");
+    const bar = el(doc, "span", "aw-gen-swatch aw-gen-line");
+    const answer = el(doc, "span", "aw-gen-swatch aw-gen-answer", "answer");
+    const text = el(doc, "span", "aw-gen-text");
+    Object.assign(prompt.style, { fontFamily: "var(--jp-code-font-family, monospace)", padding: "0 3px" });
+    Object.assign(answer.style, { fontFamily: "var(--jp-code-font-family, monospace)", padding: "0 3px" });
+    Object.assign(bar.style, { display: "inline-block", width: "0", height: "13px" });
+    for (const c of [prompt, bar, answer, text]) root.appendChild(c);
+    root._aw = { prompt, bar, answer, text };
+    slot.appendChild(root);
+  }
+  const { bar, answer, text } = root._aw;
+  bar.style.borderLeft = `2px solid ${colour}`;
+  answer.style.color = colour;
+  answer.style.boxShadow = `inset 0 -2px 0 ${colour}`;
+  text.textContent = `tokens ${p}\u2013${n - 1} generated${note ? `; ${note}` : ""}`;
+  root.title = `prompt: tokens 0\u2013${p - 1}; answer (generated): tokens ${p}\u2013${n - 1}`;
+  root.dataset.promptLength = String(p);
+  return root;
+}

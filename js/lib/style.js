@@ -3,7 +3,7 @@
 // imports, so a view carries only the sections it reads). The views read their constants
 // from here, never their own copies; tests/contract checks that both sides compute the
 // same colours and label choices from it.
-import { colormap, diverging, edges, labels, nodes, route, sizes, traced } from "../../attn_widgets/style.json";
+import { colormap, diverging, edges, generation, labels, nodes, route, sizes, traced } from "../../attn_widgets/style.json";
 
 export const COLORMAP = colormap;
 export const LABELS = labels;
@@ -13,3 +13,4 @@ export const NODES = nodes;
 export const SIZES = sizes;
 export const DIVERGING = diverging;
 export const ROUTE = route;
+export const GENERATION = generation;

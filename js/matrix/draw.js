@@ -1,7 +1,9 @@
 // Drawing the layers x heads grid: one painted thumbnail per cell, a corner mark on
 // cells still showing the preview, the grid frame (labels, selection) and the hover.
 import { divergingLut, themeLut } from "../lib/colormap.js";
-import { createLegend, updateLegend } from "../lib/legend.js";
+import { createLegend, syncGenerationLegend, updateLegend } from "../lib/legend.js";
+import { generationColour, promptLength } from "../lib/generation.js";
+import { GENERATION } from "../lib/style.js";
 import { sizeCanvas, theme } from "../lib/dom.js";
 import { drawGridFrame, publishGrid } from "../lib/grid.js";
 import { cellOrigin, fitCell, matrixLayout } from "../lib/layout.js";
@@ -62,6 +64,17 @@ export function matrixLegend(state, top, layer, head, H, scale, norm, names) {
   return { max: m, norm, scale, what: "attention weight (max-pooled)", note: where };
 }
 
+/**
+ * Where a generation's boundary ticks go on one thumbnail of side `cell` (CSS px) for
+ * prompt length `p` of `n` tokens: the offset along the edge (rows down the left edge,
+ * columns along the top) and the tick length; null when there is none or the cell is too
+ * small to carry it (style.json generation.tick_min_cell).
+ */
+export function thumbTick(p, n, cell) {
+  if (!(p > 0 && p < n) || cell < GENERATION.tick_min_cell) return null;
+  return { at: (cell * p) / n, len: Math.max(2, Math.round(cell * GENERATION.tick_frac)) };
+}
+
 export function draw(v) {
   const { model, panel, el, canvas } = v;
   const L = model.get("n_layers");
@@ -109,6 +122,26 @@ export function draw(v) {
       ctx.drawImage(scratch, o.x, o.y, cell, cell);
     }
   }
+  // A generation: a short tick on each thumbnail's left and top edge at the prompt | answer
+  // boundary; one path for the whole grid (no per-cell redraw work beyond 4 path points).
+  const gen = (model.get("key_tokens") || []).length ? 0 : promptLength(model);
+  const tick = thumbTick(gen, model.get("tokens").length, cell);
+  const genColour = generationColour(th.background);
+  if (tick) {
+    ctx.strokeStyle = genColour;
+    ctx.lineWidth = GENERATION.line_width;
+    ctx.beginPath();
+    for (let l = 0; l < L; l++) {
+      for (let hd = 0; hd < H; hd++) {
+        const o = cellOrigin(lay, l, hd);
+        ctx.moveTo(o.x, o.y + tick.at);
+        ctx.lineTo(o.x + tick.len, o.y + tick.at);
+        ctx.moveTo(o.x + tick.at, o.y);
+        ctx.lineTo(o.x + tick.at, o.y + tick.len);
+      }
+    }
+    ctx.stroke();
+  }
   // Cells still showing the preview: a corner mark.
   if (nPending) {
     const m = Math.max(4, Math.round(cell / 4));
@@ -146,6 +179,8 @@ export function draw(v) {
     v.legend = createLegend(thumbLut(thumbs, th.background), lopts);
     v.legendBox.appendChild(v.legend);
   } else updateLegend(v.legend, thumbLut(thumbs, th.background), lopts);
+  syncGenerationLegend(v.legendBox, gen, model.get("tokens").length, genColour,
+    tick ? "ticks on each thumbnail's left and top edge" : "boundary ticks need larger cells");
   if (v.hover) {
     const o = cellOrigin(lay, v.hover.layer, v.hover.head);
     ctx.lineWidth = 1;
@@ -158,6 +193,8 @@ export function draw(v) {
   ds.head = String(head);
   ds.pending = String(nPending);
   ds.thumbs = nPending ? "preview" : "exact";
+  ds.promptLength = String(gen);
+  ds.boundaryTick = tick ? String(tick.at) : "";
   ds.thumbShape = `${s}x${thumbs.shape[3] ?? s}`;
   ds.draws = String(Number(ds.draws || 0) + 1);
 }
