@@ -8,6 +8,7 @@ import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js
 import { draw } from "./draw.js";
 import { decodeGraph } from "./graph.js";
 import { flowHandlers } from "./input.js";
+import { showProgress } from "./progress.js";
 
 function buildDom(el) {
   const d = {};
@@ -58,7 +59,10 @@ function render({ model, el }) {
     scores: null, // {data, shape: [G, T]}
     methodsKey: "",
   });
-  v.draw = () => draw(v);
+  v.draw = () => {
+    draw(v);
+    showProgress(v); // after draw: the job's line replaces draw's max-flow-only status text
+  };
   // The method list comes from the kernel (attn_widgets.flows), so new methods need no view code.
   v.syncMethods = () => {
     const ms = model.get("methods") || [];
@@ -67,9 +71,12 @@ function render({ model, el }) {
     v.methodsKey = key;
     v.methodSel.replaceChildren();
     for (const m of ms) {
-      const o = h("option", "", m.label + (m.available ? "" : ` (needs ${m.needs})`));
+      // An unavailable method stays listed, disabled, saying why (e.g. the max-flow size limit).
+      const why = m.reason || `needs ${m.needs}`;
+      const o = h("option", "", m.label + (m.available ? "" : ` \u2014 unavailable: ${why}`));
       o.value = m.name;
       o.disabled = !m.available;
+      if (!m.available) o.title = why;
       v.methodSel.appendChild(o);
     }
   };
@@ -131,6 +138,7 @@ function render({ model, el }) {
         decodeGraphs();
         v.draw();
       },
+      "change:job": () => showProgress(v),
       "change:scores": () => {
         decodeScores();
         v.draw();
