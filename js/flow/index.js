@@ -8,7 +8,7 @@ import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js
 import { draw } from "./draw.js";
 import { decodeGraph } from "./graph.js";
 import { flowHandlers } from "./input.js";
-import { showProgress } from "./progress.js";
+import { methodOption, showProgress } from "./progress.js";
 
 function buildDom(el) {
   const d = {};
@@ -71,12 +71,11 @@ function render({ model, el }) {
     v.methodsKey = key;
     v.methodSel.replaceChildren();
     for (const m of ms) {
-      // An unavailable method stays listed, disabled, saying why (e.g. the max-flow size limit).
-      const why = m.reason || `needs ${m.needs}`;
-      const o = h("option", "", m.label + (m.available ? "" : ` \u2014 unavailable: ${why}`));
+      const opt = methodOption(m);
+      const o = h("option", "", opt.text);
       o.value = m.name;
-      o.disabled = !m.available;
-      if (!m.available) o.title = why;
+      o.disabled = opt.disabled;
+      if (opt.title) o.title = opt.title;
       v.methodSel.appendChild(o);
     }
   };

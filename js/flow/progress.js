@@ -1,7 +1,8 @@
 // The flow panel's background job on screen: the status line and bar (a LazyTrace's route
 // "rollout route of token 12: layer 5/32", or the exact max-flow's strip), and the route
-// drawn before it, dimmed until the new one arrives. Kept apart from draw.js (the graphs):
-// it only touches the controls' status, the bar and the graphs box's opacity.
+// drawn before it, dimmed until the new one arrives; and what the method control says of a
+// method that is not offered. Kept apart from draw.js (the graphs): it only touches the
+// controls' status, the bar and the graphs box's opacity.
 import { FLOW_STATUS, jobText } from "../lib/protocol.js";
 
 /** What the status line says now ("" when nothing runs). */
@@ -26,4 +27,12 @@ export function showProgress(v) {
   v.graphsBox.title = waiting ? `the previous route, until token ${job.token}'s arrives` : "";
   panel.dataset.pending = waiting ? String(job.token) : "";
   panel.dataset.progress = text;
+}
+
+/** The method control's option for entry `m` of the `methods` trait: {text, disabled, title}.
+ * A method that is not offered stays listed, disabled, saying why (e.g. the max-flow size limit). */
+export function methodOption(m) {
+  if (m.available) return { text: m.label, disabled: false, title: "" };
+  const why = m.reason || `needs ${m.needs}`;
+  return { text: `${m.label} \u2014 unavailable: ${why}`, disabled: true, title: why };
 }
