@@ -613,7 +613,8 @@ class AttentionFlow(AttnWidget):
             publish(cached)
             return
         with self.hold_sync():
-            self.status, self.progress, self.error = "computing", 0.0, ""
+            # The strip's scores were the previous token's: cleared, while its route stays drawn (dimmed).
+            self.scores, self.status, self.progress, self.error = {}, "computing", 0.0, ""
             self.job = protocol.job_progress("route", what, 0, n_layers, token=token)
         self._last_progress = 0.0
 

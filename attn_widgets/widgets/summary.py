@@ -175,7 +175,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
                 Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=".2g",
+                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=self._tick_format(metric),
                           label=self._color_label(metric)),
             ],
             title=self._title(metric),
@@ -219,6 +219,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         tr = self._trace
         n_layers = tr.n_layers
         self._colors.min, self._colors.max = 0.0, 1.0  # a blank grid until the values arrive
+        self.figure.axes[2].visible = False
         last = [0.0]
 
         def show(done: int, total: int) -> None:
@@ -278,6 +279,20 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             worker.cancel()  # a running computation stops at its next head
         super().close()
 
+    def _digits(self, metric: str) -> int:
+        """Significant digits that tell the statistic's smallest and largest head apart (a
+        random model's entropies all read "5.3" at two digits)."""
+        v = self.stats[metric]
+        if self._pending or not np.isfinite(v).all():
+            return 3
+        span, top = float(v.max() - v.min()), float(np.abs(v).max())
+        if span <= 0 or top <= 0:
+            return 3
+        return int(min(6, max(3, np.ceil(np.log10(top / span)) + 2)))
+
+    def _tick_format(self, metric: str) -> str:
+        return f".{max(2, self._digits(metric) - 1)}g"
+
     def _shown(self, metric: str) -> np.ndarray:
         """The ``[L, H]`` colours of ``metric`` (zeros, a blank grid, while still computing)."""
         v = self.stats[metric]
@@ -325,7 +340,8 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
                 return f"colour: {word} difference {a} \u2212 {b}: the two agree on every head (all 0)"
             return (f"colour: {word} difference {a} \u2212 {b}, diverging, centred at 0, "
                     f"\u2212{m:.3g} .. +{m:.3g}; red: {b} larger, blue: {a} larger")
-        return (f"colour: {word}, linear, blues from {float(v.min()):.3g} (light) to {float(v.max()):.3g} (dark); "
+        d = self._digits(metric)
+        return (f"colour: {word}, linear, blues from {float(v.min()):.{d}g} (light) to {float(v.max()):.{d}g} (dark); "
                 f"{METRICS[metric].split(';')[0]}")
 
     # -- validation, same rules as the other panels ---------------------------------------
@@ -350,6 +366,8 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             m = float(np.abs(self.stats[metric]).max()) or 1e-12
             self._colors.min, self._colors.max = -m, m
         self.figure.axes[2].label = self._color_label(metric)
+        self.figure.axes[2].tick_format = self._tick_format(metric)
+        self.figure.axes[2].visible = not self._pending  # no scale to read until the values are there
         self.legend.value = self._legend_html(metric)
 
     @t.observe("layer", "head")

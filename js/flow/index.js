@@ -17,6 +17,8 @@ function buildDom(el) {
   d.controls = h("div", "aw-controls");
   d.methodSel = h("select", "aw-method");
   d.methodSel.title = "flow method: how a token's output is traced back to the input";
+  // Unavailable methods say why in their option text: the closed control stays its own width.
+  d.methodSel.style.maxWidth = "16em";
   d.keepLabel = h("label", "aw-sub aw-keep-label", "keep ");
   d.keepInput = h("input", "aw-keep");
   Object.assign(d.keepInput, { type: "range", min: "0.5", max: "1", step: "0.01" });

@@ -113,6 +113,7 @@ def test_lazy_route_progress_and_the_previous_route_stays(lazy, monkeypatch, fas
     gate = Gate(monkeypatch)
     f.token = 9
     assert f.status == "computing" and f.graphs is before and f.graphs[0]["token"] == 3
+    assert f.scores == {}  # the strip's scores were token 3's: not shown under token 9
     assert f.job["kind"] == "route" and f.job["token"] == 9
     assert f.job["text"] == f"rollout route of token 9: layer 0/{lazy.n_layers}"
     seen = [f.job["text"]]
@@ -235,6 +236,7 @@ def test_lazy_summary_fills_in_the_background_and_links_meanwhile(lazy, in_memor
     assert s.computing and s.job["text"] == f"head statistics: layer 0/{lazy.n_layers}"
     assert "head statistics: layer 0/3" in s.status_line.value and s.status_bar.layout.display == ""
     assert not s.mark.color.any() and "computing" in s.figure.title
+    assert s.figure.axes[2].visible is False  # no colour scale to read yet
     # Selection works while the statistics are computed: a click on a cell moves every panel.
     assert (ex.layer, ex.head) == (0, 0)
     s.mark.set_state({"selected": [[2, 1]]})
@@ -252,6 +254,12 @@ def test_lazy_summary_fills_in_the_background_and_links_meanwhile(lazy, in_memor
     assert s.status_line.value == "" and s.status_bar.layout.display == "none" and s.job == {}
     assert s.available == ["entropy", "distance", "special"] and "computing" not in s.figure.title
     assert s.mark.selected.tolist() == [[2, 1]]
+    assert s.figure.axes[2].visible is True  # the colour bar is back
+    # A random model's entropies are close together: the legend still tells min and max apart.
+    import re
+
+    lo, hi = re.search(r"blues from (\S+) \(light\) to (\S+) \(dark\)", s.legend_text).groups()
+    assert lo != hi and float(lo) < float(hi)
 
 
 # -- Explorer ------------------------------------------------------------------------------------
