@@ -599,13 +599,14 @@ class AttentionFlow(AttnWidget):
             with self.hold_sync():
                 self.route_token = token
                 self.graphs = graphs
+                self.progress, self.job, self.error = 1.0, {}, ""
                 if self.token is None:
-                    self.scores, self.status = {}, ""
+                    self.scores = {}
                 else:
                     rows = np.stack([np.asarray(rg.node[0], dtype=np.float64) / (rg.value or 1.0) for rg in routes])
                     self.scores = {"token": token, "method": method, **pack(rows, "float32")}
-                    self.status = "ready"
-                self.progress, self.job, self.error = 1.0, {}, ""
+                # status last: wait() returns on it, and everything above is in place by then
+                self.status = "" if self.token is None else "ready"
 
         cached = self._worker.cached(key)
         if cached is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 import time
 from typing import Any
 
@@ -131,6 +132,9 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self._trace = trace
         self._worker = Worker(cache_size=1)
         self._pending = lazy
+        self._ready = threading.Event()  # set once the statistics are shown (or failed)
+        if not lazy:
+            self._ready.set()
         if lazy:  # filled by the background job (_start_stats); NaN until then
             nan = np.full((trace.n_layers, trace.n_heads), np.nan)
             self.stats = {k: nan.copy() for k in METRICS}
@@ -175,8 +179,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
                 Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=self._tick_format(metric),
-                          label=self._color_label(metric)),
+                self._color_axis(metric),
             ],
             title=self._title(metric),
             # room for the colour axis' ticks and its label, so neither is clipped
@@ -219,7 +222,6 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         tr = self._trace
         n_layers = tr.n_layers
         self._colors.min, self._colors.max = 0.0, 1.0  # a blank grid until the values arrive
-        self.figure.axes[2].visible = False
         last = [0.0]
 
         def show(done: int, total: int) -> None:
@@ -245,6 +247,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             self.status_line.value = ""
             self._colors.min = self._colors.max = None
             self._show_metric(self.metric)
+            self._ready.set()
 
         def failed(exc: BaseException) -> None:
             self._pending = False
@@ -252,6 +255,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             self.status_bar.layout.display = "none"
             self.status_line.value = ('<span class="aw-error">'
                                       + html.escape(protocol.error_text("head statistics", exc)) + "</span>")
+            self._ready.set()
 
         show(0, n_layers)
         self._worker.submit("stats", lambda job: _lazy.head_stats(tr, progress=progress, cancelled=job.cancelled),
@@ -264,13 +268,8 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
 
     def wait(self, timeout: float = 120.0, raise_: bool = True) -> "HeadSummary":
         """Block until a LazyTrace's statistics are there (for scripts and tests)."""
-        deadline = time.monotonic() + timeout
-        while self._pending:
-            if time.monotonic() > deadline:
-                if not raise_:
-                    return self
-                raise TimeoutError(f"head statistics still computing after {timeout} s")
-            time.sleep(0.01)
+        if not self._ready.wait(timeout) and raise_:
+            raise TimeoutError(f"head statistics still computing after {timeout} s")
         return self
 
     def close(self) -> None:
@@ -289,6 +288,10 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if span <= 0 or top <= 0:
             return 3
         return int(min(6, max(3, np.ceil(np.log10(top / span)) + 2)))
+
+    def _color_axis(self, metric: str) -> ColorAxis:
+        return ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=self._tick_format(metric),
+                         label=self._color_label(metric), visible=not self._pending)
 
     def _tick_format(self, metric: str) -> str:
         return f".{max(2, self._digits(metric) - 1)}g"
@@ -365,9 +368,13 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if self._other is not None:
             m = float(np.abs(self.stats[metric]).max()) or 1e-12
             self._colors.min, self._colors.max = -m, m
-        self.figure.axes[2].label = self._color_label(metric)
-        self.figure.axes[2].tick_format = self._tick_format(metric)
-        self.figure.axes[2].visible = not self._pending  # no scale to read until the values are there
+        ax = self.figure.axes[2]
+        if ax.tick_format != self._tick_format(metric):
+            # bqplot's view does not redraw the ticks of a changed tick_format: a new axis does.
+            self.figure.axes = [*self.figure.axes[:2], self._color_axis(metric)]
+        else:
+            ax.label = self._color_label(metric)
+            ax.visible = not self._pending  # no scale to read until the values are there
         self.legend.value = self._legend_html(metric)
 
     @t.observe("layer", "head")

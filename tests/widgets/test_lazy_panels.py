@@ -260,6 +260,8 @@ def test_lazy_summary_fills_in_the_background_and_links_meanwhile(lazy, in_memor
 
     lo, hi = re.search(r"blues from (\S+) \(light\) to (\S+) \(dark\)", s.legend_text).groups()
     assert lo != hi and float(lo) < float(hi)
+    fmt = s.figure.axes[2].tick_format[1:]  # and so do the colour bar's ticks
+    assert format(s.stats["entropy"].min(), fmt) != format(s.stats["entropy"].max(), fmt)
 
 
 # -- Explorer ------------------------------------------------------------------------------------
