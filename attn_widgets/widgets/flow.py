@@ -49,12 +49,15 @@ PROGRESS_INTERVAL = 0.1
 #: What one exact max-flow route may allocate: ``route_layers`` builds float64 capacities
 #: ``[L, T, T]`` and ``max_flow_edges`` int64 flows and solver state, about ``72 * L * T * T``
 #: bytes in all (flows.route's notes). Above it the panel offers no exact max-flow and says why.
-FLOW_MAX_BYTES = 1 << 30
+#: Time grows faster than memory: on two CPU cores, 6 layers, the route of a click took 0.05 s
+#: and the strip (a whole max-flow row, in the background) 0.7 s at 512 tokens, 0.21 s and
+#: 2.8 s at 788 (about T^3), so the 1114-token limit at 6 layers keeps the strip near 10 s.
+FLOW_MAX_BYTES = 1 << 29
 
 
 def flow_token_limit(n_layers: int) -> int:
     """The most tokens an exact max-flow route of ``n_layers`` layers is offered for
-    (:data:`FLOW_MAX_BYTES`): 1576 at 6 layers, 682 at 32."""
+    (:data:`FLOW_MAX_BYTES`): 1114 at 6 layers, 482 at 32."""
     return int(math.isqrt(FLOW_MAX_BYTES // (72 * max(1, int(n_layers)))))
 
 

@@ -160,8 +160,9 @@ def test_lazy_trace_shows_max_flow_unavailable_with_the_limit(lazy, minilm_trace
     assert fl["reason"] == f"exact max-flow: up to 10 tokens at 6 layers; this trace has {minilm_trace.n_tokens}"
     with pytest.raises(traitlets.TraitError, match="up to 10 tokens"):
         g.method = "flow"
-    monkeypatch.setattr(flow_mod, "FLOW_MAX_BYTES", 1 << 30)
+    monkeypatch.undo()
     assert next(m for m in aw.AttentionFlow(minilm_trace).methods if m["name"] == "flow")["available"]
+    assert [flow_mod.flow_token_limit(n) for n in (6, 32)] == [1114, 482]
 
 
 class _GradRoute:
