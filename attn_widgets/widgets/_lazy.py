@@ -12,7 +12,8 @@ cancellation, the fallbacks below are dead code and can go (the calls stay).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

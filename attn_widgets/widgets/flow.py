@@ -19,8 +19,7 @@ from ..flows.route import RouteGraph, route_graph, route_layers
 from ..interface import Trace
 from ..render.style import STYLE as _STYLE
 from ..trace import AttentionTrace
-from . import _lazy
-from . import protocol
+from . import _lazy, protocol
 from ._assets import _esm
 from ._base import AttnWidget
 
@@ -58,7 +57,7 @@ FLOW_MAX_BYTES = 1 << 29
 def flow_token_limit(n_layers: int) -> int:
     """The most tokens an exact max-flow route of ``n_layers`` layers is offered for
     (:data:`FLOW_MAX_BYTES`): 1114 at 6 layers, 482 at 32."""
-    return int(math.isqrt(FLOW_MAX_BYTES // (72 * max(1, int(n_layers)))))
+    return math.isqrt(FLOW_MAX_BYTES // (72 * max(1, int(n_layers))))
 
 
 def _is_lazy(trace: Any) -> bool:

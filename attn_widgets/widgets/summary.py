@@ -12,9 +12,8 @@ import ipywidgets as widgets
 import numpy as np
 import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
-from traittypes import Array
-
 from bqplot.traits import array_dimension_bounds, array_serialization
+from traittypes import Array
 
 from .._jobs import Worker
 from .._wire import pack, to_jsonable

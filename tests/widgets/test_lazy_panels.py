@@ -119,7 +119,7 @@ def test_lazy_route_progress_and_the_previous_route_stays(lazy, monkeypatch, fas
     seen = [f.job["text"]]
     for k in range(1, lazy.n_layers):
         gate.step()
-        _until(lambda: f.job.get("done") == k)
+        _until(lambda k=k: f.job.get("done") == k)
         seen.append(f.job["text"])
         assert f.graphs is before and f.status == "computing"  # still the old route, dimmed by the view
     assert seen == [f"rollout route of token 9: layer {k}/{lazy.n_layers}" for k in range(lazy.n_layers)]
