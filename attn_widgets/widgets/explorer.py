@@ -7,6 +7,7 @@ from typing import Any, Mapping
 import ipywidgets as widgets
 import traitlets as t
 
+from ..interface import Trace
 from ..trace import AttentionTrace
 from ._base import Figures, TraceRanges
 from .agreement import MethodAgreement
@@ -33,10 +34,16 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
     ``save_html`` (one linked page), ``save_svg`` (one figure of the four panels) and
     ``save_png`` (that figure with its labels, drawn without a browser).
 
+    A :class:`~attn_widgets.LazyTrace` (long contexts, maps recomputed from queries and
+    keys) works in every panel: the Flow panel computes each route in the background with
+    its progress, HeadSummary its statistics; the methods-agreement table, which ranks every
+    method's scores and needs all maps in memory, is replaced by a note saying so
+    (``explorer.agreement`` is None). ``compare=`` needs in-memory traces.
+
     Parameters
     ----------
     trace
-        The trace to explore, or a mapping ``{target name: trace}`` of traces of the same
+        The trace to explore (an AttentionTrace or a LazyTrace), or a mapping ``{target name: trace}`` of traces of the same
         text that differ in their gradient target; the *target* control switches between
         them (gradient-based views follow). Or a target provider such as the
         :class:`~attn_widgets.GenerationTrace` of :func:`attn_widgets.trace_generate`: the
@@ -77,8 +84,9 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if not targets:
             raise ValueError("trace: expected an AttentionTrace or a non-empty mapping of them")
         for name, tr in targets.items():
-            if not isinstance(tr, AttentionTrace):
-                raise TypeError(f"trace[{name!r}]: expected an AttentionTrace, received {type(tr).__name__}")
+            if not isinstance(tr, AttentionTrace) and not (isinstance(tr, Trace) and tr.on_demand):
+                raise TypeError(f"trace[{name!r}]: expected an AttentionTrace or a LazyTrace, received "
+                                f"{type(tr).__name__}")
             if tr.is_cross:
                 raise ValueError(
                     f"trace[{name!r}]: the Explorer needs a self-attention trace (its Flow and HeadSummary "
@@ -106,7 +114,9 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
             raise ValueError(str(exc)) from None
         self.summary = HeadSummary(first)
         # Beside the Flow panel's strip: how far the methods agree on the selected token.
-        self.agreement = MethodAgreement(first)
+        self.agreement_note = widgets.HTML()
+        self.agreement_note.add_class("aw-agreement-note")
+        self.agreement = self._agreement_for(first)
         self.target_picker = widgets.Dropdown(
             options=list(targets), value=next(iter(targets)), description="target",
             layout=widgets.Layout(width="max-content", display="" if len(targets) > 1 else "none"),
@@ -114,7 +124,7 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self.target_picker.observe(self._on_target, "value")
         self._header = widgets.HTML()
         grid = widgets.GridBox(
-            children=[self.matrix, self.heatmap, self.flow, self.agreement, self.summary],
+            children=self._grid_children(),
             layout=widgets.Layout(grid_template_columns="repeat(auto-fit, minmax(420px, 1fr))", grid_gap="8px"),
         )
         self._grid = grid
@@ -144,6 +154,31 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
         unknown = sorted(set(kwargs) - set(self._accepted()))
         if unknown:
             raise TypeError(f"Explorer: unknown argument(s) {unknown}; expected some of {self._accepted()}")
+
+    def _agreement_for(self, trace: Any, **sel: Any) -> MethodAgreement | None:
+        """The methods-agreement panel, or for a LazyTrace None and a note in its place."""
+        if not getattr(trace, "on_demand", False):
+            self.agreement_note.value = ""
+            self.agreement_note.layout.display = "none"
+            return MethodAgreement(trace, **sel)
+        import html
+
+        text = (
+            "Methods agreement is not shown for a LazyTrace: it ranks the input tokens by every flow method's "
+            "scores for the selected token, and those need every layer's maps in memory (an AttentionTrace). "
+            f"Here each method's route is a walk over {trace.n_layers} layers of {trace.n_tokens} \u00d7 "
+            f"{trace.n_tokens} maps recomputed from queries and keys. Switch the Flow panel's method to compare "
+            "the routes, or explore a shorter trace captured with aw.trace(...)."
+        )
+        self.agreement_note.value = ('<div class="aw-panel" style="white-space: normal; font-size: 12px; '
+                                     'line-height: 1.4; padding: 6px"><b>methods agreement</b><br>'
+                                     + html.escape(text) + "</div>")
+        self.agreement_note.layout.display = ""
+        return None
+
+    def _grid_children(self) -> list:
+        third = self.agreement if self.agreement is not None else self.agreement_note
+        return [self.matrix, self.heatmap, self.flow, third, self.summary]
 
     @staticmethod
     def _target_name(trace: AttentionTrace) -> str:
@@ -204,7 +239,8 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
 
     @property
     def panels(self) -> list:
-        return [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
+        """The linked panels (no agreement panel for a LazyTrace)."""
+        return [p for p in (self.matrix, self.heatmap, self.flow, self.agreement, self.summary) if p is not None]
 
     def _relink(self) -> None:
         if self._link is not None:
@@ -236,14 +272,16 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
             flow_state["method"] = "rollout"
         old = [self.flow, self.summary, self.agreement]
         self.flow = AttentionFlow(tr, compare=self._compare_trace, **flow_state, **sel)
-        self.agreement = MethodAgreement(tr, **sel)
+        self.agreement = self._agreement_for(tr, **sel)
         metric = self.summary.metric
-        keeps = {"grad_importance": tr.has_gradients, "value_importance": tr.value_norms is not None}.get(metric, True)
+        keeps = {"grad_importance": tr.has_gradients,
+                 "value_importance": getattr(tr, "value_norms", None) is not None}.get(metric, True)
         self.summary = HeadSummary(tr, metric=metric if keeps else "entropy")
-        self._grid.children = [self.matrix, self.heatmap, self.flow, self.agreement, self.summary]
+        self._grid.children = self._grid_children()
         self._relink()
         for w in old:
-            w.close()
+            if w is not None:
+                w.close()
         self._update_header()
 
     def _update_header(self) -> None:
@@ -324,6 +362,8 @@ class Explorer(Figures, TraceRanges, LocalSelection, widgets.VBox):
     def _header_text(self) -> str:
         tr = self.trace
         bits = [tr.model_name or "attention", f"{tr.n_layers} layers \u00d7 {tr.n_heads} heads", f"{tr.n_tokens} tokens"]
+        if getattr(tr, "on_demand", False):
+            bits.append("maps on demand (LazyTrace)")
         if tr.target:
             bits.append(f"target: {tr.target}")
         return " \u00b7 ".join(bits)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -18,10 +19,11 @@ from ..flows.route import RouteGraph, route_graph, route_layers
 from ..interface import Trace
 from ..render.style import STYLE as _STYLE
 from ..trace import AttentionTrace
+from . import _lazy, protocol
 from ._assets import _esm
 from ._base import AttnWidget
 
-__all__ = ["AttentionFlow", "default_token", "flow_methods"]
+__all__ = ["AttentionFlow", "FLOW_MAX_BYTES", "default_token", "flow_methods", "flow_token_limit"]
 
 _WARMED = threading.Event()
 
@@ -38,6 +40,60 @@ _LABELS = {
 }
 #: Route weights of two compared traces closer than this count as equal (style.json route.agree_tol).
 AGREE_TOL = float(_STYLE["route"]["agree_tol"])
+
+
+#: Seconds between two progress updates of a background job (about 10 a second at most).
+PROGRESS_INTERVAL = 0.1
+
+#: What one exact max-flow route may allocate: ``route_layers`` builds float64 capacities
+#: ``[L, T, T]`` and ``max_flow_edges`` int64 flows and solver state, about ``72 * L * T * T``
+#: bytes in all (flows.route's notes). Above it the panel offers no exact max-flow and says why.
+#: Time grows faster than memory: on two CPU cores, 6 layers, the route of a click took 0.05 s
+#: and the strip (a whole max-flow row, in the background) 0.7 s at 512 tokens, 0.21 s and
+#: 2.8 s at 788 (about T^3), so the 1114-token limit at 6 layers keeps the strip near 10 s.
+FLOW_MAX_BYTES = 1 << 29
+
+
+def flow_token_limit(n_layers: int) -> int:
+    """The most tokens an exact max-flow route of ``n_layers`` layers is offered for
+    (:data:`FLOW_MAX_BYTES`): 1114 at 6 layers, 482 at 32."""
+    return math.isqrt(FLOW_MAX_BYTES // (72 * max(1, int(n_layers))))
+
+
+def _is_lazy(trace: Any) -> bool:
+    return bool(getattr(trace, "on_demand", False))
+
+
+def _offered(trace: Any) -> set[str]:
+    """The methods the panel offers for ``trace``: flows' ``available_methods``, without the
+    exact max-flow over :func:`flow_token_limit`."""
+    if _is_lazy(trace):
+        return set(_lazy.lazy_methods(trace))
+    have = set(_paths.available_methods(trace))
+    if trace.n_tokens > flow_token_limit(trace.n_layers):
+        have.discard("flow")
+    return have
+
+
+def _why_not(method: str, trace: Any) -> str:
+    """Why ``method`` is not offered for ``trace``, with what would make it so (the option's text)."""
+    lazy = _is_lazy(trace)
+    if method == "flow":
+        limit = flow_token_limit(trace.n_layers)
+        size = f"up to {limit} tokens at {trace.n_layers} layers"
+        if not lazy:
+            return f"exact max-flow: {size}; this trace has {trace.n_tokens}"
+        fits = " (trace.materialize() builds an in-memory one)" if trace.n_tokens <= limit else ""
+        return f"exact max-flow: needs every map in memory and {size}; this LazyTrace has {trace.n_tokens}{fits}"
+    if method == "grad_rollout" and lazy:
+        return "needs the streamed gradient route: aw.trace_lazy(..., grad_rollout=True)"
+    if method in _paths.GRAD_METHODS:
+        if lazy:
+            return "needs every head's gradients: aw.trace(..., gradients=True); a LazyTrace streams only the gradient-rollout route"
+        return "needs gradients: aw.trace(..., gradients=True)"
+    if method in _paths.CONTRIB_METHODS:
+        return "needs contributions: aw.trace(..., contributions=True)" + (" (not for a LazyTrace)" if lazy else "")
+    return "not available for this trace"
 
 
 def _warm_up_flow_solver() -> None:
@@ -62,18 +118,21 @@ def flow_methods(traces: list[Any] | None = None) -> list[dict]:
     """The flow methods of :mod:`attn_widgets.flows` the panel offers, in order.
 
     Each entry: ``name``, ``label``, ``needs`` (``"gradients"``, ``"contributions"`` or
-    ``""``) and ``available`` (every trace in ``traces`` has what the method needs, per
-    :func:`attn_widgets.flows.paths.available_methods`). Read from the flows package
+    ``""``), ``available`` (every trace in ``traces`` has what the method needs, per
+    :func:`attn_widgets.flows.paths.available_methods`; the exact max-flow up to
+    :func:`flow_token_limit` tokens) and ``reason`` (``""``, or why not, with the size limit:
+    the view shows it on the disabled option). Read from the flows package
     (``route.ROUTE_METHODS``, ``paths.GRAD_METHODS``, ``paths.CONTRIB_METHODS``), so a new
     method appears without panel code.
     """
     traces = traces or []
-    have = [set(_paths.available_methods(tr)) for tr in traces]
+    have = [_offered(tr) for tr in traces]
     out = []
     for m in _route.ROUTE_METHODS:
         needs = "gradients" if m in _paths.GRAD_METHODS else "contributions" if m in _paths.CONTRIB_METHODS else ""
+        lacking = next((tr for tr, h in zip(traces, have) if m not in h), None)
         out.append({"name": m, "label": _LABELS.get(m, m.replace("_", " ")), "needs": needs,
-                    "available": all(m in h for h in have)})
+                    "available": lacking is None, "reason": "" if lacking is None else _why_not(m, lacking)})
     return out
 
 
@@ -83,6 +142,9 @@ def default_token(trace: Any) -> int:
     model, else the first ([CLS] of an encoder)."""
     n = trace.n_tokens
     pos = (getattr(trace, "meta", None) or {}).get("position")
+    if not isinstance(pos, (int, np.integer)) or isinstance(pos, bool):
+        gr = _lazy.grad_route(trace)  # a LazyTrace's streamed gradient route has its position
+        pos = None if gr is None else int(gr.position)
     if isinstance(pos, (int, np.integer)) and not isinstance(pos, bool):
         return int(pos) % n if -n <= pos < n else n - 1
     return n - 1 if getattr(trace, "causal", False) else 0
@@ -108,6 +170,15 @@ class AttentionFlow(AttnWidget):
     ``method="flow"`` (exact max-flow) runs in a background thread: the panel shows
     progress, the kernel stays responsive, a new selection cancels the stale job.
 
+    A :class:`~attn_widgets.LazyTrace` (long contexts) is accepted: its methods are
+    attention, rollout and, when it carries a streamed gradient route
+    (``trace_lazy(..., grad_rollout=True)``), grad_rollout for that one position. Each
+    route is computed in the background, layer by layer from queries and keys, with its
+    progress on the panel (:attr:`job`); the previous route stays drawn, dimmed, until the
+    new one arrives, and a new click cancels the running one. The exact max-flow is shown
+    as unavailable there (and for in-memory traces over :func:`flow_token_limit` tokens),
+    with the reason.
+
     Parameters
     ----------
     trace
@@ -124,7 +195,7 @@ class AttentionFlow(AttnWidget):
     export_kind = export_view = "flow"
     export_grows = True
     _computed = frozenset({"labels", "has_gradients", "graphs", "scores", "status", "progress", "methods",
-                           "route_token"})
+                           "route_token", "job"})
 
     method = t.Unicode("rollout").tag(sync=True)
     keep = t.Float(0.8).tag(sync=True)
@@ -150,10 +221,14 @@ class AttentionFlow(AttnWidget):
     #: "" | "computing" | "ready" | "error"
     status = t.Unicode("").tag(sync=True)
     progress = t.Float(0.0).tag(sync=True)
+    #: The background job the panel waits for (a LazyTrace's route), ``{}`` when none:
+    #: :func:`attn_widgets.widgets.protocol.job_progress` (``kind``, ``what``, ``done``,
+    #: ``total``, ``unit``, ``text``, ``token``).
+    job = t.Dict().tag(sync=True)
 
     def __init__(
         self,
-        trace: AttentionTrace,
+        trace: Trace,
         compare: AttentionTrace | None = None,
         labels: tuple[str, str] | list[str] | None = None,
         **kwargs: Any,
@@ -172,8 +247,12 @@ class AttentionFlow(AttnWidget):
                     f"{tr.n_keys} key tokens). Show it with AttentionHeatmap or AttentionMatrix, or pass "
                     "the encoder / decoder trace of a Seq2SeqTrace (s2s.encoder, s2s.decoder) to AttentionFlow."
                 )
-            if isinstance(tr, Trace) and tr.on_demand:
-                tr.attentions  # a LazyTrace: raises its own AttributeError, which says what to do
+        if compare is not None and _is_lazy(trace):
+            raise TypeError(
+                "compare: comparing two routes needs in-memory AttentionTraces (the difference is taken "
+                f"edge by edge); trace is a LazyTrace of {trace.n_tokens} tokens. Show each LazyTrace in its "
+                "own AttentionFlow, or materialize() them when they fit in memory"
+            )
         if compare is not None:
             if not isinstance(compare, AttentionTrace):
                 raise TypeError(f"compare: expected an AttentionTrace, received {type(compare).__name__}")
@@ -199,6 +278,7 @@ class AttentionFlow(AttnWidget):
         self._layers_cache: dict[tuple, list] = {}
         self._route_cache: dict[tuple, tuple] = {}
         self._worker = Worker()
+        self._lazy = _is_lazy(trace)
         self._last_progress = 0.0
         self._routes: list[RouteGraph] = []
         self._has_grad = all(tr.has_gradients for tr in self._traces)
@@ -219,10 +299,7 @@ class AttentionFlow(AttnWidget):
         if m not in info:
             raise t.TraitError(f"method: expected one of {tuple(info)}, received {m!r}")
         if not info[m]["available"]:
-            what = info[m]["needs"]
-            how = ("attn_widgets.trace(..., gradients=True)" if what == "gradients"
-                   else "attn_widgets.trace(..., contributions=True)")
-            raise t.TraitError(f"method={m!r} needs {what}, but this trace has none; capture it with {how}")
+            raise t.TraitError(f"method={m!r} is not available for this trace: {info[m]['reason']}")
         return m
 
     @t.validate("method")
@@ -444,6 +521,9 @@ class AttentionFlow(AttnWidget):
         return g.get("agree") if g.get("diff") else None
 
     def _refresh(self) -> None:
+        if self._lazy:
+            self._refresh_lazy()
+            return
         token = self._default if self.token is None else int(self.token)
         self.route_token = token
         method, keep = self.method, float(self.keep)
@@ -493,11 +573,87 @@ class AttentionFlow(AttnWidget):
 
         self._worker.submit(skey, compute, publish, failed)
 
+    # -- a LazyTrace: every route in the background, layer by layer ---------------------------
+    def _refresh_lazy(self) -> None:
+        """Start (or take from the cache) the route of the selected token. Until it arrives the
+        previous route stays drawn (the view dims it while ``status == "computing"``), ``job``
+        says how far the computation is, and a newer click replaces it (the running walk sees
+        ``cancelled()`` and stops)."""
+        token = self._default if self.token is None else int(self.token)
+        method, keep = self.method, float(self.keep)
+        cap = int(self.max_edges_per_layer)
+        key = ("lazy", method, round(self.residual, 6), token, round(keep, 6), cap, int(self.max_rows))
+        tr = self._traces[0]
+        if method == "grad_rollout":
+            try:
+                _lazy.check_grad_position(tr, token)
+            except ValueError as exc:  # the route on screen stays; the message says what to click
+                self._worker.cancel()
+                with self.hold_sync():
+                    self.job, self.status, self.error = {}, "error", str(exc)
+                return
+        n_layers = tr.n_layers
+        what = f"{method.replace('_', ' ')} route of token {token}"
+
+        def publish(hit: tuple) -> None:
+            routes, graphs = hit
+            self._routes = routes
+            with self.hold_sync():
+                self.route_token = token
+                self.graphs = graphs
+                self.progress, self.job, self.error = 1.0, {}, ""
+                if self.token is None:
+                    self.scores = {}
+                else:
+                    rows = np.stack([np.asarray(rg.node[0], dtype=np.float64) / (rg.value or 1.0) for rg in routes])
+                    self.scores = {"token": token, "method": method, **pack(rows, "float32")}
+                # status last: wait() returns on it, and everything above is in place by then
+                self.status = "" if self.token is None else "ready"
+
+        cached = self._worker.cached(key)
+        if cached is not None:
+            self._worker.cancel()
+            publish(cached)
+            return
+        with self.hold_sync():
+            # The strip's scores were the previous token's: cleared, while its route stays drawn (dimmed).
+            self.scores, self.status, self.progress, self.error = {}, "computing", 0.0, ""
+            self.job = protocol.job_progress("route", what, 0, n_layers, token=token)
+        self._last_progress = 0.0
+
+        def compute(job) -> tuple:
+            def progress(done: int, total: int) -> None:
+                if job.cancelled():
+                    return
+                now = time.monotonic()
+                if now - self._last_progress >= PROGRESS_INTERVAL or done >= total:
+                    self._last_progress = now
+                    with self.hold_sync():
+                        self.progress = done / max(total, 1)
+                        self.job = protocol.job_progress("route", what, done, total, token=token)
+
+            rg = _lazy.route(tr, method, token, keep=keep, residual=float(self.residual), max_edges_per_layer=cap,
+                             progress=progress, cancelled=job.cancelled)
+            return [rg], self._payloads([rg], token)
+
+        def failed(exc: BaseException) -> None:
+            with self.hold_sync():
+                self.status, self.job = "error", {}
+                self.error = protocol.error_text(f"{what}", exc)
+
+        self._worker.submit(key, compute, publish, failed)
+
+    def close(self) -> None:
+        worker = getattr(self, "_worker", None)  # None: the constructor failed early
+        if worker is not None:
+            worker.cancel()  # a running route stops at its next layer
+        super().close()
+
     def _on_params(self, change: dict) -> None:
         try:
             self._check_params()
-            self._refresh()
             self.error = ""
+            self._refresh()
         except Exception as exc:  # keep the panel usable and say what went wrong
             self.status = "error"
             self.error = f"{type(exc).__name__}: {exc}"
@@ -530,6 +686,8 @@ class AttentionFlow(AttnWidget):
         spent, so keep, method and token changes work in the page without a kernel."""
         n = self._traces[0].n_tokens
         first = self.route_token
+        if self._lazy:
+            return self._lazy_extras(budget, seconds)
         methods = [self.method] + [e["name"] for e in self._methods if e["available"] and e["name"] != self.method]
         order = [(m, first) for m in methods]
         others = [i for i in range(n) if i != first]
@@ -558,6 +716,21 @@ class AttentionFlow(AttnWidget):
             used += size
         notes = [f"flow: routes of {left} (method, token) pairs left out (size or time cap)"] if left else []
         return {}, {"routes": table, "default_token": int(self._default)}, notes
+
+    def _lazy_extras(self, budget: int, seconds: float) -> tuple[dict, dict, list[str]]:
+        """A LazyTrace: only the route drawn now (every other one is a full walk over the layers)."""
+        self.wait(seconds, raise_=False)
+        table: dict[str, dict] = {}
+        if self._routes and self.status != "computing":
+            rg = self._routes[0]
+            scale = rg.value or 1.0
+            entry = to_jsonable({"graphs": list(self.graphs), "layer_total": pack(rg.layer_total[None] / scale, "float32"),
+                                 "scores": pack((np.asarray(rg.node[0]) / scale)[None], "float32")})
+            if json_nbytes(entry) <= budget:
+                table[rg.method] = {str(rg.token): entry}
+        note = [f"flow: a LazyTrace's page holds the route of token {self.route_token} only (each route is a "
+                "walk over every layer's maps)"]
+        return {}, {"routes": table, "default_token": int(self._default)}, note
 
     # -- figures -------------------------------------------------------------------------
     def _figure_args(self) -> dict:

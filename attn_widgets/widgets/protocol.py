@@ -34,6 +34,12 @@ message                   direction  fields                               reply 
 ``error``                 k->view    id, message                          the reply to any request that failed
 ========================  =========  ===================================  ===========================================
 
+Progress of a background job (a LazyTrace's route on the flow panel, head statistics on
+HeadSummary) travels in a synced trait, not a message: ``job`` =
+:class:`JobProgress` (:func:`job_progress`; ``{}`` when nothing runs), so a view that
+starts late still sees it. The flow panel's ``methods`` entries carry ``reason``: why a
+method is not offered (e.g. the exact max-flow's size limit), shown on the disabled option.
+
 ``head`` is a :data:`~attn_widgets.interface.HeadSelector`: a head index or ``"mean"`` /
 ``"max"``. Errors have one shape, :class:`ErrorReply`, for a failed request; failures
 outside a request (background thumbnails, flow scores) set the panel's ``error`` trait
@@ -56,6 +62,7 @@ __all__ = [
     "GetThumbs",
     "GetTile",
     "Handler",
+    "JobProgress",
     "MapAck",
     "MapReply",
     "Reply",
@@ -72,6 +79,7 @@ __all__ = [
     "tile_message",
     "error_reply",
     "error_text",
+    "job_progress",
     "reply",
 ]
 
@@ -171,6 +179,18 @@ class SvgReply(TypedDict):
     bytes: int
 
 
+class JobProgress(TypedDict, total=False):
+    """A synced ``job`` trait: what a panel is computing in the background and how far."""
+
+    kind: str  # "route" (flow panel) or "stats" (HeadSummary)
+    what: str  # e.g. "rollout route of token 12", "head statistics"
+    done: int
+    total: int
+    unit: str  # what done / total count: "layer"
+    text: str  # the status line: "<what>: <unit> <done>/<total>"
+    token: int  # kind "route": the token whose route is computed
+
+
 class ErrorReply(TypedDict):
     type: Literal["error"]
     id: str | None
@@ -231,6 +251,15 @@ def svg_message(svg: str) -> Reply:
     data = svg.encode("utf-8")
     check_message_size(len(data), "the SVG", "write it from Python with save_svg(path)")
     return reply("svg", [data], bytes=len(data))
+
+
+def job_progress(kind: str, what: str, done: int, total: int, unit: str = "layer", **extra: Any) -> JobProgress:
+    """The ``job`` trait of a background computation: ``text`` is the line the panel shows
+    (``"rollout route of token 12: layer 5/32"``); ``js/lib/protocol.js`` ``jobText`` builds
+    the same from the other fields."""
+    done, total = int(done), int(total)
+    return {"kind": kind, "what": what, "done": done, "total": total, "unit": unit,
+            "text": f"{what}: {unit} {done}/{total}", **extra}
 
 
 def error_reply(req_id: Any, message: str) -> ErrorReply:

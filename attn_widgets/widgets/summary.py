@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
 from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
 import traitlets as t
 from bqplot import Axis, ColorAxis, ColorScale, Figure, GridHeatMap, OrdinalScale
+from bqplot.traits import array_dimension_bounds, array_serialization
 from traittypes import Array
 
-from ..trace import AttentionTrace
+from .._jobs import Worker
 from .._wire import pack, to_jsonable
+from ..interface import Trace
 from ..render.style import STYLE, css
+from ..trace import AttentionTrace
+from . import _lazy, protocol
 from ._base import Figures, TraceRanges
 from .selection import LocalSelection
+
+#: Seconds between two progress updates of the background statistics (about 10 a second at most).
+PROGRESS_INTERVAL = 0.1
 
 _CMAP = STYLE["colormap"]
 #: The panels' sequential blues (style.json ``light_stops``), so the chart shares the
@@ -66,13 +75,22 @@ _bq_array_to_json = GridHeatMap.class_traits()["selected"].metadata["to_json"]
 
 class _CellGrid(GridHeatMap):
     """bqplot's GridHeatMap (same front-end model) whose ``selected`` arrives from the page
-    as an int array of ``[row, column]`` cells."""
+    as an int array of ``[row, column]`` cells, and whose ``color`` stays ``[L, H]``: bqplot
+    squeezes it, which turns a 1-layer or 1-head grid into a vector that no longer matches
+    ``row`` / ``column`` (TraitError, IndexError)."""
 
     selected = Array(None, allow_none=True).tag(sync=True, to_json=_bq_array_to_json, from_json=_cells_from_json)
+    color = Array(None, allow_none=True).tag(sync=True, scaled=True, rtype="Color", atype="bqplot.ColorAxis",
+                                             **array_serialization).valid(array_dimension_bounds(2, 2))
 
 
 class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     """Per-head statistics of a trace as a layers x heads bqplot ``GridHeatMap``.
+
+    A :class:`~attn_widgets.LazyTrace` is accepted: its statistics (entropy, distance,
+    special-token share; computed from queries and keys) run in the background, with their
+    progress on the panel (:attr:`job`, a status line and bar); the grid fills when they are
+    done, and selection (clicks, linked panels) works meanwhile. :meth:`wait` blocks until then.
 
     A metric selector switches between entropy, mean attention distance, special-token
     share and gradient importance (the last needs a trace with gradients). Clicking a cell
@@ -87,11 +105,18 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     """
 
     metric = t.Enum(list(METRICS), default_value="entropy")
+    #: A LazyTrace's statistics in the background: :func:`~attn_widgets.widgets.protocol.job_progress`
+    #: (``{}`` when none is running).
+    job = t.Dict()
 
-    def __init__(self, trace: AttentionTrace, metric: str = "entropy", compare: AttentionTrace | None = None,
+    def __init__(self, trace: Trace, metric: str = "entropy", compare: AttentionTrace | None = None,
                  **kwargs: Any) -> None:
-        if not isinstance(trace, AttentionTrace):
-            raise TypeError(f"trace: expected an AttentionTrace, received {type(trace).__name__}")
+        lazy = bool(getattr(trace, "on_demand", False)) and isinstance(trace, Trace)
+        if not lazy and not isinstance(trace, AttentionTrace):
+            raise TypeError(f"trace: expected an AttentionTrace or a LazyTrace, received {type(trace).__name__}")
+        if lazy and compare is not None:
+            raise TypeError("compare: comparing head statistics needs two in-memory AttentionTraces; trace is a "
+                            "LazyTrace (show each one in its own HeadSummary)")
         if trace.is_cross:
             raise ValueError(
                 f"trace: HeadSummary needs a self-attention trace; this is cross-attention "
@@ -104,7 +129,16 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         if unknown:
             raise TypeError(f"HeadSummary: unknown argument(s) {unknown}; expected some of {sorted(allowed | {'metric'})}")
         self._trace = trace
-        self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
+        self._worker = Worker(cache_size=1)
+        self._pending = lazy
+        self._ready = threading.Event()  # set once the statistics are shown (or failed)
+        if not lazy:
+            self._ready.set()
+        if lazy:  # filled by the background job (_start_stats); NaN until then
+            nan = np.full((trace.n_layers, trace.n_heads), np.nan)
+            self.stats = {k: nan.copy() for k in METRICS}
+        else:
+            self.stats = {k: np.asarray(v, dtype=np.float64) for k, v in trace.head_stats().items()}
         self._other = compare
         if compare is not None:
             from .matrix import _compare_label, check_comparable
@@ -115,7 +149,10 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             other = {k: np.asarray(v, dtype=np.float64) for k, v in compare.head_stats().items()}
             self.stats = {k: self.stats[k] - other[k] for k in self.stats if k in other}
             self.names = (trace.model_name or "trace", _compare_label(trace, compare))
-        self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
+        if lazy:  # what a LazyTrace has: no per-head gradients or value norms
+            self.available = ["entropy", "distance", "special"]
+        else:
+            self.available = [m for m in METRICS if m in self.stats and np.isfinite(self.stats[m]).all()]
         if metric not in self.available:
             why = {"grad_importance": " (the trace has no gradients)",
                    "value_importance": " (the trace has no value norms: aw.trace(..., contributions=True))"}.get(metric, "")
@@ -128,7 +165,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self.mark = _CellGrid(
             row=np.arange(L),
             column=np.arange(H),
-            color=self.stats[metric],
+            color=self._shown(metric),
             scales={"row": self._rows, "column": self._cols, "color": self._colors},
             interactions={"click": "select"},
             selected_style={"stroke": "#f57c00", "stroke-width": "3"},
@@ -141,8 +178,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
             axes=[
                 Axis(scale=self._cols, label="head", tick_format="d"),
                 Axis(scale=self._rows, side="left", label="layer", tick_format="d"),
-                ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=".2g",
-                          label=self._color_label(metric)),
+                self._color_axis(metric),
             ],
             title=self._title(metric),
             # room for the colour axis' ticks and its label, so neither is clipped
@@ -160,7 +196,14 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         # strings) and wraps with the panel (a Label would be cut at its width).
         self.legend = widgets.HTML(self._legend_html(metric))
         self.legend.add_class("aw-legend")
-        super().__init__(children=[self.selector, self.figure, self.legend],
+        # A LazyTrace's statistics: a status line and bar while they are computed.
+        self.status_line = widgets.HTML()
+        self.status_line.add_class("aw-summary-status")
+        self.status_bar = widgets.IntProgress(min=0, max=max(1, L), value=0,
+                                              layout=widgets.Layout(width="160px", display="none"))
+        self.status_bar.add_class("aw-summary-progress")
+        status = widgets.HBox([self.status_bar, self.status_line], layout=widgets.Layout(align_items="center"))
+        super().__init__(children=[self.selector, status, self.figure, self.legend],
                          **{k: v for k, v in kwargs.items() if k == "layout"})
         self.add_class("aw-head-summary")
         self.metric = metric
@@ -170,12 +213,100 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         self.selector.observe(lambda ch: setattr(self, "metric", ch["new"]), "value")
         self.mark.observe(self._on_mark_selected, "selected")
         self._sync_selected()
+        if lazy:
+            self._start_stats()
+
+    # -- a LazyTrace's statistics in the background ---------------------------------------------
+    def _start_stats(self) -> None:
+        tr = self._trace
+        n_layers = tr.n_layers
+        self._colors.min, self._colors.max = 0.0, 1.0  # a blank grid until the values arrive
+        last = [0.0]
+
+        def show(done: int, total: int) -> None:
+            self.job = protocol.job_progress("stats", "head statistics", done, total)
+            self.status_bar.value = done
+            self.status_bar.layout.display = ""
+            self.status_line.value = ('<span class="aw-sub" style="font-size: 12px">'
+                                      + html.escape(self.job["text"] + " \u2026") + "</span>")
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_INTERVAL or done >= total:
+                last[0] = now
+                show(done, total)
+
+        def publish(stats: dict) -> None:
+            self.stats = {k: np.asarray(stats[k], dtype=np.float64) for k in METRICS if k in stats}
+            for k in METRICS:
+                self.stats.setdefault(k, np.full((tr.n_layers, tr.n_heads), np.nan))
+            self._pending = False
+            self.job = {}
+            self.status_bar.layout.display = "none"
+            self.status_line.value = ""
+            self._colors.min = self._colors.max = None
+            self._show_metric(self.metric)
+            self._ready.set()
+
+        def failed(exc: BaseException) -> None:
+            self._pending = False
+            self.job = {}
+            self.status_bar.layout.display = "none"
+            self.status_line.value = ('<span class="aw-error">'
+                                      + html.escape(protocol.error_text("head statistics", exc)) + "</span>")
+            self._ready.set()
+
+        show(0, n_layers)
+        self._worker.submit("stats", lambda job: _lazy.head_stats(tr, progress=progress, cancelled=job.cancelled),
+                            publish, failed)
+
+    @property
+    def computing(self) -> bool:
+        """True while a LazyTrace's statistics are computed in the background."""
+        return self._pending
+
+    def wait(self, timeout: float = 120.0, raise_: bool = True) -> "HeadSummary":
+        """Block until a LazyTrace's statistics are there (for scripts and tests)."""
+        if not self._ready.wait(timeout) and raise_:
+            raise TimeoutError(f"head statistics still computing after {timeout} s")
+        return self
+
+    def close(self) -> None:
+        worker = getattr(self, "_worker", None)  # None: the constructor failed early
+        if worker is not None:
+            worker.cancel()  # a running computation stops at its next head
+        super().close()
+
+    def _digits(self, metric: str) -> int:
+        """Significant digits that tell the statistic's smallest and largest head apart (a
+        random model's entropies all read "5.3" at two digits)."""
+        v = self.stats[metric]
+        if self._pending or not np.isfinite(v).all():
+            return 3
+        span, top = float(v.max() - v.min()), float(np.abs(v).max())
+        if span <= 0 or top <= 0:
+            return 3
+        return int(min(6, max(3, np.ceil(np.log10(top / span)) + 2)))
+
+    def _color_axis(self, metric: str) -> ColorAxis:
+        return ColorAxis(scale=self._colors, side="right", num_ticks=4, tick_format=self._tick_format(metric),
+                         label=self._color_label(metric), visible=not self._pending)
+
+    def _tick_format(self, metric: str) -> str:
+        return f".{max(2, self._digits(metric) - 1)}g"
+
+    def _shown(self, metric: str) -> np.ndarray:
+        """The ``[L, H]`` colours of ``metric`` (zeros, a blank grid, while still computing)."""
+        v = self.stats[metric]
+        return np.zeros_like(v) if self._pending else v
 
     @property
     def trace(self) -> AttentionTrace:
         return self._trace
 
     def _title(self, metric: str) -> str:
+        if self._pending:
+            return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')} (computing\u2026)"
         if self._other is not None:
             return f"{self.names[0]} \u2212 {self.names[1]}: {metric.replace('_', ' ')}"
         return f"{self._trace.model_name or 'heads'}: {metric.replace('_', ' ')}"
@@ -201,6 +332,9 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     def _legend_text(self, metric: str) -> str:
         v = self.stats[metric]
         word = metric.replace("_", " ")
+        if self._pending:
+            return (f"colour: {word}; the statistics of this LazyTrace are being computed from its queries and "
+                    "keys (the line above says how far); the grid fills when they are done")
         if self._other is not None:
             m = float(np.abs(v).max())
             a, b = self.names
@@ -208,7 +342,8 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
                 return f"colour: {word} difference {a} \u2212 {b}: the two agree on every head (all 0)"
             return (f"colour: {word} difference {a} \u2212 {b}, diverging, centred at 0, "
                     f"\u2212{m:.3g} .. +{m:.3g}; red: {b} larger, blue: {a} larger")
-        return (f"colour: {word}, linear, blues from {float(v.min()):.3g} (light) to {float(v.max()):.3g} (dark); "
+        d = self._digits(metric)
+        return (f"colour: {word}, linear, blues from {float(v.min()):.{d}g} (light) to {float(v.max()):.{d}g} (dark); "
                 f"{METRICS[metric].split(';')[0]}")
 
     # -- validation, same rules as the other panels ---------------------------------------
@@ -222,15 +357,24 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
     # -- selection <-> mark ------------------------------------------------------------------
     @t.observe("metric")
     def _on_metric(self, change: dict) -> None:
-        self.mark.color = self.stats[change["new"]]
-        self.figure.title = self._title(change["new"])
-        if self._other is not None:
-            m = float(np.abs(self.stats[change["new"]]).max()) or 1e-12
-            self._colors.min, self._colors.max = -m, m
-        self.figure.axes[2].label = self._color_label(change["new"])
-        self.legend.value = self._legend_html(change["new"])
+        self._show_metric(change["new"])
         if self.selector.value != change["new"]:
             self.selector.value = change["new"]
+
+    def _show_metric(self, metric: str) -> None:
+        self.mark.color = self._shown(metric)
+        self.figure.title = self._title(metric)
+        if self._other is not None:
+            m = float(np.abs(self.stats[metric]).max()) or 1e-12
+            self._colors.min, self._colors.max = -m, m
+        ax = self.figure.axes[2]
+        if ax.tick_format != self._tick_format(metric):
+            # bqplot's view does not redraw the ticks of a changed tick_format: a new axis does.
+            self.figure.axes = [*self.figure.axes[:2], self._color_axis(metric)]
+        else:
+            ax.label = self._color_label(metric)
+            ax.visible = not self._pending  # no scale to read until the values are there
+        self.legend.value = self._legend_html(metric)
 
     @t.observe("layer", "head")
     def _on_selection(self, _change: dict) -> None:
@@ -313,5 +457,7 @@ class HeadSummary(Figures, TraceRanges, LocalSelection, widgets.VBox):
         return _upscale(img, 24 if scale is None else _check_scale(scale))
 
     def value(self, metric: str | None = None) -> np.ndarray:
-        """The ``[L, H]`` statistic shown (default: the current metric)."""
+        """The ``[L, H]`` statistic shown (default: the current metric); a LazyTrace's waits
+        for the background computation (:meth:`wait`)."""
+        self.wait()
         return self.stats[metric or self.metric].copy()

@@ -8,6 +8,7 @@ import { attachViewExport, firstDraw, onTraits, viewState } from "../lib/view.js
 import { draw } from "./draw.js";
 import { decodeGraph } from "./graph.js";
 import { flowHandlers } from "./input.js";
+import { methodOption, showProgress } from "./progress.js";
 
 function buildDom(el) {
   const d = {};
@@ -16,6 +17,8 @@ function buildDom(el) {
   d.controls = h("div", "aw-controls");
   d.methodSel = h("select", "aw-method");
   d.methodSel.title = "flow method: how a token's output is traced back to the input";
+  // Unavailable methods say why in their option text: the closed control stays its own width.
+  d.methodSel.style.maxWidth = "16em";
   d.keepLabel = h("label", "aw-sub aw-keep-label", "keep ");
   d.keepInput = h("input", "aw-keep");
   Object.assign(d.keepInput, { type: "range", min: "0.5", max: "1", step: "0.01" });
@@ -58,7 +61,10 @@ function render({ model, el }) {
     scores: null, // {data, shape: [G, T]}
     methodsKey: "",
   });
-  v.draw = () => draw(v);
+  v.draw = () => {
+    draw(v);
+    showProgress(v); // after draw: the job's line replaces draw's max-flow-only status text
+  };
   // The method list comes from the kernel (attn_widgets.flows), so new methods need no view code.
   v.syncMethods = () => {
     const ms = model.get("methods") || [];
@@ -67,9 +73,11 @@ function render({ model, el }) {
     v.methodsKey = key;
     v.methodSel.replaceChildren();
     for (const m of ms) {
-      const o = h("option", "", m.label + (m.available ? "" : ` (needs ${m.needs})`));
+      const opt = methodOption(m);
+      const o = h("option", "", opt.text);
       o.value = m.name;
-      o.disabled = !m.available;
+      o.disabled = opt.disabled;
+      if (opt.title) o.title = opt.title;
       v.methodSel.appendChild(o);
     }
   };
@@ -131,6 +139,7 @@ function render({ model, el }) {
         decodeGraphs();
         v.draw();
       },
+      "change:job": () => showProgress(v),
       "change:scores": () => {
         decodeScores();
         v.draw();

@@ -28,6 +28,11 @@
 // |---------------------------------------|------------------------------------------------------|
 // | map_ack {seq}                         | a pushed map arrived (seq null: the view started); the kernel keeps at most one push in flight and sends the newest selection's map on the ack (backpressure) |
 //
+// | synced trait (kernel -> view)        |                                                      |
+// |---------------------------------------|------------------------------------------------------|
+// | job {kind, what, done, total, unit, text, token?} | a background job's progress ({} when none): the flow panel's LazyTrace route ("route"), HeadSummary's statistics ("stats"); jobText() gives the status line |
+// | methods[k].reason (flow panel)        | why method k is not offered ("" when it is), e.g. the exact max-flow's size limit |
+//
 // Errors reach a panel four ways, all shown by one ErrorLine (see errorLine below): the
 // `error` trait (kernel-side failures outside a request), "error" replies (a request
 // failed), the flow panel's `status: "error"` (its `error` trait says why), and failures
@@ -50,6 +55,18 @@ export const MSG = Object.freeze({
 
 /** The heads a selection may aggregate over instead of one numeric head. */
 export const AGGREGATES = Object.freeze(["mean", "max"]);
+
+/**
+ * @typedef {{kind: string, what: string, done: number, total: number, unit: string,
+ *   text?: string, token?: number}} JobProgress
+ */
+
+/** The status line of a background job (`job` trait): "<what>: <unit> <done>/<total>". */
+export function jobText(job) {
+  if (!job || !job.kind) return "";
+  if (job.text) return String(job.text);
+  return `${job.what}: ${job.unit || "layer"} ${job.done}/${job.total}`;
+}
 
 /** The flow panel's `status` values. */
 export const FLOW_STATUS = Object.freeze({ IDLE: "", COMPUTING: "computing", READY: "ready", ERROR: "error" });

@@ -159,7 +159,18 @@ def build_messages() -> dict:
         "value": _b64(g),
         "decoded": {k: _values(unpack(g[k])) for k in ("counts", "query", "key", "weight", "carry", "node", "rows")},
     }
-    for w in (hm, mx, fl):
+    # A LazyTrace's flow panel: the methods it offers (with why not) and a route job's progress.
+    from attn_widgets.lazy import LazyTrace
+
+    qk = np.sin(0.37 * np.arange(2 * 2 * len(TOKENS) * 4)).reshape(2, 2, len(TOKENS), 4).astype(np.float32)
+    lazy = LazyTrace(TOKENS, qk, qk[..., ::-1].copy(), causal=True, model_name="synthetic")
+    fl_lazy = AttentionFlow(lazy).wait(60)
+    traits["flow.methods (LazyTrace)"] = {"value": fl_lazy.methods,
+                                          "note": "reason: why a method is not offered, shown on the disabled option"}
+    traits["flow.job"] = {"value": protocol.job_progress("route", "rollout route of token 3", 1, 2, token=3),
+                          "note": "the job trait while a LazyTrace's route is computed ({} when none); "
+                                  "text is the status line, jobText() builds it from the other fields"}
+    for w in (hm, mx, fl, fl_lazy):
         w.close()
     return {"about": "Kernel -> view messages and packed traits of attn_widgets, from the real handlers "
                      "(tests/contract/generate.py). Buffers and bytes are {\"$b64\": base64}.",
