@@ -293,7 +293,12 @@ def test_trace_lazy_errors(captured):
         aw.trace_lazy(model, tok, "text", batch_index=3)
 
 
-def test_flows_need_an_attention_trace(captured):
+def test_whole_matrix_flows_need_an_attention_trace(captured):
+    # The panels take a LazyTrace (route graphs layer by layer); the [T, T]-per-layer flow
+    # matrices of every token and the method agreement still need the maps in memory, and
+    # say so instead of allocating them.
     _, _, _, lt, _ = captured
     with pytest.raises(AttributeError, match="LazyTrace"):
-        aw.AttentionFlow(lt)
+        aw.flows.rollout(lt)
+    with pytest.raises(ValueError, match="MethodAgreement needs an in-memory"):
+        aw.MethodAgreement(lt)

@@ -39,8 +39,8 @@ def to_array(x: Any, name: str) -> np.ndarray:
 
 def check_attentions(x: Any, name: str = "attentions") -> np.ndarray:
     """Validated ``[L, H, T, T]`` attention weights (float32 or float64, not copied if possible)."""
-    if is_trace_like(x):
-        x = x.attentions
+    if is_trace_like(x) or getattr(x, "on_demand", False) is True:
+        x = x.attentions  # an on-demand (lazy) trace raises its own error: which flows need maps
     a = to_array(x, name)
     if a.ndim != 4:
         raise ValueError(f"{name}: expected rank 4 [L, H, T, T], received shape {a.shape}")
