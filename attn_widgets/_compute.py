@@ -99,6 +99,77 @@ class _TorchOps:
         if x.shape[1]:
             self.torch.from_numpy(out)[r0 : r0 + x.shape[0], : x.shape[1]].copy_(x)
 
+    # -- all heads of a layer at once (head mean / max, layer statistics) ----------------------
+    def layer_qk(self, q: np.ndarray, k: np.ndarray):
+        """A layer's ``[H, T, d]`` queries and ``[Hkv, T, d]`` keys as float32 tensors (no copy
+        for float32 storage; float16 is converted once per call, a few MiB)."""
+        t = self.torch
+        q = t.from_numpy(q)
+        k = t.from_numpy(k)
+        return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
+
+    def heads_probs(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf):
+        """Probabilities ``[H, n, nc]`` of query rows ``sel`` (a slice or index array) of every
+        head against keys ``:nc``: one batched matmul per key group (``group`` query heads
+        share a key head: their rows are stacked, the keys are never copied), the causal
+        triangle added as ``-inf`` on the last columns only (``tri_from``: its first column,
+        or None), the extra additive 0 / -inf ``bias`` ``[n, nc]`` (or None), one softmax."""
+        t = self.torch
+        hkv = k.shape[0]
+        # q is [Hkv, group, T, d]: the group's rows stacked make one [group * n, d] operand
+        qb = q[:, :, sel] if isinstance(sel, slice) else q[:, :, t.from_numpy(sel)]
+        n = qb.shape[2]
+        # q * scale (small) instead of scaling the [H, n, nc] scores; softcap needs s / cap.
+        qb = qb.reshape(hkv, group * n, qb.shape[3]) * (scale if cap is None else scale / cap)
+        s = buf[: hkv * group * n * nc].view(hkv, group * n, nc)
+        t.bmm(qb, k[:, :nc].transpose(1, 2), out=s)
+        s = s.view(hkv * group, n, nc)
+        if cap is not None:
+            s.tanh_().mul_(cap)
+        if tri_from is not None:
+            s[:, :, tri_from:].add_(self._tri(n, nc - tri_from))
+        if bias is not None:
+            s.add_(bias)
+        return t.softmax(s, dim=-1)
+
+    def _tri(self, n: int, m: int):
+        """``[n, m]`` 0 / -inf: row ``i`` hides columns ``j > i`` (cached, one per shape)."""
+        cache = self.__dict__.setdefault("_tris", {})
+        tri = cache.get((n, m))
+        if tri is None:
+            if len(cache) > 8:
+                cache.clear()
+            tri = cache[(n, m)] = self.torch.full((n, m), float("-inf")).triu_(1)
+        return tri
+
+    def bias(self, hidden: np.ndarray):
+        """Additive ``[n, m]`` float32 0 / -inf from a bool "hidden" mask."""
+        t = self.torch
+        return t.zeros(hidden.shape).masked_fill_(t.from_numpy(hidden), float("-inf"))
+
+    def reduce_heads(self, p, reduce: str):
+        return p.mean(dim=0) if reduce == "mean" else p.amax(dim=0)
+
+    def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        """``[3, H]`` float64 sums over the block's query ``rows`` of each row's entropy
+        ``-sum_j p log p`` (0 log 0 = 0), distance ``sum_j p |i - j|`` and share on the
+        ``special`` keys (bool ``[nc]`` or None). Row sums in float32 (<= T terms), the
+        sum over rows in float64."""
+        t = self.torch
+        nc = p.shape[-1]
+        ent = t.special.entr(p).sum(dim=-1)
+        cols = [t.arange(nc, dtype=t.float32)] if causal else []
+        if special is not None:
+            cols.append(t.from_numpy(special[:nc].astype(np.float32)))
+        pm = t.matmul(p, t.stack(cols, dim=1)) if cols else None  # [H, n, c]: one pass over p
+        r = t.from_numpy(rows.astype(np.float32))
+        if causal:  # keys j <= i only: sum_j p (i - j) = i - sum_j p j
+            dis = r[None, :] - pm[..., 0]
+        else:
+            dis = (p * (r[:, None] - t.arange(nc, dtype=t.float32)[None, :]).abs_()).sum(dim=-1)
+        spc = pm[..., -1] if special is not None else t.zeros_like(ent)
+        return t.stack([ent, dis, spc]).double().sum(dim=-1).numpy()
+
 
 class _NumpyOps:
     """The same kernels in NumPy (used when torch is not installed)."""
@@ -180,6 +251,49 @@ class _NumpyOps:
         if x.shape[1]:
             out[r0 : r0 + x.shape[0], : x.shape[1]] = x
 
+    # -- all heads of a layer at once ---------------------------------------------------------
+    def layer_qk(self, q: np.ndarray, k: np.ndarray):
+        return np.asarray(q, dtype=np.float32), np.asarray(k, dtype=np.float32)
+
+    def heads_probs(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf):
+        hkv = k.shape[0]
+        qb = q[:, :, sel]
+        n = qb.shape[2]
+        qb = qb.reshape(hkv, group * n, qb.shape[3]) * np.float32(scale if cap is None else scale / cap)
+        s = buf[: hkv * group * n * nc].reshape(hkv, group * n, nc)
+        np.matmul(qb, k[:, :nc].transpose(0, 2, 1), out=s)
+        s = s.reshape(hkv * group, n, nc)
+        if cap is not None:
+            np.tanh(s, out=s)
+            s *= np.float32(cap)
+        if tri_from is not None:
+            s[:, :, tri_from:] += np.triu(np.full((n, nc - tri_from), -np.inf, np.float32), 1)
+        if bias is not None:
+            s += bias
+        s -= s.max(axis=-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(axis=-1, keepdims=True)
+        return s
+
+    def bias(self, hidden: np.ndarray):
+        return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
+
+    def reduce_heads(self, p, reduce: str):
+        return p.mean(axis=0, dtype=np.float32) if reduce == "mean" else p.max(axis=0)
+
+    def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        nc = p.shape[-1]
+        dist = np.abs(rows.astype(np.float32)[:, None] - np.arange(nc, dtype=np.float32)[None, :])
+        out = np.zeros((3, p.shape[0]))
+        for h, ph in enumerate(p):  # one head at a time: [n, nc] temporaries only
+            with np.errstate(divide="ignore", invalid="ignore"):
+                plogp = ph * np.log(ph)
+            plogp[ph == 0] = 0.0
+            out[0, h] = -plogp.sum(axis=-1).sum(dtype=np.float64)
+            out[1, h] = (ph * dist).sum(axis=-1).sum(dtype=np.float64)
+            if special is not None:
+                out[2, h] = ph[:, special[:nc]].sum(axis=-1).sum(dtype=np.float64)
+        return out
 
 _OPS: list = []
 
