@@ -108,12 +108,16 @@ class _TorchOps:
         k = t.from_numpy(k)
         return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
 
-    def heads_probs(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf):
-        """Probabilities ``[H, n, nc]`` of query rows ``sel`` (a slice or index array) of every
-        head against keys ``:nc``: one batched matmul per key group (``group`` query heads
-        share a key head: their rows are stacked, the keys are never copied), the causal
-        triangle added as ``-inf`` on the last columns only (``tri_from``: its first column,
-        or None), the extra additive 0 / -inf ``bias`` ``[n, nc]`` (or None), one softmax."""
+    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True):
+        """Unnormalised probabilities ``e`` ``[H, n, nc]`` (in ``buf``) and their row sums
+        ``z`` ``[H, n]`` of query rows ``sel`` (a slice or index array) of every head
+        against keys ``:nc``: ``softmax = e / z``. One batched matmul per key group (the
+        ``group`` query heads sharing a key head have their rows stacked; keys are never
+        copied), the causal triangle added as ``-inf`` on the last columns only
+        (``tri_from``: its first column, or None), the extra additive 0 / -inf ``bias``
+        ``[n, nc]`` (or None). ``shift=False`` skips subtracting the row maximum: only
+        when the caller has bounded every score (``|s| <= 60``: no overflow, no
+        underflow of a whole row), it saves a pass over the block."""
         t = self.torch
         hkv = k.shape[0]
         # q is [Hkv, group, T, d]: the group's rows stacked make one [group * n, d] operand
@@ -130,25 +134,35 @@ class _TorchOps:
             s[:, :, tri_from:].add_(self._tri(n, nc - tri_from))
         if bias is not None:
             s.add_(bias)
-        return t.softmax(s, dim=-1)
+        if shift:
+            s.sub_(s.amax(dim=-1, keepdim=True))
+        s.exp_()
+        return s, s.sum(dim=-1)
+
+    def exp_mean(self, e, z):
+        """``mean_h e[h] / z[h]``: one batched [1, H] x [H, nc] product per query row (reads
+        ``e`` once; no normalised copy)."""
+        w = (z.reciprocal() * (1.0 / z.shape[0])).T.unsqueeze(1)  # [n, 1, H]
+        return self.torch.bmm(w, e.transpose(0, 1)).squeeze(1)
+
+    def normalise(self, e, z):
+        return e.div_(z.unsqueeze(-1))
 
     def _tri(self, n: int, m: int):
-        """``[n, m]`` 0 / -inf: row ``i`` hides columns ``j > i`` (cached, one per shape)."""
-        cache = self.__dict__.setdefault("_tris", {})
-        tri = cache.get((n, m))
-        if tri is None:
-            if len(cache) > 8:
-                cache.clear()
-            tri = cache[(n, m)] = self.torch.full((n, m), float("-inf")).triu_(1)
-        return tri
+        """``[n, m]`` 0 / -inf: row ``i`` hides columns ``j > i`` (a slice of one cached square)."""
+        tri = self.__dict__.get("_tri_square")
+        if tri is None or tri.shape[0] < max(n, m):
+            size = max(n, m, 256)
+            tri = self.__dict__["_tri_square"] = self.torch.full((size, size), float("-inf")).triu_(1)
+        return tri[:n, :m]
 
     def bias(self, hidden: np.ndarray):
         """Additive ``[n, m]`` float32 0 / -inf from a bool "hidden" mask."""
         t = self.torch
         return t.zeros(hidden.shape).masked_fill_(t.from_numpy(hidden), float("-inf"))
 
-    def reduce_heads(self, p, reduce: str):
-        return p.mean(dim=0) if reduce == "mean" else p.amax(dim=0)
+    def amax0(self, p):
+        return p.amax(dim=0)
 
     def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
         """``[3, H]`` float64 sums over the block's query ``rows`` of each row's entropy
@@ -255,7 +269,7 @@ class _NumpyOps:
     def layer_qk(self, q: np.ndarray, k: np.ndarray):
         return np.asarray(q, dtype=np.float32), np.asarray(k, dtype=np.float32)
 
-    def heads_probs(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf):
+    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True):
         hkv = k.shape[0]
         qb = q[:, :, sel]
         n = qb.shape[2]
@@ -270,16 +284,23 @@ class _NumpyOps:
             s[:, :, tri_from:] += np.triu(np.full((n, nc - tri_from), -np.inf, np.float32), 1)
         if bias is not None:
             s += bias
-        s -= s.max(axis=-1, keepdims=True)
+        s -= s.max(axis=-1, keepdims=True)  # always shifted: the fallback keeps it simple
         np.exp(s, out=s)
-        s /= s.sum(axis=-1, keepdims=True)
-        return s
+        return s, s.sum(axis=-1)
+
+    def exp_mean(self, e, z):
+        e /= z[..., None]
+        return e.mean(axis=0, dtype=np.float32)
+
+    def normalise(self, e, z):
+        e /= z[..., None]
+        return e
 
     def bias(self, hidden: np.ndarray):
         return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
 
-    def reduce_heads(self, p, reduce: str):
-        return p.mean(axis=0, dtype=np.float32) if reduce == "mean" else p.max(axis=0)
+    def amax0(self, p):
+        return p.max(axis=0)
 
     def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
         nc = p.shape[-1]

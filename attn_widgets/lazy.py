@@ -63,6 +63,8 @@ BLOCK_VALUES = 1 << 20
 #: [H, n, T] of 4 MiB, measured fastest at T = 4096 with 32 heads (2 MiB and 1 MiB are
 #: 10-35% slower: per-call overheads; 16 MiB falls out of the cache).
 HEADS_BLOCK_VALUES = 1 << 20
+#: Scores bounded by this need no max subtraction before the exponential.
+_NO_SHIFT_BOUND = 60.0
 
 
 #: Kept for older imports: the trace interface is :class:`attn_widgets.interface.Trace`.
@@ -752,13 +754,22 @@ class LazyTrace(TraceChecks):
         return block
 
     def _batched(self, layer: int, reduce: str | None, ops: Any, fn: Callable | None = None) -> Callable:
-        """Every head of a row block at once (:meth:`_TorchOps.heads_probs`), reduced over
+        """Every head of a row block at once (:meth:`_TorchOps.heads_exp`), reduced over
         the heads (``reduce``) or handed to ``fn(probs [H, n, nc], sel, nc)``."""
         group = self.n_heads // self.n_kv_heads
         scale = self._scaling[layer]
         cap = self._softcap[layer]
-        q, k = ops.layer_qk(self._q[layer], self._k[layer])
+        ql, kl = self._q[layer], self._k[layer]
+        q, k = ops.layer_qk(ql, kl)
         q = q.reshape(self.n_kv_heads, group, *q.shape[1:])  # a view: heads of one key group together
+        # |s_ij| <= scale |q_i| max_j |k_j| (or the softcap): rows whose bound is <= 60 need no
+        # max subtraction before exp (exp(60) * T cannot overflow, exp(-60) is a normal float).
+        if cap is not None and cap <= _NO_SHIFT_BOUND:
+            bound = None
+        else:
+            qn = np.sqrt(np.einsum("htd,htd->ht", ql, ql, dtype=np.float32)).reshape(self.n_kv_heads, group, -1)
+            kn = np.sqrt(np.einsum("htd,htd->ht", kl, kl, dtype=np.float32)).max(axis=1)
+            bound = (qn * kn[:, None, None] * np.float32(scale * 1.001)).max(axis=(0, 1))  # [T]
         state: dict = {}
 
         def block(sel, nc, n, tri_from, hidden):
@@ -767,8 +778,12 @@ class LazyTrace(TraceChecks):
                 state["size"] = size
                 state["buf"] = self._scratch(ops, size, "heads")
             bias = None if hidden is None else ops.bias(hidden)
-            p = ops.heads_probs(q, k, sel, nc, group, scale, cap, tri_from, bias, state["buf"])
-            return ops.reduce_heads(p, reduce) if fn is None else fn(p, sel, nc)
+            shift = bound is not None and bool(bound[sel].max() > _NO_SHIFT_BOUND)
+            e, z = ops.heads_exp(q, k, sel, nc, group, scale, cap, tri_from, bias, state["buf"], shift)
+            if reduce == MEAN and fn is None:
+                return ops.exp_mean(e, z)
+            p = ops.normalise(e, z)
+            return ops.amax0(p) if fn is None else fn(p, sel, nc)
 
         block.layer = layer
         return block
