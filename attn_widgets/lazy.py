@@ -60,9 +60,9 @@ __all__ = ["LazyTrace", "TraceLike", "pool_step", "pool_blocks"]
 #: About this many float32 scores are computed per row block (4 MiB of scratch).
 BLOCK_VALUES = 1 << 20
 #: Scores of all heads per row block in the batched kernel (head mean / max, statistics):
-#: [H, n, T] of 4 MiB, measured fastest at T = 4096 with 32 heads (2 MiB and 1 MiB are
+#: [H, n, T] of 8 MiB, measured fastest at T = 4096 with 32 heads (2 MiB and 1 MiB are
 #: 10-35% slower: per-call overheads; 16 MiB falls out of the cache).
-HEADS_BLOCK_VALUES = 1 << 20
+HEADS_BLOCK_VALUES = 1 << 21
 #: Scores bounded by this need no max subtraction before the exponential.
 _NO_SHIFT_BOUND = 60.0
 
@@ -162,6 +162,10 @@ class LazyTrace(TraceChecks):
     gradients = None
     key_tokens = None
     is_cross = False
+    #: The gradient-rollout route streamed during capture (``trace_lazy(...,
+    #: grad_rollout=True)``): an object with ``position``, ``target`` and
+    #: ``route(keep=..., max_edges_per_layer=...) -> RouteGraph``; None when not captured.
+    grad_route = None
 
     def __init__(
         self,
