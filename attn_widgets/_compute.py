@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Hidden keys in the statistics kernel: exp() gives 0 as for -inf, and 0 * -1e30 is 0.
+_NEG = -1e30
+
 # -- compute backends -------------------------------------------------------------------------
 class _TorchOps:
     """Row-block kernels on torch tensors (multi-threaded, in place, no big temporaries)."""
@@ -108,7 +111,8 @@ class _TorchOps:
         k = t.from_numpy(k)
         return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
 
-    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True):
+    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True,
+                  out=None):
         """Unnormalised probabilities ``e`` ``[H, n, nc]`` (in ``buf``) and their row sums
         ``z`` ``[H, n]`` of query rows ``sel`` (a slice or index array) of every head
         against keys ``:nc``: ``softmax = e / z``. One batched matmul per key group (the
@@ -117,7 +121,9 @@ class _TorchOps:
         (``tri_from``: its first column, or None), the extra additive 0 / -inf ``bias``
         ``[n, nc]`` (or None). ``shift=False`` skips subtracting the row maximum: only
         when the caller has bounded every score (``|s| <= 60``: no overflow, no
-        underflow of a whole row), it saves a pass over the block."""
+        underflow of a whole row), it saves a pass over the block. With ``out`` (a second
+        scratch) ``e`` goes there and ``buf`` keeps the shifted scores, hidden keys at
+        -1e30 (finite: ``e * s`` stays 0)."""
         t = self.torch
         hkv = k.shape[0]
         # q is [Hkv, group, T, d]: the group's rows stacked make one [group * n, d] operand
@@ -131,13 +137,43 @@ class _TorchOps:
         if cap is not None:
             s.tanh_().mul_(cap)
         if tri_from is not None:
-            s[:, :, tri_from:].add_(self._tri(n, nc - tri_from))
+            s[:, :, tri_from:].add_(self._tri(n, nc - tri_from, finite=out is not None))
         if bias is not None:
             s.add_(bias)
         if shift:
             s.sub_(s.amax(dim=-1, keepdim=True))
-        s.exp_()
-        return s, s.sum(dim=-1)
+        if out is None:
+            s.exp_()
+            return s, s.sum(dim=-1)
+        e = out[: s.numel()].view(s.shape)
+        t.exp(s, out=e)
+        return e, e.sum(dim=-1)
+
+    def stats_block(self, q, k, sel, rows: np.ndarray, nc: int, group: int, scale: float, cap, tri_from, hidden,
+                    buf, buf2, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        """``[3, H]`` float64 sums over the block's query ``rows`` of each row's entropy,
+        distance and special share (see :meth:`head_sums`) without a logarithm per score:
+        with shifted scores ``s`` (row max 0), ``e = exp(s)`` and ``z = sum e``, a row's
+        entropy is ``log z - sum(e s) / z`` (both terms within ``[0, log T]``), and
+        ``sum_j p_j f_j = (e @ f) / z`` (one product for distance and special). Hidden keys
+        get -1e30 instead of -inf so that ``e * s`` is 0 there, not NaN."""
+        t = self.torch
+        bias = None if hidden is None else self.bias(hidden, finite=True)
+        s_e = self.heads_exp(q, k, sel, nc, group, scale, cap, tri_from, bias, buf, True, out=buf2)
+        e, z = s_e
+        s = buf[: e.numel()].view(e.shape)
+        cols = [t.arange(nc, dtype=t.float32)] if causal else []
+        if special is not None:
+            cols.append(t.from_numpy(special[:nc].astype(np.float32)))
+        pm = t.matmul(e, t.stack(cols, dim=1)) / z.unsqueeze(-1) if cols else None  # [H, n, c]
+        r = t.from_numpy(rows.astype(np.float32))
+        if causal:  # keys j <= i only: sum_j p (i - j) = i - sum_j p j
+            dis = r[None, :] - pm[..., 0]
+        else:
+            dis = (e * (r[:, None] - t.arange(nc, dtype=t.float32)[None, :]).abs_()).sum(dim=-1) / z
+        ent = z.log() - s.mul_(e).sum(dim=-1) / z
+        spc = pm[..., -1] if special is not None else t.zeros_like(ent)
+        return t.stack([ent, dis, spc]).double().sum(dim=-1).numpy()
 
     def exp_mean(self, e, z):
         """``mean_h e[h] / z[h]``: one batched [1, H] x [H, nc] product per query row (reads
@@ -148,18 +184,20 @@ class _TorchOps:
     def normalise(self, e, z):
         return e.div_(z.unsqueeze(-1))
 
-    def _tri(self, n: int, m: int):
-        """``[n, m]`` 0 / -inf: row ``i`` hides columns ``j > i`` (a slice of one cached square)."""
-        tri = self.__dict__.get("_tri_square")
+    def _tri(self, n: int, m: int, finite: bool = False):
+        """``[n, m]`` 0 / -inf (or -1e30): row ``i`` hides columns ``j > i`` (a slice of one
+        cached square)."""
+        key = "_tri_finite" if finite else "_tri_square"
+        tri = self.__dict__.get(key)
         if tri is None or tri.shape[0] < max(n, m):
             size = max(n, m, 256)
-            tri = self.__dict__["_tri_square"] = self.torch.full((size, size), float("-inf")).triu_(1)
+            tri = self.__dict__[key] = self.torch.full((size, size), _NEG if finite else float("-inf")).triu_(1)
         return tri[:n, :m]
 
-    def bias(self, hidden: np.ndarray):
-        """Additive ``[n, m]`` float32 0 / -inf from a bool "hidden" mask."""
+    def bias(self, hidden: np.ndarray, finite: bool = False):
+        """Additive ``[n, m]`` float32 0 / -inf (or -1e30) from a bool "hidden" mask."""
         t = self.torch
-        return t.zeros(hidden.shape).masked_fill_(t.from_numpy(hidden), float("-inf"))
+        return t.zeros(hidden.shape).masked_fill_(t.from_numpy(hidden), _NEG if finite else float("-inf"))
 
     def amax0(self, p):
         return p.amax(dim=0)
@@ -301,6 +339,12 @@ class _NumpyOps:
 
     def amax0(self, p):
         return p.max(axis=0)
+
+    def stats_block(self, q, k, sel, rows: np.ndarray, nc: int, group: int, scale: float, cap, tri_from, hidden,
+                    buf, buf2, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        bias = None if hidden is None else self.bias(hidden)
+        e, z = self.heads_exp(q, k, sel, nc, group, scale, cap, tri_from, bias, buf)
+        return self.head_sums(self.normalise(e, z), rows, causal, special)
 
     def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
         nc = p.shape[-1]

@@ -441,14 +441,23 @@ class LazyTrace(TraceChecks):
         ops = ops or _ops()
         t = self.n_tokens
         special = self.special_mask if self.special_mask.any() else None
-        causal = self.causal
+        group = self.n_heads // self.n_kv_heads
+        q, k = ops.layer_qk(self._q[layer], self._k[layer])
+        q = q.reshape(self.n_kv_heads, group, *q.shape[1:])
+        state: dict = {}
 
-        def sums(p, sel, nc):
-            rows = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
-            return ops.head_sums(p, rows, causal, special)
+        def block(sel, nc, n, tri_from, hidden):
+            size = self.n_heads * n * nc
+            if state.get("size", 0) < size:
+                state["size"] = size
+                state["buf"] = self._scratch(ops, size, "heads")
+                state["buf2"] = self._scratch(ops, size, "heads2")
+            rows = np.arange(sel.start, sel.stop)
+            return ops.stats_block(q, k, sel, rows, nc, group, self._scaling[layer], self._softcap[layer], tri_from,
+                                   hidden, state["buf"], state["buf2"], self.causal, special)
 
+        block.layer = layer
         total = np.zeros((3, self.n_heads))
-        block = self._batched(layer, None, ops, sums)
         for _, _, part in self._blocks(block, slice(0, t), None, t, 1, max(1, HEADS_BLOCK_VALUES // self.n_heads)):
             total += part
         total /= t

@@ -152,7 +152,7 @@ def test_stores_only_queries_keys_and_masks():
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_computing_never_allocates_all_maps(backend, monkeypatch):
-    L, H, t = 4, 8, 512
+    L, H, t = 4, 8, 1024
     lt, _, _ = random_lazy(L, H, t=t, causal=True)
     if backend == "numpy":
         monkeypatch.setattr(lazy_mod, "_ops", lambda prefer_numpy=False: lazy_mod._NumpyOps())
@@ -170,7 +170,7 @@ def test_computing_never_allocates_all_maps(backend, monkeypatch):
     # [H, n, T] block (HEADS_BLOCK_VALUES scores, its softmax and one temporary), far from
     # L * H maps.
     assert peak < 4 * one_map + 3 * 4 * lazy_mod.HEADS_BLOCK_VALUES, peak
-    assert peak < L * H * one_map / 2
+    assert peak < L * H * one_map / 4
 
 
 # -- semantics beyond GPT-2 / BERT: GQA, extra masks, softcap, float16, numpy --------------------
