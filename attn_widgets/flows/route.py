@@ -44,6 +44,7 @@ Everything is pure numpy (plus the numba max-flow for ``flow``); no widget code.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from .._checks import is_trace_like
+from .._executors import _THREAD_PREFIX
 from ._inputs import attentions_and_gradients, check_attentions, check_residual, mixed_maps
 
 __all__ = [
@@ -218,18 +220,20 @@ _PRUNE_SORT = 1 << 17
 _SAMPLE = 1 << 15
 
 
-def _prune(mag: np.ndarray, keep: float, cap: int | None) -> tuple[np.ndarray, float, int]:
+def _prune(mag: np.ndarray, keep: float, cap: int | None, total: float | None = None) -> tuple[np.ndarray, float, int]:
     """Indices (into ``mag``) of the kept edges, strongest first; the layer total; how many keep needed.
 
     ``mag`` holds non-negative magnitudes (float32 or float64; zeros are no edges). The
     kept set is the shortest prefix of the edges sorted by decreasing magnitude whose sum
     reaches ``keep * total`` (met to a relative 1e-12: a float prefix sum may land a
     rounding error below the target), cut to ``cap`` edges; equal magnitudes keep the
-    lowest indices first. Sums are float64.
+    lowest indices first. Sums are float64; ``total`` (the float64 sum of ``mag``, when
+    the caller has it) saves a pass.
     """
     if mag.size <= _PRUNE_SORT:
         return _prune_sort(mag, keep, cap)
-    total = float(np.sum(mag, dtype=np.float64))
+    if total is None:
+        total = float(np.sum(mag, dtype=np.float64))
     if not total > 0:
         return np.zeros(0, np.int64), 0.0, 0
     # A fixed-seed random sample (a strided one would follow the rows of a map): sorted
@@ -692,6 +696,9 @@ def _on_demand_route(trace: Any, method: str, token: Any, keep: float, cap: int 
     capped = np.zeros(n_layers, dtype=bool)
     tot = np.zeros(n_layers)
     out: list[list[np.ndarray]] = [[], [], [], []]
+    # Called on a trace's own compute thread, a helper thread's tile() would wait for this
+    # very thread: then every layer is computed in line.
+    ahead_ok = not threading.current_thread().name.startswith(_THREAD_PREFIX)
     pool = ThreadPoolExecutor(1, thread_name_prefix="attn_widgets-route")
     ahead = None  # (layer, r0, r1, future): the next layer's rows, computed during this walk
     try:
@@ -709,7 +716,7 @@ def _on_demand_route(trace: Any, method: str, token: Any, keep: float, cap: int 
             else:
                 _, m = fetch(layer, r0, r1)
             ahead = None
-            if layer > 0:
+            if layer > 0 and ahead_ok:
                 # The next layer's rows are this layer's keys with weight: within [0, r1) when
                 # causal (every row when not); compute them now, on the trace's own thread.
                 nr1 = r1 if causal else t
@@ -751,7 +758,8 @@ def _walk_layer(m: np.ndarray, r: np.ndarray, r0: int, r1: int, t: int, method: 
     m[ii, r0 + ii] = 0.0
     c = carry_out[layer]
     c[r0:r1] = diag
-    kept, total, need = _prune(m.reshape(-1), keep, cap)
+    cols = m.sum(axis=0, dtype=np.float64)
+    kept, total, need = _prune(m.reshape(-1), keep, cap, float(cols.sum()))
     layer_total[layer] = total
     needed[layer] = need
     capped[layer] = cap is not None and need > cap
@@ -763,7 +771,7 @@ def _walk_layer(m: np.ndarray, r: np.ndarray, r0: int, r1: int, t: int, method: 
     out[2].append(ki.astype(np.int32))
     out[3].append(kept_w)
     nxt = np.zeros(t)
-    nxt[:cw] = m.sum(axis=0, dtype=np.float64)
+    nxt[:cw] = cols
     nxt += c
     s = float(nxt.sum())
     tot[layer] = s

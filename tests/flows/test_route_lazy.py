@@ -228,3 +228,16 @@ def test_head_stats_of_a_lazy_trace_equal_the_materialized(minilm_lazy, gpt2_laz
         np.testing.assert_allclose(v, head_stats(lt)[key], atol=1e-6, rtol=1e-6, err_msg=key)
     with pytest.raises(StatsCancelled):
         head_stats(gpt2_lazy, cancelled=lambda: True)
+
+
+def test_lazy_route_on_the_trace_compute_thread_does_not_deadlock(gpt2_lazy):
+    # e.g. a caller that runs its whole job through the trace's foreground thread
+    import threading
+
+    lt = gpt2_lazy
+    box = []
+    runner = threading.Thread(target=lambda: box.append(lt._call(route_graph, lt, "rollout", 25)), daemon=True)
+    runner.start()
+    runner.join(60)  # a deadlock fails the test instead of hanging the suite
+    assert box, "route_graph on the trace's compute thread did not finish"
+    assert_same_route(box[0], route_graph(lt.materialize(), "rollout", 25))
