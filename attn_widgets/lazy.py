@@ -27,8 +27,11 @@ Gradients are out of scope: a lazy trace has ``gradients = None`` and
 ``AttentionTrace``; :meth:`LazyTrace.materialize` builds one when it fits in memory).
 
 Computation uses PyTorch when it is installed (about 25-35 ms per head at T = 4096 on
-two CPU cores) and NumPy otherwise (several times slower). Nothing here imports
-ipywidgets.
+two CPU cores) and NumPy otherwise (several times slower). The head mean / max of a layer
+and :meth:`LazyTrace.layer_stats` run a batched kernel over all heads at once (one matmul
+per key group and row block of ``[H, n, T]`` scores, the causal triangle as an additive
+0 / -inf bias; about 0.25 s per layer of 32 heads at T = 4096 on one thread, half the
+per-head loop). Nothing here imports ipywidgets.
 """
 
 from __future__ import annotations
@@ -681,9 +684,10 @@ class LazyTrace(TraceChecks):
 
     def _blocks(self, block_fn: Callable, rows: slice | np.ndarray, r_idx: np.ndarray | None, n_rows: int,
                 rstep: int, values: int) -> Iterator[tuple[int, int, Any]]:
-        """Yield ``(i0, nc, result of block_fn(sel, nc, n, tri_from, hidden))`` for row blocks of
-        about ``values`` scores per head, each a multiple of ``rstep`` rows. ``nc``: keys after the block's last query are
-        never seen when causal (the softmax needs the rest); ``tri_from``: the first column of
+        """Yield ``(i0, nc, result of block_fn(sel, nc, n, tri_from, hidden))`` for row blocks
+        of about ``values`` scores per head, each a multiple of ``rstep`` rows. ``nc``: keys
+        after the block's last query are never seen when causal (the softmax needs the
+        rest); ``tri_from``: the first column of
         the causal triangle of a contiguous block (None: no triangle); ``hidden``: bool
         ``[n, nc]`` keys the queries may not see beyond that triangle (None: none)."""
         t = self.n_tokens
@@ -731,10 +735,10 @@ class LazyTrace(TraceChecks):
         state: dict = {}
 
         def block(sel, nc, n, tri_from, hidden):
-            if "buf" not in state or n > state["rows"]:  # grows to the largest block
-                state["rows"] = n
-                state["buf"] = self._scratch(ops, state["rows"] * t)
-                state["acc"] = self._scratch(ops, state["rows"] * t, "acc") if reduce else None
+            if state.get("size", 0) < n * nc:  # grows to the largest block (about BLOCK_VALUES)
+                state["size"] = n * nc
+                state["buf"] = self._scratch(ops, n * nc)
+                state["acc"] = self._scratch(ops, n * nc, "acc") if reduce else None
             s = ops.view(state["buf"], n, nc)
             acc = ops.view(state["acc"], n, nc) if reduce else None
             fut = None

@@ -39,6 +39,11 @@ alti           ALTI's contribution matrices :func:`contribution_layers` (rows su
 ``value_norm`` and ``alti`` need a trace captured with ``attn_widgets.trace(...,
 contributions=True)`` (or ``mixed_norms=`` / ``contributions=`` passed explicitly).
 
+On an on-demand trace (a LazyTrace: maps recomputed from queries and keys) ``attention``
+and ``rollout`` walk the same way, one layer's head-mean map at a time and only the rows
+the route reaches (see :func:`route_graph`); ``grad_rollout`` is the route the capture
+streamed, when it did.
+
 Everything is pure numpy (plus the numba max-flow for ``flow``); no widget code.
 """
 
