@@ -17,6 +17,13 @@ from .conftest import PARAGRAPH
 pytest.importorskip("torch")
 
 
+@pytest.fixture(params=[False, True], ids=["in_line", "look_ahead"])
+def look_ahead(request, monkeypatch):
+    """Both ways of fetching layers: in line, and the next layer on a helper thread."""
+    monkeypatch.setattr(route_mod, "LOOK_AHEAD", request.param)
+    return request.param
+
+
 def random_lazy(L=3, H=4, Hkv=None, t=40, d=8, seed=0, **kw):
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((L, H, t, d)).astype(np.float32) * 1.5
@@ -75,7 +82,7 @@ def assert_same_route(got, ref):
 
 
 @pytest.mark.parametrize("method", ["attention", "rollout"])
-def test_lazy_route_equals_the_route_of_the_materialized_trace(method, minilm_lazy, gpt2_lazy):
+def test_lazy_route_equals_the_route_of_the_materialized_trace(method, minilm_lazy, gpt2_lazy, look_ahead):
     for name, lt in _traces(minilm_lazy, gpt2_lazy).items():
         full = lt.materialize()
         t = lt.n_tokens
@@ -89,7 +96,7 @@ def test_lazy_route_equals_the_route_of_the_materialized_trace(method, minilm_la
                     assert not got.node[:, token + 1 :].any()
 
 
-def test_lazy_route_reads_only_the_rows_it_reaches(gpt2_lazy):
+def test_lazy_route_reads_only_the_rows_it_reaches(gpt2_lazy, look_ahead):
     calls = []
 
     class Spy(LazyTrace):
@@ -104,10 +111,10 @@ def test_lazy_route_reads_only_the_rows_it_reaches(gpt2_lazy):
     top = spy.n_layers - 1
     assert calls[0] == (top, "mean", token, token + 1, 0, token + 1)  # the top layer: one row
     assert all(head == "mean" and r1 <= token + 1 and c1 <= token + 1 for _, head, _, r1, _, c1 in calls)
-    assert sorted({c[0] for c in calls}) == list(range(spy.n_layers))
+    assert sorted(c[0] for c in calls) == list(range(spy.n_layers))  # each layer computed once
 
 
-def test_progress_is_called_once_per_layer_and_cancel_raises(gpt2_lazy):
+def test_progress_is_called_once_per_layer_and_cancel_raises(gpt2_lazy, look_ahead):
     lt = gpt2_lazy
     seen = []
     route_graph(lt, "rollout", 30, progress=lambda done, total: seen.append((done, total)))
@@ -230,7 +237,7 @@ def test_head_stats_of_a_lazy_trace_equal_the_materialized(minilm_lazy, gpt2_laz
         head_stats(gpt2_lazy, cancelled=lambda: True)
 
 
-def test_lazy_route_on_the_trace_compute_thread_does_not_deadlock(gpt2_lazy):
+def test_lazy_route_on_the_trace_compute_thread_does_not_deadlock(gpt2_lazy, look_ahead):
     # e.g. a caller that runs its whole job through the trace's foreground thread
     import threading
 
