@@ -953,12 +953,14 @@ def route_union(
     ``needed`` summed and ``capped`` or-ed. ``token`` of the result is the first token,
     ``value`` (flow) the sum of values and ``source`` None. With no token selected the Flow
     panel shows the route of the target position (or [CLS] / the last token), which is
-    ``route_graph`` of that one token.
+    ``route_graph`` of that one token. On an on-demand trace each token's route recomputes
+    the layers it reads.
     """
     toks = list(tokens) if not isinstance(tokens, (int, np.integer)) else [tokens]
     if not toks:
         raise ValueError("tokens: expected at least one token index, received an empty sequence")
-    if "layers" not in kwargs or kwargs["layers"] is None:
+    on_demand = getattr(attentions, "on_demand", False) is True  # each token walks the trace itself
+    if not on_demand and ("layers" not in kwargs or kwargs["layers"] is None):
         if is_trace_like(attentions) and gradients is None:
             gradients = attentions.gradients
         kwargs["layers"] = route_layers(

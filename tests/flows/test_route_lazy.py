@@ -96,6 +96,17 @@ def test_lazy_route_equals_the_route_of_the_materialized_trace(method, minilm_la
                     assert not got.node[:, token + 1 :].any()
 
 
+def test_route_union_of_a_lazy_trace(gpt2_lazy):
+    from attn_widgets.flows import route_union
+
+    got = route_union(gpt2_lazy, "rollout", [10, 30], keep=0.7)
+    ref = route_union(gpt2_lazy.materialize(), "rollout", [10, 30], keep=0.7)
+    np.testing.assert_array_equal(got.needed, ref.needed)
+    np.testing.assert_array_equal(np.stack([got.layer, got.query, got.key]), np.stack([ref.layer, ref.query, ref.key]))
+    np.testing.assert_allclose(got.weight, ref.weight, atol=2e-6, rtol=2e-5)
+    np.testing.assert_allclose(got.node, ref.node, atol=2e-6, rtol=2e-5)
+
+
 def test_lazy_route_reads_only_the_rows_it_reaches(gpt2_lazy, look_ahead):
     calls = []
 
