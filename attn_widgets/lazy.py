@@ -314,7 +314,8 @@ class LazyTrace(TraceChecks):
         raise AttributeError(
             f"attentions: a LazyTrace keeps queries and keys, not the [L, H, T, T] = {[L, H, T, T]} attention "
             f"array ({L * H * T * T * 4 / 2**30:.1f} GiB as float32). Use head_map(layer, head), tile(...) or "
-            "pooled(...); flows over all layers (rollout, max-flow) and gradients need an AttentionTrace: "
+            "pooled(...); flows.route_graph (attention, rollout) and flows.head_stats read a LazyTrace layer by "
+            "layer; the other flows over all layers (rollout matrices, max-flow) and gradients need an AttentionTrace: "
             "materialize() builds one when it fits in memory, or capture with attn_widgets.trace()."
         )
 
