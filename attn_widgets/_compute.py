@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Hidden keys in the statistics kernel: exp() gives 0 as for -inf, and 0 * -1e30 is 0.
+_NEG = -1e30
+
 # -- compute backends -------------------------------------------------------------------------
 class _TorchOps:
     """Row-block kernels on torch tensors (multi-threaded, in place, no big temporaries)."""
@@ -99,6 +102,126 @@ class _TorchOps:
         if x.shape[1]:
             self.torch.from_numpy(out)[r0 : r0 + x.shape[0], : x.shape[1]].copy_(x)
 
+    # -- all heads of a layer at once (head mean / max, layer statistics) ----------------------
+    def layer_qk(self, q: np.ndarray, k: np.ndarray):
+        """A layer's ``[H, T, d]`` queries and ``[Hkv, T, d]`` keys as float32 tensors (no copy
+        for float32 storage; float16 is converted once per call, a few MiB)."""
+        t = self.torch
+        q = t.from_numpy(q)
+        k = t.from_numpy(k)
+        return (q.float() if q.dtype != t.float32 else q), (k.float() if k.dtype != t.float32 else k)
+
+    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True,
+                  out=None):
+        """Unnormalised probabilities ``e`` ``[H, n, nc]`` (in ``buf``) and their row sums
+        ``z`` ``[H, n]`` of query rows ``sel`` (a slice or index array) of every head
+        against keys ``:nc``: ``softmax = e / z``. One batched matmul per key group (the
+        ``group`` query heads sharing a key head have their rows stacked; keys are never
+        copied), the causal triangle added as ``-inf`` on the last columns only
+        (``tri_from``: its first column, or None), the extra additive 0 / -inf ``bias``
+        ``[n, nc]`` (or None). ``shift=False`` skips subtracting the row maximum: only
+        when the caller has bounded every score (``|s| <= 60``: no overflow, no
+        underflow of a whole row), it saves a pass over the block. With ``out`` (a second
+        scratch) ``e`` goes there and ``buf`` keeps the shifted scores, hidden keys at
+        -1e30 (finite: ``e * s`` stays 0)."""
+        t = self.torch
+        hkv = k.shape[0]
+        # q is [Hkv, group, T, d]: the group's rows stacked make one [group * n, d] operand
+        qb = q[:, :, sel] if isinstance(sel, slice) else q[:, :, t.from_numpy(sel)]
+        n = qb.shape[2]
+        # q * scale (small) instead of scaling the [H, n, nc] scores; softcap needs s / cap.
+        qb = qb.reshape(hkv, group * n, qb.shape[3]) * (scale if cap is None else scale / cap)
+        s = buf[: hkv * group * n * nc].view(hkv, group * n, nc)
+        t.bmm(qb, k[:, :nc].transpose(1, 2), out=s)
+        s = s.view(hkv * group, n, nc)
+        if cap is not None:
+            s.tanh_().mul_(cap)
+        if tri_from is not None:
+            s[:, :, tri_from:].add_(self._tri(n, nc - tri_from, finite=out is not None))
+        if bias is not None:
+            s.add_(bias)
+        if shift:
+            s.sub_(s.amax(dim=-1, keepdim=True))
+        if out is None:
+            s.exp_()
+            return s, s.sum(dim=-1)
+        e = out[: s.numel()].view(s.shape)
+        t.exp(s, out=e)
+        return e, e.sum(dim=-1)
+
+    def stats_block(self, q, k, sel, rows: np.ndarray, nc: int, group: int, scale: float, cap, tri_from, hidden,
+                    buf, buf2, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        """``[3, H]`` float64 sums over the block's query ``rows`` of each row's entropy,
+        distance and special share (see :meth:`head_sums`) without a logarithm per score:
+        with shifted scores ``s`` (row max 0), ``e = exp(s)`` and ``z = sum e``, a row's
+        entropy is ``log z - sum(e s) / z`` (both terms within ``[0, log T]``), and
+        ``sum_j p_j f_j = (e @ f) / z`` (one product for distance and special). Hidden keys
+        get -1e30 instead of -inf so that ``e * s`` is 0 there, not NaN."""
+        t = self.torch
+        bias = None if hidden is None else self.bias(hidden, finite=True)
+        s_e = self.heads_exp(q, k, sel, nc, group, scale, cap, tri_from, bias, buf, True, out=buf2)
+        e, z = s_e
+        s = buf[: e.numel()].view(e.shape)
+        cols = [t.arange(nc, dtype=t.float32)] if causal else []
+        if special is not None:
+            cols.append(t.from_numpy(special[:nc].astype(np.float32)))
+        pm = t.matmul(e, t.stack(cols, dim=1)) / z.unsqueeze(-1) if cols else None  # [H, n, c]
+        r = t.from_numpy(rows.astype(np.float32))
+        if causal:  # keys j <= i only: sum_j p (i - j) = i - sum_j p j
+            dis = r[None, :] - pm[..., 0]
+        else:
+            dis = (e * (r[:, None] - t.arange(nc, dtype=t.float32)[None, :]).abs_()).sum(dim=-1) / z
+        ent = z.log() - s.mul_(e).sum(dim=-1) / z
+        spc = pm[..., -1] if special is not None else t.zeros_like(ent)
+        return t.stack([ent, dis, spc]).double().sum(dim=-1).numpy()
+
+    def exp_mean(self, e, z):
+        """``mean_h e[h] / z[h]``: one batched [1, H] x [H, nc] product per query row (reads
+        ``e`` once; no normalised copy)."""
+        w = (z.reciprocal() * (1.0 / z.shape[0])).T.unsqueeze(1)  # [n, 1, H]
+        return self.torch.bmm(w, e.transpose(0, 1)).squeeze(1)
+
+    def normalise(self, e, z):
+        return e.div_(z.unsqueeze(-1))
+
+    def _tri(self, n: int, m: int, finite: bool = False):
+        """``[n, m]`` 0 / -inf (or -1e30): row ``i`` hides columns ``j > i`` (a slice of one
+        cached square)."""
+        key = "_tri_finite" if finite else "_tri_square"
+        tri = self.__dict__.get(key)
+        if tri is None or tri.shape[0] < max(n, m):
+            size = max(n, m, 256)
+            tri = self.__dict__[key] = self.torch.full((size, size), _NEG if finite else float("-inf")).triu_(1)
+        return tri[:n, :m]
+
+    def bias(self, hidden: np.ndarray, finite: bool = False):
+        """Additive ``[n, m]`` float32 0 / -inf (or -1e30) from a bool "hidden" mask."""
+        t = self.torch
+        return t.zeros(hidden.shape).masked_fill_(t.from_numpy(hidden), _NEG if finite else float("-inf"))
+
+    def amax0(self, p):
+        return p.amax(dim=0)
+
+    def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        """``[3, H]`` float64 sums over the block's query ``rows`` of each row's entropy
+        ``-sum_j p log p`` (0 log 0 = 0), distance ``sum_j p |i - j|`` and share on the
+        ``special`` keys (bool ``[nc]`` or None). Row sums in float32 (<= T terms), the
+        sum over rows in float64."""
+        t = self.torch
+        nc = p.shape[-1]
+        ent = t.special.entr(p).sum(dim=-1)
+        cols = [t.arange(nc, dtype=t.float32)] if causal else []
+        if special is not None:
+            cols.append(t.from_numpy(special[:nc].astype(np.float32)))
+        pm = t.matmul(p, t.stack(cols, dim=1)) if cols else None  # [H, n, c]: one pass over p
+        r = t.from_numpy(rows.astype(np.float32))
+        if causal:  # keys j <= i only: sum_j p (i - j) = i - sum_j p j
+            dis = r[None, :] - pm[..., 0]
+        else:
+            dis = (p * (r[:, None] - t.arange(nc, dtype=t.float32)[None, :]).abs_()).sum(dim=-1)
+        spc = pm[..., -1] if special is not None else t.zeros_like(ent)
+        return t.stack([ent, dis, spc]).double().sum(dim=-1).numpy()
+
 
 class _NumpyOps:
     """The same kernels in NumPy (used when torch is not installed)."""
@@ -180,6 +303,62 @@ class _NumpyOps:
         if x.shape[1]:
             out[r0 : r0 + x.shape[0], : x.shape[1]] = x
 
+    # -- all heads of a layer at once ---------------------------------------------------------
+    def layer_qk(self, q: np.ndarray, k: np.ndarray):
+        return np.asarray(q, dtype=np.float32), np.asarray(k, dtype=np.float32)
+
+    def heads_exp(self, q, k, sel, nc: int, group: int, scale: float, cap, tri_from, bias, buf, shift: bool = True):
+        hkv = k.shape[0]
+        qb = q[:, :, sel]
+        n = qb.shape[2]
+        qb = qb.reshape(hkv, group * n, qb.shape[3]) * np.float32(scale if cap is None else scale / cap)
+        s = buf[: hkv * group * n * nc].reshape(hkv, group * n, nc)
+        np.matmul(qb, k[:, :nc].transpose(0, 2, 1), out=s)
+        s = s.reshape(hkv * group, n, nc)
+        if cap is not None:
+            np.tanh(s, out=s)
+            s *= np.float32(cap)
+        if tri_from is not None:
+            s[:, :, tri_from:] += np.triu(np.full((n, nc - tri_from), -np.inf, np.float32), 1)
+        if bias is not None:
+            s += bias
+        s -= s.max(axis=-1, keepdims=True)  # always shifted: the fallback keeps it simple
+        np.exp(s, out=s)
+        return s, s.sum(axis=-1)
+
+    def exp_mean(self, e, z):
+        e /= z[..., None]
+        return e.mean(axis=0, dtype=np.float32)
+
+    def normalise(self, e, z):
+        e /= z[..., None]
+        return e
+
+    def bias(self, hidden: np.ndarray):
+        return np.where(hidden, np.float32(-np.inf), np.float32(0.0))
+
+    def amax0(self, p):
+        return p.max(axis=0)
+
+    def stats_block(self, q, k, sel, rows: np.ndarray, nc: int, group: int, scale: float, cap, tri_from, hidden,
+                    buf, buf2, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        bias = None if hidden is None else self.bias(hidden)
+        e, z = self.heads_exp(q, k, sel, nc, group, scale, cap, tri_from, bias, buf)
+        return self.head_sums(self.normalise(e, z), rows, causal, special)
+
+    def head_sums(self, p, rows: np.ndarray, causal: bool, special: np.ndarray | None) -> np.ndarray:
+        nc = p.shape[-1]
+        dist = np.abs(rows.astype(np.float32)[:, None] - np.arange(nc, dtype=np.float32)[None, :])
+        out = np.zeros((3, p.shape[0]))
+        for h, ph in enumerate(p):  # one head at a time: [n, nc] temporaries only
+            with np.errstate(divide="ignore", invalid="ignore"):
+                plogp = ph * np.log(ph)
+            plogp[ph == 0] = 0.0
+            out[0, h] = -plogp.sum(axis=-1).sum(dtype=np.float64)
+            out[1, h] = (ph * dist).sum(axis=-1).sum(dtype=np.float64)
+            if special is not None:
+                out[2, h] = ph[:, special[:nc]].sum(axis=-1).sum(dtype=np.float64)
+        return out
 
 _OPS: list = []
 

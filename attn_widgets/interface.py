@@ -4,7 +4,16 @@
 :class:`~attn_widgets.LazyTrace` (maps recomputed from queries and keys) both satisfy
 :class:`Trace`; the panels and :mod:`attn_widgets.render` use only these members, never
 ``isinstance`` on the concrete classes. ``on_demand`` is the one behavioural switch: a
-trace whose maps cost a softmax each (LazyTrace) gets progressive thumbnails.
+trace whose maps cost a softmax each (LazyTrace) gets progressive thumbnails, and the
+flows read it layer by layer (``route_graph`` through :meth:`Trace.tile` of ``"mean"``).
+
+Optional members (not part of :class:`Trace`; the flows look them up with ``getattr``):
+
+* ``layer_stats(layer) -> dict[str, ndarray[H]]``: an on-demand trace's per-head
+  ``"entropy"``, ``"distance"`` and ``"special"`` of one layer, reduced inside its kernel
+  (:class:`LayerStats`); ``flows.head_stats`` uses it when present, else ``head_map`` per head.
+* ``grad_route``: a gradient-rollout route streamed during capture (``position``,
+  ``target``, ``route(keep=..., max_edges_per_layer=...)``), or None.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import numpy as np
 
 from ._checks import HEAD_AGGREGATES, MAX, MEAN, HeadSelector
 
-__all__ = ["HEAD_AGGREGATES", "MAX", "MEAN", "HeadSelector", "Trace"]
+__all__ = ["HEAD_AGGREGATES", "MAX", "MEAN", "HeadSelector", "LayerStats", "Trace"]
 
 
 @runtime_checkable
@@ -79,3 +88,13 @@ class Trace(Protocol):
 
     def check_range(self, r0: Any, r1: Any, c0: Any, c1: Any) -> tuple[int, int, int, int]:
         """A half-open tile range inside ``n_tokens x n_keys``."""
+
+
+@runtime_checkable
+class LayerStats(Protocol):
+    """An on-demand trace that reduces per-head statistics inside its kernel (optional)."""
+
+    def layer_stats(self, layer: int) -> dict[str, np.ndarray]:
+        """Float64 ``[H]`` arrays ``"entropy"`` (``-sum_j A log A``), ``"distance"``
+        (``sum_j A |i - j|``) and ``"special"`` (share on special tokens), each a mean over
+        the query rows of layer ``layer``."""

@@ -152,7 +152,7 @@ def test_stores_only_queries_keys_and_masks():
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
 def test_computing_never_allocates_all_maps(backend, monkeypatch):
-    L, H, t = 4, 8, 256
+    L, H, t = 4, 8, 1024
     lt, _, _ = random_lazy(L, H, t=t, causal=True)
     if backend == "numpy":
         monkeypatch.setattr(lazy_mod, "_ops", lambda prefer_numpy=False: lazy_mod._NumpyOps())
@@ -161,13 +161,16 @@ def test_computing_never_allocates_all_maps(backend, monkeypatch):
     try:
         lt.thumbnails(16)
         lt.head_map(2, "mean")
+        lt.layer_stats(1)
         lt.preview_thumbnails(16)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # numpy allocations are traced: a few maps' worth at most, far from L * H maps.
-    assert peak < 4 * one_map, peak
-    assert peak < L * H * one_map / 8
+    # numpy allocations are traced: a few maps' worth plus the batched kernel's bounded
+    # [H, n, T] block (HEADS_BLOCK_VALUES scores, its softmax and one temporary), far from
+    # L * H maps.
+    assert peak < 4 * one_map + 3 * 4 * lazy_mod.HEADS_BLOCK_VALUES, peak
+    assert peak < L * H * one_map / 4
 
 
 # -- semantics beyond GPT-2 / BERT: GQA, extra masks, softcap, float16, numpy --------------------
@@ -302,3 +305,59 @@ def test_whole_matrix_flows_need_an_attention_trace(captured):
         aw.flows.rollout(lt)
     with pytest.raises(ValueError, match="MethodAgreement needs an in-memory"):
         aw.MethodAgreement(lt)
+
+
+# -- the batched all-heads kernel (head mean / max, layer statistics) ------------------------------
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_batched_mean_and_max_equal_the_per_head_maps(backend, dtype, monkeypatch):
+    t = 70
+    window = np.tri(t, dtype=bool) & ~np.tri(t, k=-9, dtype=bool)
+    # softcap 4 bounds every score (exp without max subtraction); softcap None with queries
+    # x 15 gives scores over the bound (the row maximum is subtracted first). Logits of ~100
+    # carry float32 rounding of ~1e-5 (q * scale . k vs q . k * scale), hence the tolerance.
+    for causal, mask, cap, big in ((True, [window, None], 4.0, 1), (False, [~np.eye(t, dtype=bool) | window, None], 4.0, 1),
+                                   (True, [window, None], None, 15), (False, None, None, 15)):
+        lt32, q, k = random_lazy(L=2, H=6, Hkv=2, t=t, causal=causal, mask=mask, softcap=cap, scaling=0.4)
+        q = q * np.float32(big)
+        lt = LazyTrace(lt32.tokens, q, k, causal=causal, mask=mask, softcap=cap, scaling=0.4, dtype=dtype)
+        if backend == "numpy":
+            monkeypatch.setattr(lazy_mod, "_ops", lambda prefer_numpy=False: lazy_mod._NumpyOps())
+        monkeypatch.setattr(lazy_mod, "HEADS_BLOCK_VALUES", 6 * 150)  # many row blocks, partial triangles
+        tol = dict(atol=1e-6 if big == 1 else 1e-5, rtol=0)
+        for layer in (0, 1):
+            heads = np.stack([lt.head_map(layer, h) for h in range(6)])
+            # the batched path (all heads at once) against the per-head kernel
+            np.testing.assert_allclose(lt.head_map(layer, "mean"), heads.mean(0), **tol)
+            np.testing.assert_allclose(lt.head_map(layer, "max"), heads.max(0), **tol)
+            np.testing.assert_allclose(
+                lt.tile(layer, "mean", 13, 61, 5, 50, step=4), pool_blocks(heads.mean(0)[13:61, 5:50], 4), **tol
+            )
+            rows = np.array([0, 3, 4, 40, 69])
+            got = lt._compute(layer, list(range(6)), "mean", rows, 0, t, 1, 1)
+            np.testing.assert_allclose(got, heads.mean(0)[rows], **tol)
+            if dtype == "float32" and backend == "torch":
+                ref = reference(q[layer], k[layer], 0.4, causal=causal, mask=mask and mask[layer], softcap=cap)
+                np.testing.assert_allclose(lt.head_map(layer, "mean"), ref.mean(0), **tol)
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_layer_stats_equal_head_stats_of_the_materialized_trace(backend, monkeypatch):
+    t = 60
+    window = np.tri(t, dtype=bool) & ~np.tri(t, k=-7, dtype=bool)
+    special = np.zeros(t, bool)
+    special[[0, 17, 59]] = True
+    if backend == "numpy":
+        monkeypatch.setattr(lazy_mod, "_ops", lambda prefer_numpy=False: lazy_mod._NumpyOps())
+    monkeypatch.setattr(lazy_mod, "HEADS_BLOCK_VALUES", 4 * 200)
+    for causal, mask in ((True, [window, None]), (False, None), (False, [window | window.T, None])):
+        _, q, k = random_lazy(L=2, H=4, Hkv=2, t=t, causal=causal)
+        lt = LazyTrace([f"t{i}" for i in range(t)], q * 2, k, causal=causal, mask=mask, special_mask=special)
+        ref = aw.flows.head_stats(lt.materialize())
+        for layer in range(2):
+            got = lt.layer_stats(layer)
+            assert set(got) == {"entropy", "distance", "special"}
+            for key, v in got.items():
+                assert v.shape == (4,) and v.dtype == np.float64
+                np.testing.assert_allclose(v, ref[key][layer], atol=1e-6, rtol=1e-6, err_msg=key)

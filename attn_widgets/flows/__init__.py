@@ -45,8 +45,9 @@ from .agreement import AgreementTable, method_agreement
 from .contrib import alti, contribution_layers, value_norm
 from .maxflow import FlowCancelled, attention_flow
 from .rollout import attn_grad, grad_rollout, relevance_view, rollout
-from .route import RouteGraph, route_from_layers, route_graph, route_layers, route_union
-from .stats import head_stats
+from .paths import available_methods
+from .route import RouteCancelled, RouteGraph, route_from_layers, route_graph, route_layers, route_union
+from .stats import StatsCancelled, head_stats
 
 __all__ = [
     "rollout",
@@ -56,6 +57,7 @@ __all__ = [
     "relevance_view",
     "attn_grad",
     "head_stats",
+    "StatsCancelled",
     "value_norm",
     "contribution_layers",
     "alti",
@@ -64,6 +66,8 @@ __all__ = [
     "route_layers",
     "route_union",
     "RouteGraph",
+    "RouteCancelled",
+    "available_methods",
     "method_agreement",
     "AgreementTable",
 ]

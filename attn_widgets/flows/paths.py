@@ -89,7 +89,16 @@ def contrib_missing(method: str) -> str:
 
 
 def available_methods(trace: Any) -> tuple[str, ...]:
-    """The :data:`METHODS` that ``trace`` has the inputs for (gradients, contributions), in order."""
+    """The :data:`METHODS` that ``trace`` has the inputs for (gradients, contributions), in order.
+
+    An on-demand trace (``trace.on_demand``, a LazyTrace) has ``"attention"`` and
+    ``"rollout"`` (its maps are recomputed layer by layer), plus ``"grad_rollout"`` when
+    it carries a gradient-rollout route streamed during capture (``trace.grad_route`` not
+    None); the other methods need every map or gradient in memory.
+    """
+    if getattr(trace, "on_demand", False) is True:
+        grad = () if getattr(trace, "grad_route", None) is None else ("grad_rollout",)
+        return ("attention", "rollout", *grad)
     out = []
     for m in METHODS:
         if m in GRAD_METHODS and getattr(trace, "gradients", None) is None:
