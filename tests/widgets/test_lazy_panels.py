@@ -41,27 +41,29 @@ def fast_progress(monkeypatch):
 
 
 class Gate:
-    """Blocks LazyTrace.head_map calls made from the job pool until released (one call per
-    ``step()``, or all with ``open()``); counts them. Calls on the kernel thread pass."""
+    """Blocks the LazyTrace computations made from the job pool until released (one call per
+    ``step()``, or all with ``open()``); counts them. ``what="route"`` holds ``tile`` (a route
+    reads each layer's head-mean rows with one tile call), ``what="stats"`` holds
+    ``layer_stats`` (one call per layer of head statistics). Calls on other threads pass."""
 
-    def __init__(self, monkeypatch, heads: str = "any") -> None:
+    def __init__(self, monkeypatch, what: str = "route") -> None:
         self.calls = 0
         self.entered = threading.Event()
         self._sem = threading.Semaphore(0)
         self._open = threading.Event()
-        real = LazyTrace.head_map
+        name = {"route": "tile", "stats": "layer_stats"}[what]
+        real = getattr(LazyTrace, name)
         gate = self
 
-        def head_map(tr, layer, head):
-            pooled = threading.current_thread().name.startswith("attn_widgets-pool")
-            if pooled and (heads == "any" or (heads == "int") == isinstance(head, int)):
+        def held(tr, *args, **kwargs):
+            if threading.current_thread().name.startswith("attn_widgets-pool"):
                 gate.calls += 1
                 gate.entered.set()
                 while not gate._open.is_set() and not gate._sem.acquire(timeout=0.01):
                     pass
-            return real(tr, layer, head)
+            return real(tr, *args, **kwargs)
 
-        monkeypatch.setattr(LazyTrace, "head_map", head_map)
+        monkeypatch.setattr(LazyTrace, name, held)
 
     def step(self) -> None:
         self._sem.release()
@@ -231,7 +233,7 @@ def test_summary_of_one_layer_or_one_head(shape):
 
 
 def test_lazy_summary_fills_in_the_background_and_links_meanwhile(lazy, in_memory, monkeypatch, fast_progress):
-    gate = Gate(monkeypatch, heads="int")  # the statistics' per-head maps; the routes pass
+    gate = Gate(monkeypatch, "stats")  # the statistics' layers; the routes pass
     ex = aw.Explorer(lazy)
     s = ex.summary
     assert s.computing and s.job["text"] == f"head statistics: layer 0/{lazy.n_layers}"
@@ -242,8 +244,7 @@ def test_lazy_summary_fills_in_the_background_and_links_meanwhile(lazy, in_memor
     assert (ex.layer, ex.head) == (0, 0)
     s.mark.set_state({"selected": [[2, 1]]})
     assert (ex.heatmap.layer, ex.heatmap.head, ex.matrix.layer, ex.matrix.head) == (2, 1, 2, 1)
-    for _ in range(lazy.n_heads):  # the first layer's heads
-        gate.step()
+    gate.step()  # the first layer
     _until(lambda: s.job.get("done") == 1)
     assert "layer 1/3" in s.status_line.value and s.computing
     gate.open()
