@@ -108,6 +108,7 @@ class _Recorder:
         out = self.original(module, query, key, value, attention_mask, *args, **kwargs)
         if layer is not None and self.on_grad is not None:
             self._hook(layer, out[0] if isinstance(out, tuple) else out, query)
+            _release_freed_memory()
         return out
 
     def _hook(self, layer: int, output, query) -> None:
@@ -486,6 +487,30 @@ def _grad_capture(model, base, sel, device, np_dtype, target, position, tokenize
     return calls, route
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to call
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the heap's free pages back to the OS (glibc ``malloc_trim``), once per layer.
+
+    A forward with autograd and the backward allocate and free tens of MB per layer around
+    the small buffers that stay (checkpointed inputs, recorded q / k / v); glibc keeps the
+    freed pages, and the resident size grows by about a layer's activations per layer
+    (measured: 1.7 GB instead of 0.8 GB after the forward at T = 2048). Trimming costs
+    about a millisecond."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _accepts(model: Any, name: str) -> bool:
     import inspect
 
@@ -558,6 +583,7 @@ class _GradWalk:
             if layer in self.pending:
                 _walk_layer(b, layer, self.calls[layer], self.pending.pop(layer))
                 self.calls[layer].pop("v", None)  # the value is needed by this step only
+                _release_freed_memory()
             elif final:
                 b.skip(layer)  # the target does not depend on this layer: G = 0, carry only
             else:
