@@ -208,3 +208,17 @@ def test_forward_without_autograd_graph(gpt2, monkeypatch):
     monkeypatch.setattr(type(model), "forward", no_grad_forward)
     with pytest.raises(ValueError, match="model: the attention outputs of GPT2Model are not in the autograd graph"):
         aw.trace_lazy(model, tok, IDS, grad_rollout=True)
+
+
+def test_needed_estimate_inside_one_histogram_bin():
+    # every edge weight in one 2**-7 bin: the count comes from the bin's mean, not its size
+    rng = np.random.default_rng(3)
+    t = 40
+    mats = (1.0 + rng.random((2, t, t)) * 2**-9) * np.tri(t)[None]
+    carry = np.ones((2, t))
+    sr = streamed_route_from_layers(mats, t - 1, carry=carry, keep_edges=5)
+    for keep in (0.3, 0.5, 0.9):
+        ref = route_from_layers(mats, t - 1, carry=carry, keep=keep, max_edges_per_layer=None)
+        est, exact = sr.needed(keep)
+        assert not exact.any()
+        assert (np.abs(est - ref.needed) <= 1 + ref.needed * 2**-7).all(), (est, ref.needed)
