@@ -414,8 +414,9 @@ def _check_recorded(model: Any, calls: list) -> None:
 
 # -- the streamed gradient rollout ----------------------------------------------------------------
 
-#: Scores per row block of the walk, all heads together (8 MiB of float32 scratch, twice).
+#: Scores per row block of the walk, all heads together (8 MiB of float32 scratch, 3 times).
 WALK_BLOCK_VALUES = 1 << 21
+_TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32: below it, a weight is zero
 
 
 def _grad_capture(model, base, sel, device, np_dtype, target, position, tokenizer, n_tokens, keep_edges, checkpoint):
@@ -594,6 +595,16 @@ class _GradWalk:
         return self.builder.build()
 
 
+def _softmax_into(s, out) -> None:
+    """``out = softmax(s, -1)`` into preallocated scratch (one fused pass per row; a fresh
+    output would page-fault its 8 MB every block)."""
+    torch = _torch()
+    try:
+        torch.ops.aten._softmax.out(s, -1, False, out=out)
+    except (AttributeError, RuntimeError):  # pragma: no cover - an older torch
+        out.copy_(torch.softmax(s, dim=-1))
+
+
 def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) -> None:
     """One step of the gradient-rollout walk from the layer's recorded q, k, v and ``d y / d O``.
 
@@ -626,12 +637,13 @@ def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) ->
     carry = builder.identity(layer)  # the identity of I + E: r itself
     hc = torch.zeros(HIST_BINS, dtype=torch.int64)
     hs = torch.zeros(HIST_BINS, dtype=torch.float64)
-    nnz = 0
     block = max(1, min(256, WALK_BLOCK_VALUES // (n_heads * t)))
     sbuf = torch.empty(n_heads * block * t)
+    abuf = torch.empty(n_heads * block * t)
     gbuf = torch.empty(n_heads * block * t)
     rows_t = torch.from_numpy(rows)
     contiguous = rows.size and rows[-1] - rows[0] == rows.size - 1
+    tri = torch.ones(block, block, dtype=torch.bool).triu_(1)
     for i0 in range(0, rows.size, block):
         idx = rows[i0:i0 + block]
         n = idx.size
@@ -642,42 +654,47 @@ def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) ->
         else:
             it = rows_t[i0:i0 + block]
             qb, gb = q.index_select(1, it), d_out.index_select(1, it)
-        # [H, n, d] -> [Hkv, group * n, d]: query head h uses key head h // group
-        qb = qb.reshape(n_kv, group * n, d)
+        # [H, n, d] -> [Hkv, group * n, d]: query head h uses key head h // group. The scale
+        # goes on the (small) query block rather than on the scores.
+        qb = (qb * scale).reshape(n_kv, group * n, d)
         gb = gb.reshape(n_kv, group * n, -1)
         s = sbuf[: n_heads * n * nc].view(n_kv, group * n, nc)
         torch.bmm(qb, kt[:, :, :nc], out=s)
         s = s.view(n_heads, n, nc)
-        s.mul_(scale)
         if cap is not None:
             s.div_(cap).tanh_().mul_(cap)
         if causal and contiguous:
-            if nc > a + 1:
-                s[:, :, a:].masked_fill_(torch.ones(n, nc - a, dtype=torch.bool).triu_(1), float("-inf"))
+            s[:, :, a:].masked_fill_(tri[:n, :n], float("-inf"))  # only the block's own square
         elif causal:
             s.masked_fill_(torch.arange(nc)[None, :] > torch.from_numpy(idx)[:, None], float("-inf"))
         if allowed is not None:
             s.masked_fill_(torch.from_numpy(~allowed[idx, :nc]), float("-inf"))
-        s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-        s.div_(s.sum(dim=-1, keepdim=True))
+        p = abuf[: n_heads * n * nc].view(n_heads, n, nc)
+        _softmax_into(s, p)  # A, fused per row
         g = gbuf[: n_heads * n * nc].view(n_kv, group * n, nc)
         torch.bmm(gb, vt[:, :, :nc], out=g)
-        s.mul_(g.view(n_heads, n, nc)).clamp_(min=0.0)  # relu(G * A)
-        w = s.sum(dim=0)  # [n, nc]; the mean's 1 / H goes with r
+        p.mul_(g.view(n_heads, n, nc).clamp_(min=0.0))  # relu(G * A) = A * relu(G), as A >= 0
+        w = p.sum(dim=0)  # [n, nc]; the mean's 1 / H goes with r
         w.mul_(torch.from_numpy(r[idx] / n_heads).to(torch.float32)[:, None])
         ar = torch.arange(n)
         it = torch.from_numpy(idx)
         carry[idx] += w[ar, it].double().numpy()
         w[ar, it] = 0.0
         cross[:nc] += w.sum(dim=0, dtype=torch.float64)
-        vals = w[w > 0]
-        nnz += int(vals.numel())
-        keys = vals.view(torch.int32) >> HIST_SHIFT
+        # Histogram of the whole block (no compaction of the non-zeros: that costs more than
+        # the rest of the bookkeeping): zeros and float32 subnormals fall in bin 0, which
+        # then counts as zero (weights below 1.2e-38 are not edges for needed / keep).
+        flat = w.view(-1)
+        keys = flat.view(torch.int32) >> HIST_SHIFT
         hc += torch.bincount(keys, minlength=HIST_BINS)
-        hs += torch.bincount(keys, weights=vals.double(), minlength=HIST_BINS)
-        cand = (w > acc.threshold).nonzero()
-        if cand.numel():
+        hs += torch.bincount(keys, weights=flat.double(), minlength=HIST_BINS)
+        thr = max(acc.threshold, _TINY)
+        if float(w.max()) > thr:
+            cand = (w > thr).nonzero()
             acc.offer(idx[cand[:, 0].numpy()], cand[:, 1].numpy(), w[cand[:, 0], cand[:, 1]].double().numpy())
+    nnz = int(hc[1:].sum())
+    hc[0] = 0
+    hs[0] = 0.0
     acc.finish(cross.numpy(), carry, nnz, hc.numpy(), hs.numpy())
     builder.finish(layer, acc)
 

@@ -24,7 +24,8 @@ When ``keep`` needs more edges than were stored, the stored ones are returned,
 ``capped`` is True (as when ``max_edges_per_layer`` bites) and ``needed`` is estimated from
 the histogram: the edges above the bin where the running sum crosses ``keep * total``
 are counted exactly, those inside that bin from its mean (an error of at most the
-bin's count times ``2**-7``). Memory: ``O(L * T + L * keep_edges)`` plus the histogram's
+bin's count times ``2**-7``). The capture's kernel counts cross-token weights below
+float32's smallest normal number (1.2e-38) as zero edges. Memory: ``O(L * T + L * keep_edges)`` plus the histogram's
 non-empty bins.
 
 Pure numpy; the heavy per-block work may be done elsewhere (the capture does it in
