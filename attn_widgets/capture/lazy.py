@@ -173,6 +173,8 @@ class _Recorder:
         }
         if self.on_grad is not None:  # float32 [Hkv, T, d], freed once its layer is walked
             call["v"] = value[b].detach().to("cpu", dtype=_torch().float32).contiguous().clone()
+            if self.dtype != np.float32:  # the walk recomputes A from float32 q / k, as the model had them
+                call["q32"], call["k32"] = q.numpy().copy(), k.numpy().copy()
         self.calls.append(call)
         return len(self.calls) - 1
 
@@ -414,8 +416,9 @@ def _check_recorded(model: Any, calls: list) -> None:
 
 # -- the streamed gradient rollout ----------------------------------------------------------------
 
-#: Scores per row block of the walk, all heads together (8 MiB of float32 scratch, 3 times).
-WALK_BLOCK_VALUES = 1 << 21
+#: Scores per row block of the walk, all heads together (16 MiB of float32 scratch, 3 times):
+#: large blocks mean few parallel regions, which matters when the cores are shared.
+WALK_BLOCK_VALUES = 1 << 22
 _TINY = float(np.finfo(np.float32).tiny)  # smallest normal float32: below it, a weight is zero
 
 
@@ -484,7 +487,8 @@ def _grad_capture(model, base, sel, device, np_dtype, target, position, tokenize
         del g0
         route = walk.end()
     for c in calls:
-        c.pop("v", None)
+        for name in ("v", "q32", "k32"):
+            c.pop(name, None)
     return calls, route
 
 
@@ -583,7 +587,8 @@ class _GradWalk:
             layer = b.next_layer
             if layer in self.pending:
                 _walk_layer(b, layer, self.calls[layer], self.pending.pop(layer))
-                self.calls[layer].pop("v", None)  # the value is needed by this step only
+                for name in ("v", "q32", "k32"):  # needed by this step only
+                    self.calls[layer].pop(name, None)
                 _release_freed_memory()
             elif final:
                 b.skip(layer)  # the target does not depend on this layer: G = 0, carry only
@@ -617,8 +622,8 @@ def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) ->
     t = builder.n_tokens
     rows = builder.rows(layer)
     r = builder.weights(layer)
-    q = torch.from_numpy(call["q"]).float()
-    k = torch.from_numpy(call["k"]).float()
+    q = torch.from_numpy(call.get("q32", call["q"])).float()
+    k = torch.from_numpy(call.get("k32", call["k"])).float()
     v = call["v"]
     n_heads, n_kv = q.shape[0], k.shape[0]
     group = n_heads // n_kv

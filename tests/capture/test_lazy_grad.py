@@ -135,6 +135,14 @@ def test_llama_gqa_logit_target_route_equals_in_memory(llama_gqa, gpt2, checkpoi
         assert_same_route(lz.grad_route.route(keep), route_graph(tr, "grad_rollout", pos, keep=keep))
 
 
+def test_float16_storage_walks_the_float32_attention(gpt2):
+    model, tok = gpt2
+    lz = aw.trace_lazy(model, tok, IDS, grad_rollout=True, dtype="float16")
+    assert lz.dtype == "float16"
+    tr = aw.trace(model, tok, IDS, gradients=True)
+    assert_same_route(lz.grad_route.route(0.8), route_graph(tr, "grad_rollout", len(IDS) - 1, keep=0.8))
+
+
 def test_int_and_callable_targets(llama_gqa, gpt2):
     tok = gpt2[1]
     for target in (4242, lambda out: out.logits[0, 20, 77] - out.logits[0, 20, 78]):
