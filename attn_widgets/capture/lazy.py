@@ -321,6 +321,15 @@ def trace_lazy(
         otherwise about 4 GiB).
 
     Other gradients (``[L, H, T, T]``) are not kept for lazy traces.
+
+    Notes
+    -----
+    Cost of ``grad_rollout=True`` at T = 4096 on the 32 x 32-head GPT-2 of
+    :func:`long_context_model` (head size 8), 2 shared CPU cores: about 4.4x the plain
+    capture (34 s against 7.8 s: forward 6 s, backward 16 s -- sdpa's attention backward
+    and the checkpointed layers' recomputation --, the walk 12 s, about one softmax of
+    every head per layer), peak resident memory 1.55 GB against 1.14 GB. An exact
+    gradient needs the backward pass, itself about twice the forward.
     """
     torch = _torch()
     if dtype not in ("float32", "float16"):
