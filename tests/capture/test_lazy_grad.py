@@ -201,6 +201,17 @@ def test_masks_skipped_rows_and_row_blocks(gpt2, kind, rows_per_block, monkeypat
         assert any(r.size and r[-1] - r[0] + 1 != r.size for r in reached)  # rows with gaps
 
 
+def test_called_under_no_grad_or_inference_mode(gpt2):
+    import torch
+
+    model, tok = gpt2
+    ref = aw.trace_lazy(model, tok, IDS, grad_rollout=True).grad_route.route(0.8)
+    for ctx in (torch.no_grad, torch.inference_mode):
+        with ctx():
+            got = aw.trace_lazy(model, tok, IDS, grad_rollout=True).grad_route.route(0.8)
+        assert_same_route(got, ref, rtol=1e-12)
+
+
 def test_frozen_parameters_still_give_the_route(gpt2):
     import copy
 
