@@ -157,6 +157,10 @@ class LazyTrace(TraceChecks):
     copy
         Copy the inputs (default). ``False`` keeps per-layer arrays that already are
         C-contiguous, writable and of ``dtype`` (the caller must not change them later).
+    grad_route
+        Optional streamed gradient-rollout route of one target position (a
+        ``flows.streamed.StreamedRoute``, from ``trace_lazy(..., grad_rollout=True)``), kept
+        as ``trace.grad_route``; None otherwise.
 
     Gradients are not captured for lazy traces (``gradients`` is always None).
     """
@@ -186,6 +190,7 @@ class LazyTrace(TraceChecks):
         meta: dict | None = None,
         dtype: str = "float32",
         copy: bool = True,
+        grad_route: Any = None,
     ) -> None:
         tokens = _check_strings(tokens, "tokens")
         if dtype not in ("float32", "float16"):
@@ -256,6 +261,7 @@ class LazyTrace(TraceChecks):
         self._scaling = tuple(scales)
         self._softcap = tuple(caps)
         self._masks = masks
+        self.grad_route = grad_route
         self._tls = threading.local()
         self._fg = [0]  # foreground calls in flight (a list: the trace itself is frozen)
         self._fg_cv = threading.Condition()
