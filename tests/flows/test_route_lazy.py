@@ -175,10 +175,7 @@ def test_on_demand_methods_and_errors(gpt2_lazy):
             assert (keep, max_edges_per_layer) == (0.6, 9)
             return expected
 
-    class WithGrad(LazyTrace):
-        grad_route = Streamed()
-
-    lg = WithGrad(lt.tokens, lt.queries, lt.keys, causal=True, scaling=lt.scaling)
+    lg = LazyTrace(lt.tokens, lt.queries, lt.keys, causal=True, scaling=lt.scaling, grad_route=Streamed())
     assert available_methods(lg) == ("attention", "rollout", "grad_rollout")
     assert route_graph(lg, "grad_rollout", 7, keep=0.6, max_edges_per_layer=9) is expected
     with pytest.raises(ValueError, match="streamed for position 7, received 3"):
