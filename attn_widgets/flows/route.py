@@ -86,8 +86,10 @@ ON_DEMAND_METHODS = ("attention", "rollout")
 
 
 #: Compute the next layer's rows on a helper thread while a layer is walked: None picks it
-#: when the process may use 4 or more CPUs. With 2 (shared) CPUs the two threads slowed
-#: each other (rollout of the last of 4096 tokens, 32 layers: 21.6 s with, 14.7 s without).
+#: when the process may use 2 or more CPUs (rollout of the last of 4096 tokens, 32 layers,
+#: on 2 otherwise idle CPUs: 8.2-9.4 s with, 10.2 s without). On 2 CPUs that other
+#: processes keep busy the two threads slow each other (21.6 s with, 14.7 s without): set
+#: False there.
 LOOK_AHEAD: bool | None = None
 
 
@@ -98,7 +100,7 @@ def _look_ahead() -> bool:
         n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
-    return n >= 4
+    return n >= 2
 
 
 class RouteCancelled(Exception):
@@ -309,7 +311,15 @@ def _needed(mag: np.ndarray, target: float, sample: np.ndarray, stride: float) -
     ``hi > lo`` around it are checked on all of ``mag`` (the values above ``hi`` must
     fall short of the target, those above ``lo`` reach it; otherwise the bracket widens),
     and only the values in ``(lo, hi]`` are sorted."""
-    est = np.cumsum(sample, dtype=np.float64) * stride
+    # A heavy head (a few edges far above the rest, e.g. into an attention sink) is what a
+    # sample misses: take the values above the sample's largest exactly (about ``stride`` of
+    # them); often they already reach the target, else the estimate starts from their sum.
+    head = mag[mag > sample[0]]
+    s_head = float(head.sum(dtype=np.float64))
+    if s_head >= target:
+        cum = np.cumsum(np.sort(head)[::-1], dtype=np.float64)
+        return min(int(np.searchsorted(cum, target, side="left")) + 1, head.size)
+    est = s_head + np.cumsum(sample, dtype=np.float64) * stride
     j = int(np.searchsorted(est, target))
     # Generous: a wider bracket costs a sort of a few more values (fast), a retry costs passes.
     margin = 16 + 16 * int(np.sqrt(j + 1))
@@ -327,6 +337,10 @@ def _needed(mag: np.ndarray, target: float, sample: np.ndarray, stride: float) -
             margin *= 4
             continue
         c_hi = int(np.count_nonzero(above)) if hi < np.inf else 0
+        if mid.size > 4 * _PRUNE_SORT and mid.size < 0.5 * mag.size:
+            # the sample misled (a wide bracket): bracket again inside it, with its own sample
+            sub = np.sort(mid[np.random.default_rng(1).integers(0, mid.size, _SAMPLE)])[::-1]
+            return c_hi + _needed(mid, target - s_hi, sub, mid.size / _SAMPLE)
         cum = s_hi + np.cumsum(np.sort(mid)[::-1], dtype=np.float64)
         return c_hi + min(int(np.searchsorted(cum, target, side="left")) + 1, mid.size)
 

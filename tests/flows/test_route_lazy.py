@@ -256,3 +256,32 @@ def test_lazy_route_on_the_trace_compute_thread_does_not_deadlock(gpt2_lazy, loo
     runner.join(60)  # a deadlock fails the test instead of hanging the suite
     assert box, "route_graph on the trace's compute thread did not finish"
     assert_same_route(box[0], route_graph(lt.materialize(), "rollout", 25))
+
+
+def test_prune_with_a_heavy_head_and_a_bracket_inside_the_bracket(monkeypatch):
+    # An attention sink: a few edges far above a million tiny ones. The sample misses them
+    # (they are below one in a stride), so they are taken exactly first.
+    rng = np.random.default_rng(7)
+    mag = rng.random(1_200_000) * 1e-6
+    mag[rng.choice(mag.size, 5, replace=False)] = [5.0, 2.0, 2.0, 1.0, 0.5]
+    for keep in (0.5, 0.8, 0.95, 0.9999):
+        for cap in (None, 30) if keep < 0.9 else (30,):
+            got, ref = route_mod._prune(mag, keep, cap), route_mod._prune_sort(mag, keep, cap)
+            assert got[2] == ref[2], (keep, cap)
+            np.testing.assert_array_equal(got[0], ref[0])
+    # A coarse sample makes a bracket of ~800k values: it is bracketed again inside itself.
+    calls = []
+    real = route_mod._needed
+
+    def spy(*args):
+        calls.append(args[0].size)
+        return real(*args)
+
+    monkeypatch.setattr(route_mod, "_needed", spy)
+    monkeypatch.setattr(route_mod, "_SAMPLE", 4096)
+    mag = rng.random(3_000_000)
+    for keep in (0.5, 0.8):
+        got, ref = route_mod._prune(mag, keep, 40), route_mod._prune_sort(mag, keep, 40)
+        assert got[2] == ref[2], keep
+        np.testing.assert_array_equal(got[0], ref[0])
+    assert any(n < mag.size for n in calls), calls  # a bracket inside a bracket ran
