@@ -14,6 +14,7 @@ import traitlets
 import attn_widgets as aw
 from attn_widgets import LazyTrace
 from attn_widgets._wire import unpack
+from attn_widgets.flows import route as route_mod
 from attn_widgets.flows.route import route_from_layers, route_graph, route_layers
 from attn_widgets.widgets import flow as flow_mod
 from attn_widgets.widgets import summary as summary_mod
@@ -31,6 +32,13 @@ def lazy():
 @pytest.fixture(scope="module")
 def in_memory(lazy):
     return lazy.materialize()
+
+
+@pytest.fixture(autouse=True)
+def no_look_ahead(monkeypatch):
+    """Each layer's rows fetched in line by the job's own thread, so the gate below counts and
+    holds them one by one (the look-ahead thread is covered by tests/flows/test_route_lazy)."""
+    monkeypatch.setattr(route_mod, "LOOK_AHEAD", False)
 
 
 @pytest.fixture()
