@@ -28,10 +28,17 @@ ids. Captured with ``attn_widgets.trace_lazy`` (queries and keys only; no
     heatmap shows it (``data-source="tile"``, ``data-step="1"``). At T <= 1024 the whole map
     is already at full resolution in the page: the zoom is a local crop, no request.
 
-Targets (issue 5): peak kernel memory <= 2 GB at T = 4096, first draw <= 2 s, head switch
-<= 300 ms.
+(f) flows (subprocess per T and mode): the rollout and attention route graphs of a token
+    (last and middle), every head's statistics and building an Explorer on the LazyTrace;
+    and the capture with the gradient-rollout route streamed through the backward pass
+    against the plain capture (time ratio, peak RSS).
 
-Usage: ``python benchmarks/bench_scale.py [--sizes 1024,2048,4096] [--runs 3] [--clicks 5]``.
+Targets (issue 5): peak kernel memory <= 2 GB at T = 4096, first draw <= 2 s, head switch
+<= 300 ms; (issue 12) rollout route of a clicked token <= 10 s, capture with the streamed
+gradient-rollout route <= 2x the plain capture, peak <= 2 GB.
+
+Usage: ``python benchmarks/bench_scale.py [--sizes 1024,2048,4096] [--runs 3] [--clicks 5]
+[--skip-memory] [--skip-flows] [--skip-browser]``.
 Prints a markdown table and writes benchmarks/results/scale.md.
 """
 
@@ -69,7 +76,7 @@ from tests.browser import harness as H  # noqa: E402
 
 RESULTS = RESULTS_DIR / "scale.md"
 TARGET_T = 4096
-TARGETS = {"rss_mb": 2048.0, "draw_ms": 2000.0, "click_ms": 300.0}
+TARGETS = {"rss_mb": 2048.0, "draw_ms": 2000.0, "click_ms": 300.0, "route_s": 10.0, "grad_ratio": 2.0}
 MODEL = dict(n_layer=32, n_head=32, n_embd=256)
 
 # -- (m) memory, in a subprocess per T -------------------------------------------------------
@@ -115,6 +122,54 @@ def measure_memory(T: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# -- (f) flows, gradients and head statistics on the LazyTrace, in a subprocess per mode ---------
+FLOWS_SCRIPT = r"""
+import json, resource, sys, time, warnings
+warnings.filterwarnings("ignore")
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+T = int(sys.argv[1]); cfg = json.loads(sys.argv[2]); mode = sys.argv[3]
+import numpy as np
+import attn_widgets as aw
+from attn_widgets import flows
+model, tok = aw.capture.long_context_model("gpt2", n_positions=max(T, 1024), **cfg)
+ids = np.random.default_rng(0).integers(1000, 20000, T)
+after_model = rss_mb()
+out = {"model_mb": after_model}
+t0 = time.perf_counter()
+trace = aw.trace_lazy(model, tok, ids, grad_rollout=(mode == "grad"))
+out["capture_s"] = time.perf_counter() - t0
+out["capture_peak_mb"] = rss_mb()
+if mode == "grad":
+    t0 = time.perf_counter(); g = trace.grad_route.route(keep=0.8); out["grad_route_s"] = time.perf_counter() - t0
+    out["grad_edges"] = int(g.n_edges); out["grad_position"] = int(trace.grad_route.position)
+else:
+    for method in ("rollout", "attention"):
+        for name, token in (("last", T - 1), ("middle", T // 2)):
+            t0 = time.perf_counter()
+            r = flows.route_graph(trace, method, token, keep=0.8, max_edges_per_layer=80)
+            out[f"{method}_{name}_s"] = time.perf_counter() - t0
+            out[f"{method}_{name}_edges"] = int(r.n_edges)
+    t0 = time.perf_counter(); st = flows.head_stats(trace); out["stats_s"] = time.perf_counter() - t0
+    assert np.isfinite(st["entropy"]).all()
+    t0 = time.perf_counter(); ex = aw.Explorer(trace); out["explorer_s"] = time.perf_counter() - t0
+    ex.close()
+out["peak_mb"] = rss_mb()
+print(json.dumps(out))
+"""
+
+
+def measure_flows(T: int, mode: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", FLOWS_SCRIPT, str(T), json.dumps(MODEL), mode],
+        capture_output=True, text=True, cwd=REPO, timeout=3600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"},
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"flows run ({mode}) for T={T} failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 # -- browser ------------------------------------------------------------------------------------
 SETUP = f"""
 import gc, json, resource, time
@@ -147,6 +202,28 @@ def show():
     aw.link(m, h)
     state["widgets"] = [m, h]
     display(m, h)
+
+def show_explorer():
+    for w in state.get("widgets", []):
+        w.close()
+    ex = aw.Explorer(state["trace"])
+    state["widgets"] = [ex]
+    state["explorer_t0"] = time.perf_counter()
+    display(ex)
+
+def explorer_jobs(timeout=900):
+    # Seconds from building the Explorer until its default route and its head statistics are done.
+    ex, t0, done = state["widgets"][0], state["explorer_t0"], dict()
+    while len(done) < 3 and time.perf_counter() - t0 < timeout:
+        now = time.perf_counter() - t0
+        if "thumbs_s" not in done and ex.matrix.wait_thumbnails(0):
+            done["thumbs_s"] = now
+        if "route_s" not in done and ex.flow.status not in ("computing", "error") and not ex.flow.job and ex.flow.graphs:
+            done["route_s"] = now
+        if "stats_s" not in done and not ex.summary.computing:
+            done["stats_s"] = now
+        time.sleep(0.05)
+    return json.dumps(done)
 
 def kernel_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -267,10 +344,10 @@ def run_cell(page, counter: FrameCounter, idx: int, wait_exact: bool, keep_count
 
 
 def build_notebook(folder: pathlib.Path) -> str:
-    return write_notebook(folder, "bench_scale.ipynb", [SETUP, "show()"])
+    return write_notebook(folder, "bench_scale.ipynb", [SETUP, "show()", "show_explorer()"])
 
 
-def browser_runs(sizes: list[int], runs: int, clicks: int, zooms: int) -> dict:
+def browser_runs(sizes: list[int], runs: int, clicks: int, zooms: int, explorer: bool = True) -> dict:
     heads_after = [(1, 1), (9, 7), (14, 30), (22, 12), (27, 5), (4, 19), (30, 25), (12, 3)][:clicks]
     heads_during = [(2, 9), (20, 21), (11, 14)]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="aw-bench-scale-"))
@@ -311,6 +388,20 @@ def browser_runs(sizes: list[int], runs: int, clicks: int, zooms: int) -> dict:
                 r["zoom_source"] = got["source"]
                 page.evaluate(_RESET_ZOOM_JS, [1, T])
                 page.wait_for_timeout(100)
+            if explorer and T == max(sizes):
+                # The Explorer on the same LazyTrace: first draw, head switches while its default
+                # route and the head statistics run in the background, and after.
+                res = run_cell(page, counter, 2, wait_exact=False)
+                r["explorer_draw_ms"] = res["both"]
+                r["explorer_click_during_ms"] = []
+                for layer, head in heads_during:
+                    r["explorer_click_during_ms"].append(page.evaluate(_CLICK_JS, [2, layer, head]))
+                    page.wait_for_timeout(100)
+                r["explorer_jobs"] = json.loads(nbp.kernel_exec("print(explorer_jobs())", timeout=1000))
+                r["explorer_click_ms"] = []
+                for layer, head in heads_after:
+                    r["explorer_click_ms"].append(page.evaluate(_CLICK_JS, [2, layer, head]))
+                    page.wait_for_timeout(100)
             r["kernel_rss_mb"] = float(nbp.kernel_exec("print(kernel_rss_mb())"))
             rows[T] = r
         errors = H.our_errors(nbp.log)
@@ -347,6 +438,8 @@ def main(argv=None) -> int:
     ap.add_argument("--zooms", type=int, default=5)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-browser", action="store_true")
+    ap.add_argument("--skip-flows", action="store_true")
+    ap.add_argument("--skip-explorer", action="store_true", help="no Explorer display at the largest T")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -358,9 +451,14 @@ def main(argv=None) -> int:
         for T in sizes:
             memory[T] = measure_memory(T)
             print(f"T={T} memory: {json.dumps(memory[T])}", flush=True)
+    flows = {}
+    if not args.skip_flows:
+        for T in sizes:
+            flows[T] = {mode: measure_flows(T, mode) for mode in ("plain", "grad")}
+            print(f"T={T} flows: {json.dumps(flows[T])}", flush=True)
     browser = {"rows": {}, "errors": 0}
     if not args.skip_browser:
-        browser = browser_runs(sizes, max(1, args.runs), args.clicks, args.zooms)
+        browser = browser_runs(sizes, max(1, args.runs), args.clicks, args.zooms, not args.skip_explorer)
     elapsed = time.monotonic() - t_start
     load_after = load()
 
@@ -398,6 +496,48 @@ def main(argv=None) -> int:
         f"| | ≤ {TARGETS['click_ms']:.0f} ms | | |"
     )
     table = "\n".join(lines)
+    flines = [
+        "| T | rollout route, last token | rollout route, middle token | attention route, last / middle "
+        "| head statistics [L, H] | Explorer built | peak RSS | capture | capture + streamed grad_rollout route "
+        "(ratio) | its peak RSS | grad route for another keep |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for T in sizes:
+        f = flows.get(T)
+        if not f:
+            continue
+        p, g = f["plain"], f["grad"]
+        ratio = g["capture_s"] / p["capture_s"]
+        peak = max(p["peak_mb"], g["peak_mb"])
+        rv = p["rollout_last_s"]
+        mark = (lambda ok: (" ✅" if ok else " ❌") if T == TARGET_T else "")
+        flines.append(
+            f"| {T} | {sec(rv)}{mark(rv <= TARGETS['route_s'])} | {sec(p['rollout_middle_s'])} "
+            f"| {sec(p['attention_last_s'])} / {sec(p['attention_middle_s'])} | {sec(p['stats_s'])} "
+            f"| {sec(p['explorer_s'])} | {p['peak_mb']:.0f} MB{mark(p['peak_mb'] <= TARGETS['rss_mb'])} "
+            f"| {sec(p['capture_s'])} | {sec(g['capture_s'])} ({ratio:.2f}x){mark(ratio <= TARGETS['grad_ratio'])} "
+            f"| {g['peak_mb']:.0f} MB{mark(g['peak_mb'] <= TARGETS['rss_mb'])} | {g['grad_route_s'] * 1000:.0f} ms |"
+        )
+    flines.append(
+        f"| target (T={TARGET_T}) | ≤ {TARGETS['route_s']:.0f} s | | | | | ≤ {TARGETS['rss_mb'] / 1024:.0f} GB | "
+        f"| ≤ {TARGETS['grad_ratio']:.0f}x | ≤ {TARGETS['rss_mb'] / 1024:.0f} GB | |"
+    )
+    flow_table = "\n".join(flines) if flows else "(not run: --skip-flows)"
+    ex_lines = []
+    for T, b in browser["rows"].items():
+        if "explorer_draw_ms" in b:
+            jobs = b["explorer_jobs"]
+            ex_lines.append(
+                f"| {T} | {ms(b['explorer_draw_ms'])} | {span(b['explorer_click_during_ms'], ms)} "
+                f"| {sec(jobs.get('route_s', float('nan')))} | {sec(jobs.get('stats_s', float('nan')))} "
+                f"| {sec(jobs.get('thumbs_s', float('nan')))} "
+                f"| {span(b['explorer_click_ms'], ms)}{verdict(T, 'click_ms', med(b['explorer_click_ms']))} |"
+            )
+    explorer_table = (
+        "| T | first draw (matrix + heatmap) | head switch while route + statistics run | default route done "
+        "| head statistics done | exact thumbnails done | head switch after |\n|---|---|---|---|---|---|---|\n" + "\n".join(ex_lines)
+        if ex_lines else "(not run)"
+    )
     import torch
 
     env = browser_env(f"torch {torch.__version__}") + f" · load average before {load_before}, after {load_after}"
@@ -441,6 +581,28 @@ the last display.
 - (z) what the zoomed view came from (tile = fetched from the kernel, map = cropped from the
   full-resolution map already in the page): {zoom_src or '-'}.
 - Cold first display (warm-up run, not in the medians): {cold or '-'}.
+### (f) Flows, gradients and head statistics on the LazyTrace
+
+{flow_table}
+
+- One fresh process per T and mode (`ru_maxrss`). "plain": `trace_lazy`, then
+  `flows.route_graph(trace, method, token, keep=0.8, max_edges_per_layer=80)` (each layer's
+  head-mean map recomputed from q/k, one layer in memory), `flows.head_stats(trace)` (every
+  head, reduced in row blocks), `aw.Explorer(trace)`. "grad": `trace_lazy(...,
+  grad_rollout=True)`: one forward + one backward whose hooks walk the gradient-rollout route
+  of the last position down the layers (no `[H, T, T]` gradient is stored); the last column is
+  re-pruning the stored route for another `keep`.
+
+### (x) The Explorer on the same LazyTrace (browser, largest T)
+
+{explorer_table}
+
+- `aw.Explorer(trace)`: matrix, heatmap, flow (its default route, of the last token, computed in
+  the background with progress), head summary (statistics in the background) and the
+  methods-agreement note. Route / statistics / thumbnail times are from building the Explorer,
+  in the kernel, with the three background jobs and the page's requests sharing the CPUs; "head
+  switch after" is measured once all three are done.
+
 - Whole run: {elapsed:.0f} s. Console errors from our modules: {browser['errors']}.
 """
     print(table)
