@@ -364,6 +364,16 @@ def _top(mag: np.ndarray, n: int, sample: np.ndarray, stride: float) -> np.ndarr
 # -- the walk ------------------------------------------------------------------------------------
 
 
+def _walk_arrays(n_layers: int, t: int, tok: int) -> tuple[np.ndarray, ...]:
+    """The per-layer arrays a walk fills: ``node`` (the one-hot of ``tok`` on top), ``carry``,
+    ``layer_total``, ``dropped``, ``needed``, ``capped`` and ``total``."""
+    node = np.zeros((n_layers + 1, t))
+    node[n_layers, tok] = 1.0
+    return (node, np.zeros((n_layers, t)), np.zeros(n_layers), np.zeros(n_layers),
+            np.zeros(n_layers, dtype=np.int64), np.zeros(n_layers, dtype=bool), np.zeros(n_layers))
+
+
+
 def route_from_layers(
     mats: Any,
     token: int,
@@ -429,14 +439,7 @@ def route_from_layers(
         if not np.isfinite(c_extra).all():
             raise ValueError("carry: contains NaN or inf")
 
-    node = np.zeros((n_layers + 1, t))
-    node[n_layers, tok] = 1.0
-    carry_out = np.zeros((n_layers, t))
-    layer_total = np.zeros(n_layers)
-    dropped = np.zeros(n_layers)
-    needed = np.zeros(n_layers, dtype=np.int64)
-    capped = np.zeros(n_layers, dtype=bool)
-    tot = np.zeros(n_layers)
+    node, carry_out, layer_total, dropped, needed, capped, tot = _walk_arrays(n_layers, t, tok)
     out_l, out_q, out_k, out_w = [], [], [], []
     for layer in range(n_layers - 1, -1, -1):
         if cancelled is not None and cancelled():
@@ -724,14 +727,7 @@ def _on_demand_route(trace: Any, method: str, token: Any, keep: float, cap: int 
         # causal: keys after the last reached row are never seen (zeros), leave them out
         return r0, np.asarray(trace.tile(layer, "mean", r0, r1, 0, r1 if causal else t), dtype=np.float32)
 
-    node = np.zeros((n_layers + 1, t))
-    node[n_layers, tok] = 1.0
-    carry_out = np.zeros((n_layers, t))
-    layer_total = np.zeros(n_layers)
-    dropped = np.zeros(n_layers)
-    needed = np.zeros(n_layers, dtype=np.int64)
-    capped = np.zeros(n_layers, dtype=bool)
-    tot = np.zeros(n_layers)
+    node, carry_out, layer_total, dropped, needed, capped, tot = _walk_arrays(n_layers, t, tok)
     out: list[list[np.ndarray]] = [[], [], [], []]
     # Called on a trace's own compute thread, a helper thread's tile() would wait for this
     # very thread: then every layer is computed in line.
