@@ -567,7 +567,10 @@ def _keep_attention_context():
     torch has no selective checkpointing."""
     torch = _torch()
     try:
-        from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+        from torch.utils.checkpoint import (
+            CheckpointPolicy,
+            create_selective_checkpoint_contexts,
+        )
     except ImportError:  # pragma: no cover - torch < 2.4
         return None
     aten = torch.ops.aten
