@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import queue
 import threading
 import types
 from typing import Any, Iterator, Sequence
@@ -316,20 +317,23 @@ def trace_lazy(
     checkpoint
         With ``grad_rollout``: recompute each decoder layer during the backward pass
         instead of keeping its activations (transformers' ``GradientCheckpointingLayer``
-        layers, in eval mode): about one more forward of time for a fraction of the
-        memory (at T = 4096 on a 32-layer GPT-2 of width 256 the autograd graph is
-        otherwise about 4 GiB).
+        layers, in eval mode), except the fused attention kernel's output and log-sum-exp,
+        which are kept (selective checkpointing, 4.5 MiB a layer): only the linear layers
+        are recomputed (at T = 4096 this took the backward from 14.7 s to 10.7 s), for a
+        fraction of the memory (at T = 4096 on a
+        32-layer GPT-2 of width 256 the autograd graph is otherwise about 4 GiB).
 
     Other gradients (``[L, H, T, T]``) are not kept for lazy traces.
 
     Notes
     -----
     Cost of ``grad_rollout=True`` at T = 4096 on the 32 x 32-head GPT-2 of
-    :func:`long_context_model` (head size 8), 2 shared CPU cores: about 4.4x the plain
-    capture (34 s against 7.8 s: forward 6 s, backward 16 s -- sdpa's attention backward
-    and the checkpointed layers' recomputation --, the walk 12 s, about one softmax of
-    every head per layer), peak resident memory 1.55 GB against 1.14 GB. An exact
-    gradient needs the backward pass, itself about twice the forward.
+    :func:`long_context_model` (head size 8), 2 CPU cores: about 4.6x the plain capture
+    (25.8 s against 5.6 s: forward 5.9 s, backward 10.7 s -- sdpa's attention backward and
+    the checkpointed layers' linear layers; their attention is kept, not recomputed --, the
+    walk 9.2 s, about one softmax of every head per layer), peak resident memory 1.64 GB
+    against 1.13 GB. An exact gradient needs the backward pass, itself about twice the
+    forward.
     """
     torch = _torch()
     if dtype not in ("float32", "float16"):
@@ -447,54 +451,70 @@ def _grad_capture(model, base, sel, device, np_dtype, target, position, tokenize
     walk = _GradWalk()
     leave_inference = torch.is_inference_mode_enabled()
     grad_mode = torch.inference_mode(False) if leave_inference else contextlib.nullcontext()
-    with grad_mode, _eval_mode(model), torch.enable_grad(), _recording(model, 0, np_dtype, walk.on_grad) as rec, \
-            (_checkpointed(model) if checkpoint else contextlib.nullcontext()):
-        if leave_inference:
-            inputs = {k: v.clone() for k, v in inputs.items()}
-        if not any(p.requires_grad for p in model.parameters()) and "input_ids" in inputs:
-            # Frozen weights: embeddings that require grad put the attention in the graph.
-            embeds = model.get_input_embeddings()(inputs.pop("input_ids")).detach().requires_grad_(True)
-            inputs["inputs_embeds"] = embeds
-        try:
-            outputs = runner(**inputs, **extra, output_attentions=False, return_dict=True)
-        except RuntimeError as exc:
-            if "nference tensors" in str(exc):
+    try:
+        with grad_mode, _eval_mode(model), torch.enable_grad(), _recording(model, 0, np_dtype, walk.on_grad) as rec, \
+                (_checkpointed(model) if checkpoint else contextlib.nullcontext()):
+            if leave_inference:
+                inputs = {k: v.clone() for k, v in inputs.items()}
+            if not any(p.requires_grad for p in model.parameters()) and "input_ids" in inputs:
+                # Frozen weights: embeddings that require grad put the attention in the graph.
+                embeds = model.get_input_embeddings()(inputs.pop("input_ids")).detach().requires_grad_(True)
+                inputs["inputs_embeds"] = embeds
+            try:
+                outputs = runner(**inputs, **extra, output_attentions=False, return_dict=True)
+            except RuntimeError as exc:
+                if "nference tensors" in str(exc):
+                    raise ValueError(
+                        "model: its parameters were created under torch.inference_mode(), so no gradient can be "
+                        "taken through them; load the model outside inference_mode, or pass grad_rollout=False"
+                    ) from exc
+                raise
+            rec.active = False
+            calls = rec.calls
+            _check_recorded(model, calls)
+            shapes = {(c["q"].shape, c["k"].shape) for c in calls}
+            if len(shapes) != 1:
+                raise LazyCaptureError(f"layers recorded different query/key shapes {sorted(shapes)}; not supported")
+            if rec.root is None:
                 raise ValueError(
-                    "model: its parameters were created under torch.inference_mode(), so no gradient can be "
-                    "taken through them; load the model outside inference_mode, or pass grad_rollout=False"
-                ) from exc
-            raise
-        rec.active = False
-        calls = rec.calls
-        _check_recorded(model, calls)
-        shapes = {(c["q"].shape, c["k"].shape) for c in calls}
-        if len(shapes) != 1:
-            raise LazyCaptureError(f"layers recorded different query/key shapes {sorted(shapes)}; not supported")
-        if rec.root is None:
-            raise ValueError(
-                f"model: the attention outputs of {type(model).__name__} are not in the autograd graph, so "
-                "grad_rollout has no gradient to walk (is the forward wrapped in torch.no_grad()?); "
-                "pass grad_rollout=False"
-            )
-        if one_row:
-            logits = outputs.logits  # [1, T - position, V]: row 0 is `position`
-            view = types.SimpleNamespace(logits=logits[:, :1].expand(1, n_tokens, logits.shape[-1]))
-        else:
-            view = outputs
-        y, desc = _resolve_target(kind, view, target, position, tokenizer, getattr(model, "config", None), None)
-        if not getattr(y, "requires_grad", False):
-            raise ValueError(f"target: {desc} does not depend on the model's attention (no gradient)")
-        walk.begin(calls, StreamedRouteBuilder(len(calls), n_tokens, position, keep_edges=keep_edges,
-                                               method="grad_rollout", target=desc))
-        root = rec.root
-        rec.root = None
-        del outputs, view
-        (g0,) = torch.autograd.grad(y, [root], allow_unused=True)
-        del y, root
-        if g0 is not None and 0 not in walk.seen:
-            walk.on_grad(0, g0)
-        del g0
-        route = walk.end()
+                    f"model: the attention outputs of {type(model).__name__} are not in the autograd graph, so "
+                    "grad_rollout has no gradient to walk (is the forward wrapped in torch.no_grad()?); "
+                    "pass grad_rollout=False"
+                )
+            if one_row:
+                logits = outputs.logits  # [1, T - position, V]: row 0 is `position`
+                view = types.SimpleNamespace(logits=logits[:, :1].expand(1, n_tokens, logits.shape[-1]))
+            else:
+                view = outputs
+            y, desc = _resolve_target(kind, view, target, position, tokenizer, getattr(model, "config", None), None)
+            if not getattr(y, "requires_grad", False):
+                raise ValueError(f"target: {desc} does not depend on the model's attention (no gradient)")
+            walk.begin(calls, StreamedRouteBuilder(len(calls), n_tokens, position, keep_edges=keep_edges,
+                                                   method="grad_rollout", target=desc))
+            root = rec.root
+            rec.root = None
+            del outputs, view
+            threads = torch.get_num_threads()
+            if BACKWARD_THREADS and walk.threaded:
+                torch.set_num_threads(int(BACKWARD_THREADS))
+            try:
+                (g0,) = torch.autograd.grad(y, [root], allow_unused=True)
+            except _WalkStopped:  # a hook saw the worker fail: its error, not the hook's
+                walk.close()
+                if walk.error is not None:
+                    raise walk.error from None
+                raise
+            finally:
+                torch.set_num_threads(threads)
+            del y, root
+            if g0 is not None and 0 not in walk.seen:
+                walk.on_grad(0, g0)
+            del g0
+            route = walk.end()
+    finally:
+        # also on errors and KeyboardInterrupt: no walk thread outlives the capture (the
+        # model's attention function, hooks and checkpointing are restored by the `with`)
+        walk.close()
     for c in calls:
         for name in ("v", "q32", "k32"):
             c.pop(name, None)
@@ -535,6 +555,38 @@ def _accepts(model: Any, name: str) -> bool:
     return name in params
 
 
+#: Checkpointed layers keep their fused attention kernel's outputs (sdpa's output and
+#: log-sum-exp: 4.5 MiB per layer at T = 4096, H = 32, d = 8) instead of recomputing them:
+#: at long contexts the attention is most of a layer's forward, the linear layers are cheap.
+CHECKPOINT_KEEPS_ATTENTION = True
+
+
+def _keep_attention_context():
+    """``context_fn`` for :func:`torch.utils.checkpoint.checkpoint`: save the fused attention
+    ops' outputs, recompute the rest (selective activation checkpointing); None when this
+    torch has no selective checkpointing."""
+    torch = _torch()
+    try:
+        from torch.utils.checkpoint import (
+            CheckpointPolicy,
+            create_selective_checkpoint_contexts,
+        )
+    except ImportError:  # pragma: no cover - torch < 2.4
+        return None
+    aten = torch.ops.aten
+    keep = set()
+    for name in ("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+                 "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention"):
+        op = getattr(aten, name, None)
+        if op is not None:
+            keep.add(op.default)
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return functools.partial(create_selective_checkpoint_contexts, policy)
+
+
 @contextlib.contextmanager
 def _checkpointed(model: Any) -> Iterator[None]:
     """Run each transformers decoder layer (``GradientCheckpointingLayer``) under non-reentrant
@@ -549,6 +601,8 @@ def _checkpointed(model: Any) -> Iterator[None]:
         return
     from torch.utils.checkpoint import checkpoint
 
+    context = _keep_attention_context() if CHECKPOINT_KEEPS_ATTENTION else None
+    opts = {} if context is None else {"context_fn": context}
     patched = []
     for m in model.modules():
         if isinstance(m, GradientCheckpointingLayer) and "forward" not in m.__dict__:
@@ -557,7 +611,7 @@ def _checkpointed(model: Any) -> Iterator[None]:
             def run(*args, _fwd=fwd, **kwargs):
                 if not torch.is_grad_enabled():
                     return _fwd(*args, **kwargs)
-                return checkpoint(_fwd, *args, use_reentrant=False, **kwargs)
+                return checkpoint(_fwd, *args, use_reentrant=False, **opts, **kwargs)
 
             m.forward = run
             patched.append(m)
@@ -568,25 +622,91 @@ def _checkpointed(model: Any) -> Iterator[None]:
             del m.forward
 
 
-class _GradWalk:
-    """Receives each layer's output gradient during backward and walks the route down."""
+#: Walk on a worker thread beside the backward (True) or inside the hooks, in series (False).
+#: Measured at T = 4096 on the 32 x 32 GPT-2 of long_context_model, 2 CPU cores: in series
+#: 25.8 s; pipelined 28.9 s (walk 1 thread, backward 2), 27.5 s (walk 2, backward 2), 29.0 s
+#: (walk 1, backward 1). Both kernels scale to 2 threads (1.6x / 1.9x), so overlapping them
+#: on 2 cores only time-slices the same work and adds oversubscription; off by default.
+#: It may pay where the kernels stop scaling (many cores): not measured.
+WALK_PIPELINE = False
+#: torch intra-op threads of the walk's worker thread (set inside it: a per-thread setting).
+WALK_THREADS = 1
+#: torch intra-op threads of the backward while the worker walks (None: the caller's).
+BACKWARD_THREADS = None
+#: Layers' output gradients waiting for the worker (each an [H, T, d] float32 copy, 4 MiB at
+#: T = 4096, H = 32, d = 8): the backward blocks when the walk is this far behind.
+WALK_QUEUE = 2
 
-    def __init__(self) -> None:
+
+class _WalkStopped(Exception):
+    """The capture stopped the walk (the backward failed or was interrupted)."""
+
+
+class _GradWalk:
+    """Receives each layer's output gradient during backward and walks the route down.
+
+    The walk step of layer ``l`` needs only ``r_{l+1}`` (the step before) and the layer's own
+    q / k / v / ``dO``, not the backward of the layers below it: the hooks hand ``dO`` to one
+    worker thread (a bounded queue, layers in the order they arrive) and return, so the
+    backward of layer ``l - 1`` runs while layer ``l`` is walked. :meth:`end` joins the worker
+    and re-raises its error; :meth:`close` (always, in a ``finally``) stops it."""
+
+    def __init__(self, threaded: bool | None = None) -> None:
         self.calls: list[dict] | None = None
         self.builder: StreamedRouteBuilder | None = None
         self.pending: dict[int, Any] = {}
         self.seen: set[int] = set()
+        self.threaded = WALK_PIPELINE if threaded is None else bool(threaded)
+        self.error: BaseException | None = None
+        self._queue: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def begin(self, calls: list[dict], builder: StreamedRouteBuilder) -> None:
         self.calls, self.builder = calls, builder
+        if self.threaded:
+            self._queue = queue.Queue(maxsize=max(1, int(WALK_QUEUE)))
+            self._thread = threading.Thread(target=self._worker, name="attn_widgets-grad-walk", daemon=True)
+            self._thread.start()
 
     def on_grad(self, layer: int, grad) -> None:
         torch = _torch()
+        if self.error is not None:  # the walk failed: stop the backward too (end() re-raises it)
+            raise _WalkStopped(f"the gradient walk failed at an earlier layer: {self.error!r}")
         self.seen.add(layer)
-        # [B, T, H, d] -> this sequence's [H, T, d] float32 on the CPU
-        g = grad[0].detach().to("cpu", dtype=torch.float32)
-        self.pending[layer] = g.permute(1, 0, 2).contiguous()
-        self._drain(final=False)
+        # [B, T, H, d] -> this sequence's [H, T, d] float32 on the CPU (a copy: autograd may
+        # reuse the gradient's buffer once the hook returns)
+        g = grad[0].detach().to("cpu", dtype=torch.float32).permute(1, 0, 2).contiguous()
+        if g.data_ptr() == grad.data_ptr():
+            g = g.clone()
+        if self._thread is None:
+            self.pending[layer] = g
+            self._drain(final=False)
+            return
+        while True:  # a bounded put that notices a failed worker instead of blocking forever
+            if self.error is not None:
+                raise _WalkStopped(f"the gradient walk failed: {self.error!r}")
+            try:
+                self._queue.put((layer, g), timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _worker(self) -> None:
+        try:
+            torch = _torch()
+            torch.set_num_threads(max(1, int(WALK_THREADS)))  # this thread's own setting
+            while True:
+                item = self._queue.get()
+                if item is None or self._stop.is_set():
+                    return
+                layer, g = item
+                self.pending[layer] = g
+                del item, g
+                self._drain(final=False)
+        except BaseException as exc:  # noqa: BLE001 - handed to the capture's thread
+            self.error = exc
+            self.pending.clear()
 
     def _drain(self, final: bool) -> None:
         b = self.builder
@@ -595,7 +715,7 @@ class _GradWalk:
         while b.next_layer >= 0:
             layer = b.next_layer
             if layer in self.pending:
-                _walk_layer(b, layer, self.calls[layer], self.pending.pop(layer))
+                _walk_layer(b, layer, self.calls[layer], self.pending.pop(layer), self._stop)
                 for name in ("v", "q32", "k32"):  # needed by this step only
                     self.calls[layer].pop(name, None)
                 _release_freed_memory()
@@ -604,9 +724,33 @@ class _GradWalk:
             else:
                 return
 
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)  # after every layer handed over: the worker finishes them first
+            self._thread.join()
+            self._thread = None
+
     def end(self) -> StreamedRoute:
+        self._join()
+        if self.error is not None:
+            raise self.error
         self._drain(final=True)
         return self.builder.build()
+
+    def close(self) -> None:
+        """Stop the worker (without finishing the walk) and wait for it; idempotent."""
+        if self._thread is None:
+            return
+        self._stop.set()  # the worker stops between row blocks and ignores what is queued
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        self.pending.clear()
 
 
 def _softmax_into(s, out) -> None:
@@ -619,7 +763,7 @@ def _softmax_into(s, out) -> None:
         out.copy_(torch.softmax(s, dim=-1))
 
 
-def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) -> None:
+def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out, stop=None) -> None:
     """One step of the gradient-rollout walk from the layer's recorded q, k, v and ``d y / d O``.
 
     For the rows ``q`` the route reaches, in row blocks with all heads at once:
@@ -659,6 +803,8 @@ def _walk_layer(builder: StreamedRouteBuilder, layer: int, call: dict, d_out) ->
     contiguous = rows.size and rows[-1] - rows[0] == rows.size - 1
     tri = torch.ones(block, block, dtype=torch.bool).triu_(1)
     for i0 in range(0, rows.size, block):
+        if stop is not None and stop.is_set():
+            raise _WalkStopped("the capture stopped the gradient walk")
         idx = rows[i0:i0 + block]
         n = idx.size
         a, last = int(idx[0]), int(idx[-1])

@@ -322,3 +322,75 @@ def test_needed_estimate_inside_one_histogram_bin():
         est, exact = sr.needed(keep)
         assert not exact.any()
         assert (np.abs(est - ref.needed) <= 1 + ref.needed * 2**-7).all(), (est, ref.needed)
+
+
+# -- the walk's worker thread: failures surface, nothing is left behind ---------------------------
+
+
+def _walk_threads():
+    import threading
+
+    return [t for t in threading.enumerate() if t.name.startswith("attn_widgets-grad-walk") and t.is_alive()]
+
+
+def _assert_restored(model):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    import attn_widgets.capture.lazy as capture_lazy
+
+    assert model.config._attn_implementation == "sdpa"
+    assert not isinstance(ALL_ATTENTION_FUNCTIONS["sdpa"], capture_lazy._Recorder)
+    assert not any("forward" in m.__dict__ for m in model.modules())  # checkpointing unpatched
+    assert not _walk_threads()
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+@pytest.mark.parametrize("error", [Boom, KeyboardInterrupt])
+@pytest.mark.parametrize("bad_layer", [1, 0])  # 0: the last step, after the backward's hooks
+def test_a_failing_walk_step_surfaces_and_restores_the_model(gpt2, monkeypatch, pipeline, error, bad_layer):
+    import attn_widgets.capture.lazy as capture_lazy
+
+    model, tok = gpt2
+    ref = aw.trace_lazy(model, tok, IDS, grad_rollout=True).grad_route.route(0.8)
+    monkeypatch.setattr(capture_lazy, "WALK_PIPELINE", pipeline)
+    walk_layer = capture_lazy._walk_layer
+    walked = []
+
+    def failing(builder, layer, *args, **kwargs):
+        if layer == bad_layer:
+            raise error("walk failed")
+        walked.append(layer)
+        return walk_layer(builder, layer, *args, **kwargs)
+
+    monkeypatch.setattr(capture_lazy, "_walk_layer", failing)
+    with pytest.raises(error, match="walk failed"):
+        aw.trace_lazy(model, tok, IDS, grad_rollout=True)
+    assert walked == [2, 1][: 2 - bad_layer]
+    _assert_restored(model)
+    monkeypatch.setattr(capture_lazy, "_walk_layer", walk_layer)
+    assert_same_route(aw.trace_lazy(model, tok, IDS, grad_rollout=True).grad_route.route(0.8), ref, rtol=1e-12)
+
+
+def test_an_interrupted_backward_stops_the_walk_thread(gpt2, monkeypatch):
+    import attn_widgets.capture.lazy as capture_lazy
+
+    model, tok = gpt2
+    monkeypatch.setattr(capture_lazy, "WALK_PIPELINE", True)
+    on_grad = capture_lazy._GradWalk.on_grad
+    alive = []
+
+    def interrupted(self, layer, grad):
+        if layer == 1:  # Ctrl-C in the backward, while the worker has layer 2
+            alive.append(bool(_walk_threads()))
+            raise KeyboardInterrupt
+        return on_grad(self, layer, grad)
+
+    monkeypatch.setattr(capture_lazy._GradWalk, "on_grad", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        aw.trace_lazy(model, tok, IDS, grad_rollout=True)
+    assert alive == [True]  # the walk did run on its own thread
+    _assert_restored(model)
