@@ -87,6 +87,35 @@ class _FlowLayout:
         return self.top + (np.asarray(i) + 0.5) * self.row_h
 
 
+
+def layer_ranges(layers) -> str:
+    """Layer indices as text, runs of three or more as ranges: [4, 5, 6, 7, 9] -> "4–7, 9"
+    (js/flow/graph.js layerRanges)."""
+    xs = sorted({int(x) for x in layers})
+    out, i = [], 0
+    while i < len(xs):
+        j = i
+        while j + 1 < len(xs) and xs[j + 1] == xs[j] + 1:
+            j += 1
+        out += [f"{xs[i]}\u2013{xs[j]}"] if j - i >= 2 else [str(x) for x in xs[i : j + 1]]
+        i = j + 1
+    return ", ".join(out)
+
+
+def column_labels(n_columns: int, col_w: float, label_px: float, selected: int = -1) -> np.ndarray:
+    """Which column headers get a label (js/flow/graph.js columnLabels): every stride-th of
+    1, 2, 5, 10, ... leaving ``label_px`` per label, the ``selected`` column always (its
+    overlapping neighbours dropped)."""
+    steps = (1, 2, 5, 10, 20, 50, 100)
+    stride = next((st for st in steps if st * col_w >= label_px), steps[-1])
+    show = np.zeros(n_columns, dtype=bool)
+    show[::stride] = True
+    if 0 <= selected < n_columns:
+        reach = math.ceil(label_px / max(col_w, 1e-9)) - 1
+        show[max(0, selected - reach) : selected + reach + 1] = False
+        show[selected] = True
+    return show
+
 def _flow_inputs(edges: Any, nodes: Any, scores: Any, labels: Any, token: Any) -> tuple:
     e = np.asarray(edges, dtype=np.float32)
     if e.ndim == 3:
@@ -566,7 +595,7 @@ def route_svg(
         body.append(f'<g class="aw-flow-graph" transform="translate({_num(ox)},0)">')
         cap = f"{g['label']} · {int(g['count'])} edges, keep {float(g['keep']):.2f}"
         if g.get("capped"):
-            cap += f" · capped in layers {', '.join(map(str, g['capped']))}"
+            cap += f" · capped in layers {layer_ranges(g['capped'])}"
         if g.get("diff"):
             cap += (f" · the two traces agree within {g['tol']} on this route" if g.get("agree")
                     else f" · {g['appear']} appear, {g['vanish']} vanish")
@@ -575,7 +604,8 @@ def route_svg(
         if layer is not None and 0 <= layer < n_layers:
             body.append(_el("rect", x=float(xs[layer]), y=top, width=col_w, height=height - top - 4,
                             fill=th["border"], fill_opacity=0.5, class_="aw-layer-band"))
-        for c in range(n_layers + 1):
+        shown = column_labels(n_layers + 1, col_w, 30.0, layer + 1 if layer is not None and 0 <= layer < n_layers else -1)
+        for c in np.flatnonzero(shown):
             body.append(_el("text", "input" if c == 0 else f"L{c - 1}", x=float(xs[c]), y=top - 4,
                             text_anchor="middle", font_family=th["font"], font_size=10, fill=th["muted"]))
         for kind, a, b, y0, y1 in slots:

@@ -8,7 +8,7 @@ import { FLOW_STATUS } from "../lib/protocol.js";
 import { GENERATION, LABELS, ROUTE } from "../lib/style.js";
 import { appendBoundary, generationColour, isGenerated, promptLength, splitRowsAt, stripBoundary, styleGenerated } from "../lib/generation.js";
 import { syncGenerationLegend } from "../lib/legend.js";
-import { edgeStyle, gapText, nodeStyle, rowLayout } from "./graph.js";
+import { columnLabels, edgeStyle, gapText, layerRanges, nodeStyle, rowLayout } from "./graph.js";
 import { drawLegend } from "./legend.js";
 
 const FONT = LABELS.font_px;
@@ -49,7 +49,7 @@ function drawRowBoundary(ctx, lay, th, colour) {
 /** The caption over a graph. */
 export function graphCaption(g, several) {
   const kept = `${g.count} edges, keep ${Number(g.keep).toFixed(2)}`;
-  const capped = g.capped && g.capped.length ? ` \u00b7 capped in layer${g.capped.length > 1 ? "s" : ""} ${g.capped.join(", ")}` : "";
+  const capped = g.capped && g.capped.length ? ` \u00b7 capped in layer${g.capped.length > 1 ? "s" : ""} ${layerRanges(g.capped)}` : "";
   return several || g.diff ? `${g.label} \u00b7 ${kept}${capped}` : `${kept}${capped}`;
 }
 
@@ -125,10 +125,16 @@ function drawGraph(v, k, th) {
   ctx.font = `${LABELS.small_font_px}px ${th.font}`;
   ctx.textAlign = "center";
   ctx.textBaseline = "bottom";
+  // Thinned to every 2nd / 5th / 10th column when they are narrow (32 layers), the selected
+  // layer's always; "input" is wider than "L31", so it is measured too.
+  const headerPx = Math.max(ctx.measureText("input").width, ctx.measureText(`L${L - 1}`).width) + 4;
+  const heads = columnLabels(L + 1, lay.colW, headerPx, layer >= 0 && layer < L ? layer + 1 : -1);
   for (let c = 0; c <= L; c++) {
+    if (!heads.show[c]) continue;
     ctx.fillStyle = c === layer + 1 ? th.foreground : th.muted;
     ctx.fillText(c === 0 ? "input" : `L${c - 1}`, colX(lay, c), lay.top - 4);
   }
+  canvas.dataset.headerStride = String(heads.stride);
   // Gap rows: a faint band.
   for (const s of lay.rows.slots) {
     if (s.kind !== "gap") continue;
@@ -323,7 +329,7 @@ export function draw(v) {
   if (g0) syncGenerationLegend(v.legend, promptLength(model, nTok), nTok, generationColour(th.background), "the line between the prompt and answer rows");
   const capped = [...new Set(v.graphs.flatMap((g) => g.capped || []))];
   v.capNote.textContent = capped.length
-    ? `edge cap (${model.get("max_edges_per_layer")} per layer) reached in layer${capped.length > 1 ? "s" : ""} ${capped.join(", ")}: the weakest of the edges keep asks for are not drawn`
+    ? `edge cap (${model.get("max_edges_per_layer")} per layer) reached in layer${capped.length > 1 ? "s" : ""} ${layerRanges(capped)}: the weakest of the edges keep asks for are not drawn`
     : "";
   const agree = g0 && g0.diff && g0.agree;
   v.agreeNote.textContent = g0 && g0.diff

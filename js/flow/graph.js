@@ -141,3 +141,35 @@ export function pruneRoute(g, layerTotal, keep, cap = Infinity) {
     capped: g.capped && g.capped.length ? g.capped : capped,
   };
 }
+
+/** A list of layer indices as text, runs of three or more written as ranges:
+ * [4, 5, 6, 7, 9] -> "4–7, 9". */
+export function layerRanges(layers) {
+  const xs = [...new Set((layers || []).map(Number))].sort((a, b) => a - b);
+  const out = [];
+  for (let i = 0; i < xs.length; ) {
+    let j = i;
+    while (j + 1 < xs.length && xs[j + 1] === xs[j] + 1) j++;
+    if (j - i >= 2) out.push(`${xs[i]}\u2013${xs[j]}`);
+    else for (let k = i; k <= j; k++) out.push(String(xs[k]));
+    i = j + 1;
+  }
+  return out.join(", ");
+}
+
+/** Which column headers get a label: every `stride`-th column (input = column 0), where
+ * `stride` is the smallest of 1, 2, 5, 10, ... that leaves `labelPx` for each label in
+ * columns `colW` px apart; the selected layer's column (`selected`, or -1) always. */
+export function columnLabels(nColumns, colW, labelPx, selected = -1) {
+  const steps = [1, 2, 5, 10, 20, 50, 100];
+  const stride = steps.find((s) => s * colW >= labelPx) || steps[steps.length - 1];
+  const show = new Uint8Array(nColumns);
+  for (let c = 0; c < nColumns; c += stride) show[c] = 1;
+  if (selected >= 0 && selected < nColumns) {
+    // the selected column's label replaces the regular ones it would overlap
+    const reach = Math.ceil(labelPx / Math.max(colW, 1e-9)) - 1;
+    for (let c = Math.max(0, selected - reach); c <= Math.min(nColumns - 1, selected + reach); c++) show[c] = 0;
+    show[selected] = 1;
+  }
+  return { stride, show };
+}
