@@ -72,7 +72,14 @@ def _attn_implementation(model: Any, name: str) -> Iterator[str]:
         return
     setter = getattr(model, "set_attn_implementation", None)
     if callable(setter):
-        setter(name)
+        try:
+            setter(name)
+        except ValueError as exc:  # e.g. Gemma 2: transformers refuses sdpa (logit soft-capping)
+            raise LazyCaptureError(
+                f"{type(model).__name__}: transformers cannot run this model with {name!r} attention ({exc}). "
+                "trace_lazy records queries and keys from the sdpa attention function; for this model use "
+                "attn_widgets.trace() (all maps in memory) on an input that fits"
+            ) from exc
         try:
             yield name
         finally:

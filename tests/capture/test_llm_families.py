@@ -73,3 +73,22 @@ def test_left_padded_batch_is_cropped(llama):
     np.testing.assert_allclose(padded.gradients, alone.gradients, rtol=1e-4, atol=1e-7)
     full = aw.trace(llama, None, {"input_ids": ids, "attention_mask": mask}, batch_index=-1)
     assert full.token_ids == tuple(range(9, 16))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral", "gemma"])
+def test_family_lazy_trace_equals_eager_attentions(family):
+    model = _build(family)
+    ids = torch.randint(3, 1000, (1, 20), generator=torch.Generator().manual_seed(3))
+    lt = aw.trace_lazy(model, None, ids)
+    np.testing.assert_allclose(lt.materialize().attentions, _eager(model, ids), atol=1e-5)
+    assert model.config._attn_implementation == "eager"  # restored
+
+
+def test_gemma2_lazy_trace_says_why_not():
+    # transformers refuses sdpa for Gemma 2 (attention logit soft-capping): a clear error that
+    # names the model and the way out, and the model left as it was.
+    model = _build("gemma2")
+    ids = torch.randint(3, 1000, (1, 20), generator=torch.Generator().manual_seed(3))
+    with pytest.raises(aw.capture.lazy.LazyCaptureError, match="Gemma2ForCausalLM.*attn_widgets.trace"):
+        aw.trace_lazy(model, None, ids)
+    assert model.config._attn_implementation == "eager"
