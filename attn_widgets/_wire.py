@@ -31,6 +31,8 @@ __all__ = [
     "maxpool_axes",
     "thumbnails",
     "quantize_u8",
+    "colour_tops",
+    "check_cap",
     "payload_nbytes",
     "to_jsonable",
     "json_nbytes",
