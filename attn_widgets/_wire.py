@@ -31,6 +31,8 @@ __all__ = [
     "maxpool_axes",
     "thumbnails",
     "quantize_u8",
+    "colour_tops",
+    "check_cap",
     "payload_nbytes",
     "to_jsonable",
     "json_nbytes",
@@ -232,22 +234,61 @@ def maxpool_axes(arr: np.ndarray, size: int) -> np.ndarray:
     return a.reshape(*lead, out_r, kr, out_c, kc).max(axis=(-3, -1))
 
 
-def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1)) -> tuple[np.ndarray, np.ndarray]:
-    """Scale each slice over ``axes`` by its max into 0..255.
+def check_cap(cap: Any) -> float:
+    """``cap`` as a float if it is a percentile with ``50 <= cap <= 100``, else ValueError."""
+    try:
+        v = float(cap)
+    except (TypeError, ValueError):
+        raise ValueError(f"cap: expected a percentile with 50 <= cap <= 100, received {cap!r}") from None
+    if isinstance(cap, bool) or not 50.0 <= v <= 100.0:
+        raise ValueError(f"cap: expected a percentile with 50 <= cap <= 100, received {cap!r}")
+    return v
 
-    Returns ``(uint8 array, float32 scales)``; ``value ~= q / 255 * scale``.
+
+def colour_tops(arr: np.ndarray, cap: float = 100.0, axes: tuple[int, ...] = (-2, -1)) -> np.ndarray:
+    """Each slice's colour top: the ``cap``-th percentile (numpy's linear rule) of its
+    nonzero values, float32; its max at ``cap = 100``, 0 for an all-zero slice.
+
+    Nonzero only: a causal map is half zeros (and max-pooling keeps them), which must not
+    pull the top down; the top is capped at all because query 0 of a causal model attends
+    1.0 to key 0, so a head's max is one trivial pixel and the rest would quantise to ~0.
+    """
+    cap = check_cap(cap)
+    a = np.asarray(arr, dtype=np.float32)
+    if cap >= 100.0:
+        return np.squeeze(a.max(axis=axes, keepdims=True), axis=axes).astype(np.float32)
+    axes = tuple(ax % a.ndim for ax in axes)
+    lead = [d for d in range(a.ndim) if d not in axes]
+    flat = np.transpose(a, lead + list(axes)).reshape(*[a.shape[d] for d in lead], -1)
+    out = np.zeros(flat.shape[:-1], np.float32)
+    for idx in np.ndindex(*out.shape):  # one slice at a time: the nonzero set differs per head
+        v = flat[idx]
+        v = v[v > 0]
+        if v.size:
+            out[idx] = np.percentile(v.astype(np.float64), cap)
+    return out
+
+
+def quantize_u8(arr: np.ndarray, axes: tuple[int, ...] = (-2, -1), cap: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """Scale each slice over ``axes`` into 0..255 against its colour top (:func:`colour_tops`:
+    the ``cap``-th percentile of its nonzero values; the max at ``cap = 100``); values above
+    the top saturate at 255.
+
+    Returns ``(uint8 array, float32 tops)``; ``value ~= q / 255 * top`` below the top.
     """
     a = np.asarray(arr, dtype=np.float32)
-    scale = a.max(axis=axes, keepdims=True)
+    top = colour_tops(a, cap, axes)
+    scale = np.expand_dims(top, axis=tuple(ax % a.ndim for ax in axes))
     safe = np.where(scale > 0, scale, 1.0)
     q = np.clip(np.rint(a / safe * 255.0), 0, 255).astype(np.uint8)
-    return q, np.squeeze(scale, axis=axes).astype(np.float32)
+    return q, top
 
 
-def pack_thumbnails(pooled: Any) -> dict:
+def pack_thumbnails(pooled: Any, cap: float = 100.0) -> dict:
     """The matrix's ``thumbs`` trait of max-pooled maps ``[L, H, s, sk]``: uint8 maps
-    (per-head max -> 255) and float32 ``[L, H]`` scales."""
-    q, scales = quantize_u8(pooled)
+    (per-head colour top -> 255, see :func:`quantize_u8`) and float32 ``[L, H]`` scales
+    (the heads' colour tops)."""
+    q, scales = quantize_u8(pooled, cap=cap)
     return {"maps": pack(q, "uint8"), "scales": pack(scales, "float32")}
 
 

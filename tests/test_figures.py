@@ -160,7 +160,7 @@ def test_matrix_svg_structure(minilm_trace):
     assert len(list(root.iter(SVG + "text"))) == L + H + 2 + 4
     assert [e.text for e in by_class(root, "text", "aw-axis-title")] == ["head", "layer"]
     (legend_title,) = by_class(root, "text", "aw-legend-title")
-    assert legend_title.text == "attention weight (max-pooled), sqrt scale, shared per layer"
+    assert legend_title.text == "attention weight (max-pooled), sqrt scale, shared per layer, capped at p99.5 (above: darkest)"
     (sel,) = by_class(root, "rect", "aw-selected")
     cell, gap = 40, 2
     assert float(sel.get("width")) == cell + 2
@@ -168,12 +168,12 @@ def test_matrix_svg_structure(minilm_trace):
     assert float(sel.get("x")) == x0 + 3 * (cell + gap) - 1
     # Each cell is the max-pooled, per-head quantised map in the panel's colours, on the
     # default scale: sqrt of value / (layer 2's largest weight, at least 4 / T).
-    q, scales = quantize_u8(maxpool2d(tr.attentions, 48))
+    q, scales = quantize_u8(maxpool2d(tr.attentions, 48), cap=99.5)  # the figure's default cap
     lut = F.colormap_lut("light")
     px = image_pixels(images[2 * H + 3])
     k = px.shape[0] // q.shape[-1]
     assert px.shape == (q.shape[-1] * k, q.shape[-1] * k, 3)
-    top = max(float(tr.attentions[2].max()), min(1.0, 4 / T))
+    top = max(float(scales[2].max()), min(1.0, 4 / T))  # the layer's largest colour top
     for i, j in [(0, 0), (1, 5), (T - 1, T - 1), (0, T - 1)]:
         v = q[2, 3, i, j] / 255 * float(scales[2, 3])
         idx = int(np.floor(np.sqrt(min(v / top, 1.0)) * 255 + 0.5))
@@ -199,14 +199,14 @@ def test_matrix_widget_png_and_svg(minilm_trace, tmp_path):
     assert len(by_class(root, "image", "aw-cell")) == minilm_trace.n_layers * minilm_trace.n_heads
     p = m.save_png(tmp_path / "m.png", scale=2, labels=False)
     img = decode_png(p.read_bytes())
-    q = quantize_u8(maxpool2d(minilm_trace.attentions, 48))[0]
+    q = quantize_u8(maxpool2d(minilm_trace.attentions, 48), cap=m.cap)[0]
     s = q.shape[-1]
     cpx = s * 2
     g = max(2, cpx // 20)
     L, H = q.shape[:2]
     assert img.shape == (g + L * (cpx + g), g + H * (cpx + g), 3)
     lut = F.colormap_lut("light")
-    _q, scales = quantize_u8(maxpool2d(minilm_trace.attentions, 48))
+    _q, scales = quantize_u8(maxpool2d(minilm_trace.attentions, 48), cap=m.cap)
     T = minilm_trace.n_tokens
     for (l, h, i, j) in [(0, 0, 0, 0), (1, 4, 3, 7), (L - 1, H - 1, s - 1, 2)]:
         y, x = g + l * (cpx + g) + i * 2, g + h * (cpx + g) + j * 2

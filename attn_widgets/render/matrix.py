@@ -21,12 +21,18 @@ from .svg import _el, _num, _svg, _text_width, _uid, xml_escape
 # -- matrix -----------------------------------------------------------------------------
 
 
-def matrix_maps(trace: Any, thumb_size: int = 48) -> np.ndarray:
+def matrix_maps(trace: Any, thumb_size: int = 48, cap: float = 99.5) -> np.ndarray:
     """The matrix panel's thumbnails of a trace: max-pooled to ``thumb_size`` and
-    quantised per head to ``uint8 [L, H, s, s]`` (value / head max x 255)."""
+    quantised per head to ``uint8 [L, H, s, s]`` (value / head colour top x 255, the top
+    the ``cap``-th percentile of the head's nonzero pixels, see :func:`attn_widgets._wire.quantize_u8`)."""
     from .._wire import quantize_u8
 
-    return quantize_u8(trace.thumbnails(thumb_size))[0]
+    return quantize_u8(trace.thumbnails(thumb_size), cap=cap)[0]
+
+
+def cap_note(cap: float, signed: bool = False) -> str:
+    """The legend's words for a capped colour top (``capNote`` of js/matrix/draw.js)."""
+    return "" if signed or cap >= 100 else f"capped at p{cap:g} (above: darkest)"
 
 
 def _square_thumbs(q: np.ndarray) -> np.ndarray:
@@ -58,16 +64,16 @@ def _cell_rgb(q: np.ndarray, scales: Any, scale: str, norm: str, signed: bool, n
     return out, top
 
 
-def _matrix_input(trace: Any, thumb_size: int, maps: Any) -> np.ndarray:
+def _matrix_input(trace: Any, thumb_size: int, maps: Any, cap: float = 99.5) -> np.ndarray:
     if maps is None:
-        return matrix_maps(trace, thumb_size)
+        return matrix_maps(trace, thumb_size, cap)
     m = np.asarray(maps)
     if m.ndim != 4:
         raise ValueError(f"maps: expected [L, H, s, s], received shape {list(m.shape)}")
     if m.dtype != np.uint8:
         from .._wire import quantize_u8
 
-        m = quantize_u8(m)[0]
+        m = quantize_u8(m, cap=cap)[0]
     return m
 
 
@@ -89,6 +95,7 @@ def matrix_svg(
     signed: bool = False,
     n_keys: int | None = None,
     names: Any = None,
+    cap: float = 99.5,
 ) -> str:
     """The layers x heads grid as SVG: one embedded PNG per head, vector labels.
 
@@ -116,12 +123,20 @@ def matrix_svg(
         ``scale`` what a bar tops out at (``"head"`` / ``"layer"`` / ``"global"``), ``norm``
         the normalisation; ``signed`` maps are differences (compare mode: codes -max..max,
         diverging colours). A colour bar below the grid says which.
+    cap
+        The percentile (50..100) of each head's nonzero pixels that its colour top is
+        (pixels above it drawn darkest; 100: the max), as the panel's ``cap``. Used to
+        quantise ``maps`` computed here or given as floats, and named on the colour bar;
+        uint8 ``maps`` must come with the ``scales`` they were quantised against.
     """
+    from .._wire import check_cap
+
+    cap = check_cap(cap)
     if maps is None:
         from .._wire import quantize_u8
 
-        maps, scales = quantize_u8(trace.thumbnails(thumb_size))
-    q = _matrix_input(trace, thumb_size, maps)
+        maps, scales = quantize_u8(trace.thumbnails(thumb_size), cap=cap)
+    q = _matrix_input(trace, thumb_size, maps, cap)
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
     layer = check_layer(layer, n_layers)
     head = check_head_selector(head, n_heads)
@@ -181,7 +196,7 @@ def matrix_svg(
     sel_head = head if isinstance(head, int) else 0
     body.extend(legend_svg(2, grid_h + 4, tops[layer, sel_head], norm, scale, signed, th, theme,
                            what="attention" if signed else "attention weight (max-pooled)",
-                           names=names))
+                           names=names, note=cap_note(cap, signed)))
     if isinstance(head, int):
         body.append(_el("rect", x=left + head * pitch - 1, y=top + layer * pitch - 1, width=cell + 2,
                         height=cell + 2, fill="none", stroke=th["warn"], stroke_width=2, class_="aw-selected"))
@@ -204,6 +219,7 @@ def matrix_raster(
     norm: str = "sqrt",
     signed: bool = False,
     n_keys: int | None = None,
+    cap: float = 99.5,
     **colour: Any,
 ) -> np.ndarray:
     """The thumbnails grid as ``uint8 [H, W, 3]`` pixels, without labels.
@@ -211,13 +227,16 @@ def matrix_raster(
     Each thumbnail pixel is a ``scale`` x ``scale`` block (default: enough for about 40
     pixels a cell); cells are ``g = max(2, cell // 20)`` pixels apart with a ``g`` margin,
     so cell ``(l, h)`` starts at ``(g + l * (cell + g), g + h * (cell + g))`` (row, col);
-    the selection is outlined in the gap around it.
+    the selection is outlined in the gap around it. ``cap`` as for :func:`matrix_svg`.
     """
+    from .._wire import check_cap
+
+    cap = check_cap(cap)
     if maps is None:
         from .._wire import quantize_u8
 
-        maps, scales = quantize_u8(trace.thumbnails(thumb_size))
-    q = _square_thumbs(_matrix_input(trace, thumb_size, maps))
+        maps, scales = quantize_u8(trace.thumbnails(thumb_size), cap=cap)
+    q = _square_thumbs(_matrix_input(trace, thumb_size, maps, cap))
     n_layers, n_heads, s = q.shape[0], q.shape[1], q.shape[2]
     nk = int(n_keys) if n_keys is not None else int(getattr(trace, "n_keys", q.shape[3]))
     # ``scale`` is the pixel factor here (as every raster); the colour scale is ``colour_scale``.
@@ -248,11 +267,12 @@ def matrix_raster(
 
 
 def legend_svg(x: float, y: float, vmax: float, norm: str, scale: str | None, signed: bool, th: dict,
-               theme: str | dict, what: str = "attention weight", names: Any = None, width: float = 160) -> list[str]:
+               theme: str | dict, what: str = "attention weight", names: Any = None, width: float = 160,
+               note: str = "") -> list[str]:
     """A horizontal colour bar (``createLegend`` of js/lib/legend.js) as SVG elements:
     its title, the gradient, ticks at 0, the middle and the top (``-max..max`` signed)."""
     lut = _style.diverging_lut(theme) if signed else colormap_lut(theme)
-    title = _style.legend_title(what, norm, scale, signed)
+    title = _style.legend_title(what, norm, scale, signed) + (f", {note}" if note else "")
     gid = _uid("legend", title, vmax, str(theme), signed)  # deterministic (not hash(): salted per process)
     n = 16
     stops = []

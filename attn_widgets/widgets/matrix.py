@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import traitlets as t
 
-from .._wire import MAX_MESSAGE_BYTES, pack, pack_thumbnails, pool_step, quantize_u8
+from .._wire import MAX_MESSAGE_BYTES, check_cap, pack, pool_step, quantize_u8
 from ..interface import Trace
 from ..render.style import NORMS, SCALES, quantize_signed
 from . import protocol
@@ -31,10 +31,15 @@ class AttentionMatrix(AttnWidget):
     """Layers x heads grid of attention-map thumbnails; click a cell to select its head.
 
     Thumbnails are max-pooled to ``thumb_size`` pixels so sharp heads stay visible at
-    any sequence length, and quantised to uint8 per head with the heads' maxima sent
-    alongside, so the view rescales them without new data: ``scale`` says what a cell's
-    colour bar tops out at (``"layer"``, the default: the layer's largest weight, so heads
-    of a layer compare; ``"head"``: each head's own max; ``"global"``: the largest of all),
+    any sequence length, and quantised to uint8 per head against the head's *colour top*
+    (the ``cap``-th percentile of its nonzero thumbnail pixels, 99.5 by default; pixels
+    above it saturate to the darkest colour; ``cap=100`` is the exact max). The cap matters
+    for causal models, where query 0 attends 1.0 to key 0 so every head's max is that one
+    pixel and the rest of the map (``~1/T .. 0.01``) would quantise to nothing. The tops
+    are sent alongside, so the view rescales the cells without new data: ``scale`` says
+    what a cell's colour bar tops out at (``"layer"``, the default: the layer's largest
+    top, so heads of a layer compare; ``"head"``: each head's own; ``"global"``: the
+    largest of all),
     never below ``min(1, 4 / n_keys)`` so uniform attention is never drawn saturated;
     ``norm`` (``"linear"``, ``"sqrt"``, the default, or ``"log"``) maps values onto the
     bar. The colour bar (legend) on the panel says both.
@@ -71,6 +76,9 @@ class AttentionMatrix(AttnWidget):
     thumbs = t.Dict().tag(sync=True)
     #: What a cell's colour bar tops out at: the head's own max, its layer's, or all layers'.
     scale = t.Enum(list(SCALES), default_value="layer").tag(sync=True)
+    #: Each head's colour top is this percentile (50..100) of its nonzero thumbnail pixels;
+    #: pixels above it are drawn darkest. 100 = the head's max.
+    cap = t.Float(99.5).tag(sync=True)
     #: How weights map onto the colour bar.
     norm = t.Enum(list(NORMS), default_value="sqrt").tag(sync=True)
     #: Compare mode: the other trace's model name (the legend says which colour is whose).
@@ -86,6 +94,7 @@ class AttentionMatrix(AttnWidget):
         self._thumb_done = threading.Event()
         self._thumb_stop = threading.Event()
         self._thumb_pending: np.ndarray | None = None
+        self._thumb_f: np.ndarray | None = None  # float32 pooled maps, re-quantised when cap changes
         if compare is not None:
             diff = compare_thumbnails(trace, compare, self.thumb_size)
             q, scales = quantize_signed(diff)
@@ -96,8 +105,36 @@ class AttentionMatrix(AttnWidget):
             self._handlers["get_thumbs"] = self._handle_get_thumbs
             self._init_lazy_thumbs(trace)
         else:
-            self.thumbs = pack_thumbnails(trace.thumbnails(self.thumb_size))
+            self._thumb_f = np.ascontiguousarray(trace.thumbnails(self.thumb_size), dtype=np.float32)
+            self.thumbs = self._quantized_state()
             self._thumb_done.set()
+        self.observe(self._on_cap, ["cap"])
+
+    @t.validate("cap")
+    def _validate_cap(self, proposal: dict) -> float:
+        try:
+            return check_cap(proposal["value"])
+        except ValueError as exc:
+            raise t.TraitError(str(exc)) from None
+
+    def _quantized_state(self) -> dict:
+        """The ``thumbs`` trait of an in-memory trace: its pooled maps quantised at ``cap``."""
+        q, tops = quantize_u8(self._thumb_f, cap=self.cap)
+        return {"maps": pack(q, "uint8"), "scales": pack(tops, "float32")}
+
+    def _on_cap(self, _change: dict) -> None:
+        """Re-quantise every thumbnail against the new colour tops and send the new state
+        (the view redraws on it); a LazyTrace's pending layers keep their preview maps."""
+        if self._thumb_f is None:  # compare mode: signed differences keep their |max| scale
+            return
+        with self._thumb_lock:
+            if getattr(self, "_thumb_q", None) is not None:
+                q, tops = quantize_u8(self._thumb_f, cap=self.cap)
+                self._thumb_q[:] = q
+                self._thumb_scales[:] = tops
+                self.thumbs = self._thumbs_state(self._thumb_note)
+            else:
+                self.thumbs = self._quantized_state()
 
     def _fit_thumb_size(self, explicit: bool) -> None:
         """Keep every thumbnail in one message: many heads (64 x 64) at the default size
@@ -153,7 +190,7 @@ class AttentionMatrix(AttnWidget):
         return np.array(unpack(self.thumbs["maps"])), None
 
     def _current_scales(self) -> np.ndarray:
-        """The heads' maxima ``[L, H]`` (of ``|difference|`` in compare mode) shown now."""
+        """The heads' colour tops ``[L, H]`` (``|difference|`` maxima in compare mode) shown now."""
         from .._wire import unpack
 
         with self._thumb_lock:
@@ -162,8 +199,9 @@ class AttentionMatrix(AttnWidget):
         return np.array(unpack(self.thumbs["scales"]))
 
     def _colour_kwargs(self) -> dict:
+        signed = bool(self.thumbs.get("signed"))
         return {"scales": self._current_scales(), "scale": self.scale, "norm": self.norm,
-                "signed": bool(self.thumbs.get("signed")), "n_keys": self._trace.n_keys}
+                "signed": signed, "n_keys": self._trace.n_keys, "cap": 100.0 if signed else self.cap}
 
     def _names(self) -> list[str]:
         return [self.model_name or "trace", self.compare_name or "compare"]
@@ -214,7 +252,8 @@ class AttentionMatrix(AttnWidget):
                 f"preview: each thumbnail row is one sampled query row of {k} (values \u2264 exact); "
                 "exact thumbnails are being computed"
             )
-        q, scales = quantize_u8(maps)
+        self._thumb_f = np.ascontiguousarray(maps, dtype=np.float32)
+        q, scales = quantize_u8(self._thumb_f, cap=self.cap)
         self._thumb_q = np.ascontiguousarray(q)
         self._thumb_scales = np.ascontiguousarray(scales, dtype=np.float32)
         self._thumb_pending = np.full((trace.n_layers, trace.n_heads), 0 if exact else 1, np.uint8)
@@ -243,8 +282,9 @@ class AttentionMatrix(AttnWidget):
                 got = list(trace.iter_thumbnails(self.thumb_size, [layer], cancelled=self._thumb_stop.is_set))
                 if not got:
                     return  # cancelled (widget closed)
-                q, scales = quantize_u8(got[0][1])
                 with self._thumb_lock:  # one order on the wire for chunks and get_thumbs replies
+                    self._thumb_f[layer] = got[0][1]
+                    q, scales = quantize_u8(self._thumb_f[layer], cap=self.cap)  # the cap now
                     self._thumb_q[layer] = q
                     self._thumb_scales[layer] = scales
                     self._thumb_pending[layer] = 0

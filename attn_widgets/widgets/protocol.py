@@ -34,6 +34,12 @@ message                   direction  fields                               reply 
 ``error``                 k->view    id, message                          the reply to any request that failed
 ========================  =========  ===================================  ===========================================
 
+The matrix's ``scales`` (in ``thumbs``, ``thumbs_chunk`` and the ``thumbs`` trait) are the
+heads' *colour tops*: the value that uint8 code 255 stands for, the panel's ``cap``-th
+percentile of each head's nonzero thumbnail pixels (pixels above it are sent as 255, drawn
+darkest; ``cap = 100``: the head's max). A code ``q`` below 255 is ``q / 255 * scale``. In
+compare mode (``signed``) they are the heads' largest ``|difference|``, never capped.
+
 Progress of a background job (a LazyTrace's route on the flow panel, head statistics on
 HeadSummary) travels in a synced trait, not a message: ``job`` =
 :class:`JobProgress` (:func:`job_progress`; ``{}`` when nothing runs), so a view that

@@ -24,6 +24,10 @@
 // | map  {push: true, id: null, seq, layer, head, dtype, shape} | [float16 map]                  |
 // | thumbs_chunk {layer0, layer1, shape: [n, H, s, s?]}    | [uint8 maps, float32 scales [n, H]] |
 //
+// The matrix's `scales` are the heads' colour tops: the value of code 255 (the trait `cap`-th
+// percentile of the head's nonzero pixels; above it: 255, darkest; cap 100: the max), so code
+// q < 255 is q / 255 * scale. Signed (compare) thumbnails: the largest |difference|, uncapped.
+//
 // | notice (view -> kernel, no reply)     |                                                      |
 // |---------------------------------------|------------------------------------------------------|
 // | map_ack {seq}                         | a pushed map arrived (seq null: the view started); the kernel keeps at most one push in flight and sends the newest selection's map on the ack (backpressure) |

@@ -53,15 +53,23 @@ export function paintTiles(state, bg, tiles = [], l0 = 0, l1 = state.shape[0], o
   return tiles;
 }
 
+/**
+ * The legend's words for a capped colour top: each head's top is the `cap`-th percentile
+ * of its nonzero pixels (render/matrix.cap_note); "" at 100 (the max) and for differences.
+ */
+export function capNote(cap, signed = false) {
+  return signed || !(cap < 100) ? "" : `capped at p${cap} (above: darkest)`;
+}
+
 /** The legend's settings for the selected cell (bar top = that cell's display max). */
-export function matrixLegend(state, top, layer, head, H, scale, norm, names) {
+export function matrixLegend(state, top, layer, head, H, scale, norm, names, cap = 100) {
   const hd = typeof head === "number" ? head : 0;
   const m = top ? top[layer * H + hd] : 0;
   const where = scale === "global" ? "" : scale === "layer" ? `top: layer ${layer}` : `top: layer ${layer} head ${hd}`;
   if (state.signed) {
     return { max: m, norm, scale, diverging: true, names, what: "attention", note: where };
   }
-  return { max: m, norm, scale, what: "attention weight (max-pooled)", note: where };
+  return { max: m, norm, scale, what: "attention weight (max-pooled)", note: [capNote(cap), where].filter(Boolean).join(", ") };
 }
 
 /**
@@ -174,7 +182,7 @@ export function draw(v) {
   ctx.textBaseline = "top";
   ctx.fillText("layer", 0, 0);
   ctx.restore();
-  const lopts = matrixLegend(thumbs, v.tiles.top, layer, head, H, scale, norm, v.names());
+  const lopts = matrixLegend(thumbs, v.tiles.top, layer, head, H, scale, norm, v.names(), Number(model.get("cap") ?? 100));
   if (!v.legend) {
     v.legend = createLegend(thumbLut(thumbs, th.background), lopts);
     v.legendBox.appendChild(v.legend);

@@ -87,7 +87,7 @@ function render({ model, el }) {
         decodeThumbs();
         v.draw();
       },
-      ...onTraits(["layer", "head", "error", "cell_size"], v.draw),
+      ...onTraits(["layer", "head", "error", "cell_size", "cap"], v.draw), // cap: the legend's words (the kernel re-sends thumbs)
       ...onTraits(["scale", "norm"], () => {
         scaleUi.sync();
         v.draw();

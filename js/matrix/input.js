@@ -13,8 +13,10 @@ export function arrowMove(key, layer, head, L, H) {
 }
 
 /** Tooltip of a cell: its layer, head and scale (max weight), "(preview)" if approximate. */
-export function cellText(layer, head, scale, preview) {
-  return `layer ${layer} \u00b7 head ${head}\nmax ${scale.toFixed(3)}${preview ? " (preview)" : ""}`;
+export function cellText(layer, head, scale, preview, cap = 100) {
+  // `scale` is the head's colour top: its max, or its p`cap` when capped (thumbs.scales)
+  const what = cap < 100 ? `p${cap}` : "max";
+  return `layer ${layer} \u00b7 head ${head}\n${what} ${scale.toFixed(3)}${preview ? " (preview)" : ""}`;
 }
 
 /** The canvas listener table, for dom.listen. */
@@ -42,7 +44,7 @@ export function matrixHandlers(v) {
       const t = v.thumbs;
       const scale = t && t.scales ? t.scales[i] : NaN;
       const where = localPoint(panel, ev);
-      v.tip.show(cellText(hit.layer, hit.head, scale, !!(t && t.pending && t.pending[i])), where.x, where.y);
+      v.tip.show(cellText(hit.layer, hit.head, scale, !!(t && t.pending && t.pending[i]), t && t.signed ? 100 : Number(model.get("cap") ?? 100)), where.x, where.y);
     },
     mouseleave: clearHover(v),
     click: (ev) => {

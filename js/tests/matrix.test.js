@@ -117,5 +117,7 @@ describe("matrix text and keys", () => {
   it("cellText", () => {
     expect(cellText(1, 2, 0.12345, false)).toBe("layer 1 \u00b7 head 2\nmax 0.123");
     expect(cellText(1, 2, 0.5, true)).toBe("layer 1 \u00b7 head 2\nmax 0.500 (preview)");
+    // a capped top is the head's percentile, not its max: the tooltip says which
+    expect(cellText(1, 2, 0.25, false, 99.5)).toBe("layer 1 \u00b7 head 2\np99.5 0.250");
   });
 });

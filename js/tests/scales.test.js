@@ -5,7 +5,7 @@ import { describe, expect, it } from "vitest";
 import { mapTop, uniformFloor } from "../heatmap/draw.js";
 import { scrollToShow } from "../heatmap/strip.js";
 import { codeTable, displayMax, signedIndex } from "../matrix/thumbs.js";
-import { matrixLegend } from "../matrix/draw.js";
+import { capNote, matrixLegend } from "../matrix/draw.js";
 
 describe("matrix rescaling", () => {
   // 2 layers x 2 heads; layer 0: a sharp head (max 1) and a uniform one (1/13)
@@ -47,6 +47,18 @@ describe("matrix rescaling", () => {
     expect(m.note).toBe("top: layer 1");
     const d = matrixLegend({ signed: true }, top, 0, 1, 2, "global", "linear", ["ft", "base"]);
     expect(d.diverging && d.names).toEqual(["ft", "base"]);
+  });
+
+  it("a capped colour top is named on the legend (not at 100, not for a difference)", () => {
+    expect(capNote(99.5)).toBe("capped at p99.5 (above: darkest)");
+    expect(capNote(100)).toBe("");
+    expect(capNote(90, true)).toBe("");
+    const top = displayMax(scales, 2, 2, "head", 13);
+    const c = matrixLegend({ signed: false }, top, 1, 1, 2, "head", "sqrt", null, 99.5);
+    expect(c.note).toBe("capped at p99.5 (above: darkest), top: layer 1 head 1");
+    expect(matrixLegend({ signed: false }, top, 1, 1, 2, "head", "sqrt", null, 100).note).toBe("top: layer 1 head 1");
+    const d = matrixLegend({ signed: true }, top, 0, 1, 2, "global", "linear", ["ft", "base"], 99.5);
+    expect(d.note).toBe("");
   });
 });
 

@@ -86,3 +86,16 @@ def test_matrix_scale_from_python_changes_the_legend_and_cells(legends_page):
         arg=MATRIX, timeout=30000,
     )
     assert page.evaluate(PIXELS, MATRIX) != before
+
+
+def test_matrix_cap_from_python_repaints_and_the_legend_says_it(legends_page):
+    p, page = legends_page, legends_page.page
+    has = "(a) => Array.from(document.querySelectorAll(a[0] + ' .aw-legend')).some(e => e.textContent.includes(a[1]))"
+    page.wait_for_function(has, arg=[MATRIX, "capped at p99.5 (above: darkest)"], timeout=30000)  # the default
+    before = page.evaluate(PIXELS, MATRIX)
+    p.kernel_exec("explorer.matrix.cap = 100")
+    page.wait_for_function(f"(a) => !({has})(a)", arg=[MATRIX, "capped at"], timeout=30000)
+    page.wait_for_function("(a) => a[1] !== (" + PIXELS + ")(a[0])", arg=[MATRIX, before], timeout=30000)
+    p.kernel_exec("explorer.matrix.cap = 90")
+    page.wait_for_function(has, arg=[MATRIX, "capped at p90 (above: darkest)"], timeout=30000)
+    assert page.evaluate(PIXELS, MATRIX) != before

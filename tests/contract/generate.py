@@ -136,7 +136,7 @@ def build_messages() -> dict:
     from attn_widgets._wire import quantize_u8
     from attn_widgets.widgets import protocol
 
-    q, scales = quantize_u8(synthetic_attentions())
+    q, scales = quantize_u8(synthetic_attentions(), cap=99.5)  # scales: the heads' colour tops (default cap)
     pending = np.array([[0, 1], [1, 1]], np.uint8)
     content, bufs = protocol.thumbs_message(q, scales, pending, "preview")
     msgs.append(_message("get_thumbs", {"type": "get_thumbs", "id": "r7"}, {**content, "id": "r7"}, bufs,

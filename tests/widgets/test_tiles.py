@@ -146,7 +146,7 @@ def test_cheap_lazy_thumbnails_are_exact_at_once():
     assert w.thumbs_pending == 0 and w.wait_thumbnails(0)
     maps = unpack(w.thumbs["maps"])
     np.testing.assert_array_equal(unpack(w.thumbs["pending"]), 0)
-    exact = quantize_u8(lt.thumbnails(16))[0]
+    exact = quantize_u8(lt.thumbnails(16), cap=w.cap)[0]
     assert np.abs(maps.astype(int) - exact.astype(int)).max() <= 1  # uint8 rounding
     assert w.thumbs["note"] == ""
 
@@ -164,10 +164,10 @@ def test_expensive_lazy_thumbnails_start_as_a_labelled_preview(monkeypatch):
     first = w.thumbs
     assert "preview" in first["note"] and "sampled" in first["note"]
     preview, _info = lt.preview_thumbnails(8)
-    np.testing.assert_array_equal(unpack(first["maps"]), quantize_u8(preview)[0])
+    np.testing.assert_array_equal(unpack(first["maps"]), quantize_u8(preview, cap=w.cap)[0])
     assert w.wait_thumbnails(30), "exact thumbnails never finished"
     assert w.thumbs_pending == 0
-    exact = quantize_u8(lt.thumbnails(8))[0]
+    exact = quantize_u8(lt.thumbnails(8), cap=w.cap)[0]
     assert np.abs(unpack(w.thumbs["maps"]).astype(int) - exact.astype(int)).max() <= 1
     np.testing.assert_array_equal(unpack(w.thumbs["pending"]), 0)
     assert w.thumbs["note"] == ""
