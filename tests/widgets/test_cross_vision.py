@@ -17,7 +17,7 @@ from ipywidgets.widgets.widget import _remove_buffers
 
 import attn_widgets as aw
 from attn_widgets import AttentionHeatmap, AttentionMatrix, AttentionTrace
-from attn_widgets._wire import maxpool2d, maxpool_axes, unpack
+from attn_widgets._wire import colour_tops, maxpool2d, maxpool_axes, unpack
 from attn_widgets.widgets import heatmap as heatmap_mod
 
 from .test_state import F16, Sent, custom, update
@@ -245,10 +245,13 @@ def test_matrix_of_a_cross_trace(s2s):
     maps = unpack(m.thumbs["maps"])
     assert maps.shape == (cross.n_layers, cross.n_heads, cross.n_tokens, cross.n_keys)
     assert m.key_tokens == list(cross.key_tokens)
-    # Per-head uint8 scaling, as for square maps.
+    # Per-head uint8 scaling against each head's colour top, as for square maps (the default
+    # p99.5 cap of its nonzero pixels; cap=100: the head's max).
     scales = unpack(m.thumbs["scales"])
-    np.testing.assert_allclose(scales, cross.attentions.max(axis=(-2, -1)), rtol=1e-6)
+    np.testing.assert_allclose(scales, colour_tops(cross.attentions, 99.5), rtol=1e-6)
     assert (maps.max(axis=(-2, -1)) == 255).all()
+    exact = AttentionMatrix(cross, cap=100)
+    np.testing.assert_allclose(unpack(exact.thumbs["scales"]), cross.attentions.max(axis=(-2, -1)), rtol=1e-6)
     # Figures: the thumbnails are stretched to square cells, as on the panel.
     img = m._png_array()
     assert img.ndim == 3 and img.shape[2] == 3
@@ -257,7 +260,7 @@ def test_matrix_of_a_cross_trace(s2s):
 
 def test_matrix_thumbnails_of_a_long_source_keep_short_axes():
     tr = make_cross(l=1, h=2, tq=3, tk=100)
-    m = AttentionMatrix(tr, thumb_size=16)
+    m = AttentionMatrix(tr, thumb_size=16, cap=100)
     maps = unpack(m.thumbs["maps"])
     assert maps.shape == (1, 2, 3, 15)  # queries untouched, keys max-pooled by 7
     pooled = maxpool_axes(tr.attentions, 16)
