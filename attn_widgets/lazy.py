@@ -60,6 +60,10 @@ from .trace import AttentionTrace
 
 __all__ = ["LazyTrace", "TraceLike", "pool_step", "pool_blocks"]
 
+#: Threads of the panels' background jobs (attn_widgets._jobs pool, a route's look-ahead):
+#: their calls run on the "jobs" compute thread, after any foreground call.
+_JOB_THREADS = ("attn_widgets-pool", "attn_widgets-route")
+
 #: About this many float32 scores are computed per row block (4 MiB of scratch).
 BLOCK_VALUES = 1 << 20
 #: Scores of all heads per row block in the batched kernel (head mean / max, statistics):
@@ -584,10 +588,19 @@ class LazyTrace(TraceChecks):
 
     # -- scheduling between foreground requests and background thumbnails ------------------------
     def _call(self, fn: Callable, *args: Any) -> Any:
-        """Run ``fn(*args)`` on the foreground compute thread (see :func:`_executor`)."""
-        with self._foreground():
-            if threading.current_thread().name.startswith(_THREAD_PREFIX):
+        """Run ``fn(*args)`` on a compute thread (see :func:`_executor`): the foreground one
+        for a panel's request (a map, a tile), the "jobs" one for the panels' background jobs
+        (a route, head statistics: calls from the job pool's threads). A job waits until no
+        foreground call is running before each call, so a head switch is not queued behind a
+        route's layer."""
+        name = threading.current_thread().name
+        if name.startswith(_THREAD_PREFIX):
+            with self._foreground():
                 return fn(*args)  # already on a compute thread
+        if name.startswith(_JOB_THREADS):
+            self._wait_foreground_idle()
+            return _executor("jobs").submit(fn, *args).result()
+        with self._foreground():
             return _executor("foreground").submit(fn, *args).result()
 
     @contextlib.contextmanager

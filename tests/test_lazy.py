@@ -361,3 +361,33 @@ def test_layer_stats_equal_head_stats_of_the_materialized_trace(backend, monkeyp
             for key, v in got.items():
                 assert v.shape == (4,) and v.dtype == np.float64
                 np.testing.assert_allclose(v, ref[key][layer], atol=1e-6, rtol=1e-6, err_msg=key)
+
+
+def test_a_panels_request_is_not_queued_behind_a_background_job(monkeypatch):
+    # A route or the head statistics (the job pool's threads) hold the "jobs" compute thread;
+    # a head switch meanwhile (a foreground call) runs on its own thread instead of waiting
+    # for the job's layer.
+    lt, _, _ = random_lazy(L=2, H=3, t=40, causal=True)
+    entered, release = threading.Event(), threading.Event()
+    real = LazyTrace._compute
+
+    def held(self, *args, **kwargs):
+        if "-lazy-jobs" in threading.current_thread().name:
+            entered.set()
+            assert release.wait(30)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LazyTrace, "_compute", held)
+    job = threading.Thread(target=lt.tile, args=(1, "mean", 0, 40, 0, 40), name="attn_widgets-pool-test")
+    job.start()
+    try:
+        assert entered.wait(10)
+        done = []
+        fg = threading.Thread(target=lambda: done.append(lt.head_map(0, 1)))
+        fg.start()
+        fg.join(10)
+        assert done and done[0].shape == (40, 40)  # answered while the job is still held
+    finally:
+        release.set()
+        job.join(10)
+    assert not job.is_alive()
