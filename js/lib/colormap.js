@@ -133,10 +133,15 @@ export function normIndex(value, max, norm = "linear") {
 export function paintNorm(values, max, lut, out, norm = "linear") {
   if (norm === "sqrt") return paint(values, max, lut, out, 0.5);
   if (norm !== "log") return paint(values, max, lut, out, 1);
+  return paintIndexed(values, lut, out, (v) => normIndex(v, max, "log"));
+}
+
+/** Opaque RGBA pixels of `values`, each the LUT entry `index(value)` (0..255). */
+function paintIndexed(values, lut, out, index) {
   const n = values.length;
   const px = out || new Uint8ClampedArray(n * 4);
   for (let i = 0; i < n; i++) {
-    const j = normIndex(values[i], max, "log") * 4;
+    const j = index(values[i]) * 4;
     const o = i * 4;
     px[o] = lut[j];
     px[o + 1] = lut[j + 1];
@@ -172,15 +177,5 @@ export function divergingIndex(value, max) {
 
 /** Fill RGBA pixels for signed `values` on a -max..max diverging LUT. */
 export function paintDiverging(values, max, lut, out) {
-  const n = values.length;
-  const px = out || new Uint8ClampedArray(n * 4);
-  for (let i = 0; i < n; i++) {
-    const j = divergingIndex(values[i], max) * 4;
-    const o = i * 4;
-    px[o] = lut[j];
-    px[o + 1] = lut[j + 1];
-    px[o + 2] = lut[j + 2];
-    px[o + 3] = 255;
-  }
-  return px;
+  return paintIndexed(values, lut, out, (v) => divergingIndex(v, max));
 }
