@@ -117,8 +117,8 @@ def _unpack(attentions: Any, gradients: Any, mixed_norms: Any, contributions: An
         mixed_norms = getattr(tr, "mixed_norms", None) if mixed_norms is None else mixed_norms
         contributions = getattr(tr, "contributions", None) if contributions is None else contributions
         attentions = tr.attentions
-    elif isinstance(getattr(type(attentions), "attentions", None), property):
-        attentions = attentions.attentions  # e.g. a LazyTrace: its own error says what to do
+    elif getattr(attentions, "on_demand", False) is True:
+        attentions = attentions.attentions  # a LazyTrace: its own error says what to do
     return attentions, gradients, mixed_norms, contributions
 
 

@@ -59,11 +59,8 @@ def route(trace: Any, method: str, token: int, *, keep: float, residual: float, 
           progress: Callable[[int, int], None] | None = None,
           cancelled: Callable[[], bool] | None = None) -> flows.RouteGraph:
     """``flows.route_graph(trace, method, token, ...)`` for a LazyTrace, with progress and
-    cancellation (raises :class:`RouteCancelled`)."""
-    if method not in lazy_methods(trace):
-        raise ValueError(f"method: expected one of {lazy_methods(trace)} for this LazyTrace, received {method!r}")
-    if method == "grad_rollout":
-        check_grad_position(trace, token)
+    cancellation (raises :class:`RouteCancelled`; flows checks the method and the streamed
+    route's position)."""
     return flows.route_graph(trace, method, token, keep=keep, residual=residual,
                              max_edges_per_layer=max_edges_per_layer, progress=progress, cancelled=cancelled)
 
